@@ -4,13 +4,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cache_control;
-mod cc_tmp;
 pub mod conditional_get;
 pub mod not_modified;
 pub mod preconditions;
 
-// TEMP pub use crate::cache_control::{
-// TEMP    CachePolicy, add_never_cache_headers, patch_cache_control, patch_vary_headers,
-// TEMP };
+pub use crate::cache_control::{
+    CachePolicy, add_never_cache_headers, patch_cache_control, patch_vary_headers,
+};
 pub use crate::conditional_get::{ConditionalGet, ETagHasher};
 pub use crate::preconditions::{Precondition, Validators, evaluate_preconditions};

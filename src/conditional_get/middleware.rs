@@ -16,7 +16,7 @@ use futures_util::future::{Ready, ready};
 use pin_project_lite::pin_project;
 
 use super::ETagHasher;
-use crate::cc_tmp::{cache_control_contains, patch_vary_headers};
+use crate::cache_control::{cache_control_contains, patch_vary_headers};
 use crate::not_modified::{not_modified, precondition_failed};
 use crate::preconditions::{
     EntityTagRef, Precondition, Validators, evaluate_preconditions, parse_http_date,
@@ -40,7 +40,7 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// `Last-Modified` is never replaced, and a malformed one is left alone (never a panic).
 ///
 /// # Compression
-/// Register `ConditionalGet` *before* [`Compress`](actix_web::middleware::Compress), so that
+/// Register `ConditionalGet` *before* [`Compress`], so that
 /// `Compress` wraps it: ETags are hashed over the identity bytes and a 304 is decided before
 /// anything is compressed (Django's order with `GZipMiddleware`; nginx's too). Because actix's
 /// `Compress` does not touch `ETag`, `ConditionalGet` weakens the tag itself (`W/"…"`, as
@@ -63,6 +63,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 ///     .wrap(Compress::default())
 ///     .route("/", web::get().to(|| async { HttpResponse::Ok().json([1, 2, 3]) }));
 /// ```
+///
+/// [`Compress`]: https://docs.rs/actix-web/4/actix_web/middleware/struct.Compress.html
 #[derive(Debug, Clone, Default)]
 pub struct ConditionalGet {
     config: Rc<Config>,
@@ -105,8 +107,7 @@ impl ConditionalGet {
     }
 
     /// Whether to weaken strong ETags on responses an outer
-    /// [`Compress`](actix_web::middleware::Compress) may encode (on by default; see
-    /// [Compression](#compression)).
+    /// `Compress` may encode (on by default; see [Compression](ConditionalGet#compression)).
     #[must_use]
     pub fn weaken_when_compressible(self, weaken: bool) -> Self {
         self.with(|c| c.weaken_when_compressible = weaken)
@@ -159,6 +160,9 @@ where
     forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            tracing::trace!(method = %req.method(), "conditional_get: skipped, not GET or HEAD");
+        }
         // RFC 9110 §13.2.1: after the handler only GET and HEAD can still be answered with a
         // 304; for unsafe methods the work is done, so precondition mode (validators evaluated
         // before the handler) is the tool there, as Django's middleware notes too.
@@ -306,6 +310,10 @@ fn may_be_compressed(req: &HttpRequest, response: &HttpResponse<()>) -> bool {
         Encoding::zstd(),
         Encoding::identity(),
     ];
+    // Cheapest test first: most API clients without Accept-Encoding stop here.
+    if !req.headers().contains_key(header::ACCEPT_ENCODING) {
+        return false;
+    }
     let status = response.status();
     if status == StatusCode::NO_CONTENT
         || status == StatusCode::PARTIAL_CONTENT
@@ -345,6 +353,7 @@ fn weaken_etag(headers: &mut HeaderMap) {
         .filter(|tag| !tag.is_weak())
         .map(|tag| tag.weakened().to_header_value());
     if let Some(weak) = weakened {
+        tracing::debug!(etag = ?weak, "conditional_get: etag weakened, body is or may be content-coded");
         headers.insert(header::ETAG, weak);
     }
 }

@@ -140,15 +140,12 @@ pub fn evaluate_request(
     }
 
     // Step 4: If-Modified-Since, GET and HEAD only (§13.1.3).
-    if is_get_or_head {
-        if let (Some(date), Some(modified)) = (
-            http_date::single_date(headers.get_all(IF_MODIFIED_SINCE)),
-            validators.last_modified,
-        ) {
-            if modified <= date {
-                return Precondition::NotModified;
-            }
-        }
+    if is_get_or_head
+        && let Some(date) = http_date::single_date(headers.get_all(IF_MODIFIED_SINCE))
+        && let Some(modified) = validators.last_modified
+        && modified <= date
+    {
+        return Precondition::NotModified;
     }
 
     Precondition::Proceed
