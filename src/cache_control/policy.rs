@@ -43,12 +43,12 @@ pub enum Visibility {
 ///
 /// `CachePolicy` is a small `Copy` value. It is written to a response either as a whole header
 /// (it implements [`TryIntoHeaderValue`], so `insert_header((CACHE_CONTROL, policy))` works), or
-/// merged into whatever the handler already set with [`patch_cache_control`].
+/// merged into whatever the handler already set with [`patch_cache_control`](super::patch_cache_control).
 ///
 /// Directives render in one canonical order:
 /// `public`/`private`, `max-age`, `s-maxage`, `no-cache`, `no-store`, `must-revalidate`,
 /// `proxy-revalidate`, `immutable`, `stale-while-revalidate`, `stale-if-error`.
-/// [`patch_cache_control`] appends new directives in that same order.
+/// [`patch_cache_control`](super::patch_cache_control) appends new directives in that same order.
 ///
 /// The builder does not reject contradictory combinations (`no-store` with `max-age`,
 /// `must-revalidate` with `stale-while-revalidate`, RFC 9111 §4.2.4); it states what is sent.
@@ -134,7 +134,7 @@ impl CachePolicy {
     /// `never_cache`.
     ///
     /// The policy renders them in canonical order (`private` first). To reproduce Django's
-    /// header byte for byte, including its `Expires`, use [`add_never_cache_headers`].
+    /// header byte for byte, including its `Expires`, use [`add_never_cache_headers`](super::add_never_cache_headers).
     #[must_use]
     pub const fn never() -> Self {
         Self::new()
