@@ -4,10 +4,19 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cache_control;
+pub mod condition;
 pub mod conditional_get;
 pub mod not_modified;
 pub mod preconditions;
+pub mod viewset;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+// TEMP pub use actix_conditional_macros::{cache_control, etag_cached, never_cache};
 pub use crate::cache_control::{
     CachePolicy, add_never_cache_headers, patch_cache_control, patch_vary_headers,
 };

@@ -1,0 +1,297 @@
+//! Handler-level caching: Django's `@condition`, `@etag`, `@last_modified`, `@cache_control`
+//! and `@never_cache`, as plain functions the `#[etag_cached]`, `#[cache_control]` and
+//! `#[never_cache]` attributes expand to (and that you can call by hand).
+//!
+//! Validators computed *before* the handler answer 304 and 412 without running it: a revision
+//! query instead of building and hashing the body, and lost-update protection for writes.
+//!
+//! ```
+//! use actix_conditional::CachePolicy;
+//! use actix_conditional::condition::{HandlerPolicy, RequestValidators};
+//! use actix_web::{HttpRequest, HttpResponse, http::{StatusCode, header}, test, web, App};
+//!
+//! const POLICY: HandlerPolicy = HandlerPolicy::new(CachePolicy::revalidate(60));
+//!
+//! async fn report(req: HttpRequest) -> HttpResponse {
+//!     let revision = "rev-7"; // e.g. MAX(updated_at) of the table: one cheap query
+//!     let validators = RequestValidators::new().etag(Some(revision));
+//!     POLICY.respond(&req, validators, async { HttpResponse::Ok().body("expensive report") }).await
+//! }
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let app = test::init_service(App::new().route("/", web::get().to(report))).await;
+//! let res = test::call_service(&app, test::TestRequest::get().to_request()).await;
+//! assert_eq!(res.headers().get(header::ETAG).unwrap(), "\"rev-7\"");
+//! assert_eq!(res.headers().get(header::CACHE_CONTROL).unwrap(), "max-age=60, must-revalidate");
+//!
+//! let req = test::TestRequest::get().insert_header((header::IF_NONE_MATCH, "\"rev-7\""));
+//! let res = test::call_service(&app, req.to_request()).await;
+//! assert_eq!(res.status(), StatusCode::NOT_MODIFIED); // the report was never built
+//! # });
+//! ```
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_web::http::header::{self, EntityTag, HeaderValue, HttpDate};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, Responder};
+
+use crate::cache_control::{
+    CachePolicy, add_never_cache_headers, patch_cache_control, patch_vary_headers,
+};
+use crate::not_modified::{not_modified, precondition_failed};
+use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_preconditions};
+
+/// What mutations and errors get: `no-cache, no-store, must-revalidate`.
+pub const MUTATION_POLICY: CachePolicy = CachePolicy::new().no_cache().no_store().must_revalidate();
+
+/// The cache policy of one handler: `read` for successful GET/HEAD responses (and their 304s),
+/// [`MUTATION_POLICY`] for everything else, merged into what the handler set with
+/// [`patch_cache_control`]'s rules, plus `Vary` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandlerPolicy {
+    read: CachePolicy,
+    vary: &'static [&'static str],
+}
+
+impl HandlerPolicy {
+    /// A policy whose reads get `read`.
+    pub const fn new(read: CachePolicy) -> Self {
+        Self { read, vary: &[] }
+    }
+
+    /// Adds `Vary` names (merged with [`patch_vary_headers`]) to every response.
+    #[must_use]
+    pub const fn vary(self, names: &'static [&'static str]) -> Self {
+        Self {
+            vary: names,
+            ..self
+        }
+    }
+
+    /// The policy for reads.
+    pub const fn read(&self) -> CachePolicy {
+        self.read
+    }
+
+    /// Evaluates `validators` before the handler, then runs it only if needed.
+    ///
+    /// 1. If the request's preconditions decide (RFC 9110 §13.2.2): a 304 for GET/HEAD, a 412
+    ///    otherwise, and `handler` is dropped unpolled, so nothing is computed or written.
+    /// 2. Otherwise `handler` runs; on GET/HEAD its response gets the validators as `ETag` and
+    ///    `Last-Modified` unless it set its own (Django's `@condition`), so
+    ///    [`ConditionalGet`](crate::ConditionalGet) will not hash its body.
+    /// 3. Either way the cache policy is applied ([`apply`](Self::apply)).
+    pub async fn respond<Fut, R>(
+        &self,
+        req: &HttpRequest,
+        validators: RequestValidators,
+        handler: Fut,
+    ) -> HttpResponse
+    where
+        Fut: Future<Output = R>,
+        R: Responder,
+    {
+        let mut res = match validators.check(req) {
+            Some(early) => early,
+            None => {
+                let mut res = handler.await.respond_to(req).map_into_boxed_body();
+                validators.set_on(req, &mut res);
+                res
+            }
+        };
+        self.apply(req, &mut res);
+        res
+    }
+
+    /// Applies the policy to a finished response: `read` for GET/HEAD answered 2xx or 304,
+    /// [`MUTATION_POLICY`] for every other method and status, then the `Vary` names.
+    pub fn apply(&self, req: &HttpRequest, res: &mut HttpResponse) {
+        let status = res.status();
+        let is_read = matches!(*req.method(), Method::GET | Method::HEAD)
+            && (status.is_success() || status == StatusCode::NOT_MODIFIED);
+        let policy = if is_read {
+            &self.read
+        } else {
+            &MUTATION_POLICY
+        };
+        patch_cache_control(res.headers_mut(), policy);
+        if !self.vary.is_empty() {
+            patch_vary_headers(res.headers_mut(), self.vary);
+        }
+    }
+}
+
+/// Validators known before the handler runs: Django's `etag_func` and `last_modified_func`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestValidators {
+    etag: Option<EntityTag>,
+    last_modified: Option<SystemTime>,
+}
+
+impl RequestValidators {
+    /// No validators yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current entity-tag, if the resource exists.
+    #[must_use]
+    pub fn etag(mut self, etag: Option<impl IntoETag>) -> Self {
+        self.etag = etag.and_then(IntoETag::into_etag);
+        self
+    }
+
+    /// The current modification time, if known (compared in whole seconds).
+    #[must_use]
+    pub fn last_modified(mut self, last_modified: Option<impl IntoLastModified>) -> Self {
+        self.last_modified = last_modified.map(IntoLastModified::into_last_modified);
+        self
+    }
+
+    /// The early answer, if the preconditions decide: a 304 carrying the validators, or an
+    /// empty 412. `None` means "run the handler".
+    ///
+    /// The resource exists when a validator is known (Django's rule for `*`). Methods that
+    /// ignore preconditions (OPTIONS, CONNECT, TRACE) always get `None`.
+    pub fn check(&self, req: &HttpRequest) -> Option<HttpResponse> {
+        let etag = self.etag.as_ref().map(EntityTagRef::from);
+        let validators = Validators::new(etag, self.last_modified);
+        match evaluate_preconditions(req.head(), &validators) {
+            Precondition::Proceed => None,
+            Precondition::NotModified => {
+                tracing::debug!(path = req.path(), "condition: 304 before the handler");
+                let mut res = HttpResponse::Ok().finish();
+                self.set_on(req, &mut res);
+                Some(not_modified(res).map_into_boxed_body())
+            }
+            Precondition::PreconditionFailed => {
+                tracing::debug!(path = req.path(), method = %req.method(), "condition: 412 before the handler");
+                Some(precondition_failed())
+            }
+        }
+    }
+
+    /// Sets `ETag` and `Last-Modified` on a GET/HEAD response that has none of its own.
+    pub fn set_on(&self, req: &HttpRequest, res: &mut HttpResponse) {
+        if !matches!(*req.method(), Method::GET | Method::HEAD) {
+            return;
+        }
+        let headers = res.headers_mut();
+        if let Some(etag) = &self.etag
+            && !headers.contains_key(header::ETAG)
+        {
+            headers.insert(header::ETAG, EntityTagRef::from(etag).to_header_value());
+        }
+        // httpdate cannot format years past 9999 (it panics): such a time is not sent.
+        if let Some(modified) = self.last_modified
+            && modified < UNIX_EPOCH + Duration::from_secs(253_402_300_799)
+            && !headers.contains_key(header::LAST_MODIFIED)
+            && let Ok(value) = HeaderValue::from_str(&HttpDate::from(modified).to_string())
+        {
+            headers.insert(header::LAST_MODIFIED, value);
+        }
+    }
+}
+
+/// A value usable as an entity-tag validator.
+pub trait IntoETag {
+    /// The tag, or `None` if the value cannot be one (it is then ignored, never a panic).
+    fn into_etag(self) -> Option<EntityTag>;
+}
+
+impl IntoETag for EntityTag {
+    fn into_etag(self) -> Option<EntityTag> {
+        Some(self)
+    }
+}
+
+impl IntoETag for &str {
+    /// Django's `quote_etag`: a bare token `rev-7` becomes `"rev-7"`; a value already quoted
+    /// (`"rev-7"` or `W/"rev-7"`) is taken as it is. Bytes a tag cannot hold give `None`.
+    fn into_etag(self) -> Option<EntityTag> {
+        if let Some(tag) = EntityTagRef::parse(self.as_bytes()) {
+            let opaque = std::str::from_utf8(tag.opaque()).ok()?.to_owned();
+            return Some(EntityTag::new(tag.is_weak(), opaque));
+        }
+        EntityTagRef::new(false, self.as_bytes())?;
+        Some(EntityTag::new_strong(self.to_owned()))
+    }
+}
+
+impl IntoETag for String {
+    fn into_etag(self) -> Option<EntityTag> {
+        self.as_str().into_etag()
+    }
+}
+
+/// A value usable as a modification-time validator.
+pub trait IntoLastModified {
+    /// The time; compared with request dates in whole seconds.
+    fn into_last_modified(self) -> SystemTime;
+}
+
+impl IntoLastModified for SystemTime {
+    fn into_last_modified(self) -> SystemTime {
+        self
+    }
+}
+
+impl IntoLastModified for HttpDate {
+    fn into_last_modified(self) -> SystemTime {
+        self.into()
+    }
+}
+
+/// Django's `@cache_control(...)`: runs the handler, then merges `policy` into its
+/// `Cache-Control` with [`patch_cache_control`].
+pub async fn with_cache_control<Fut, R>(
+    req: &HttpRequest,
+    policy: CachePolicy,
+    handler: Fut,
+) -> HttpResponse
+where
+    Fut: Future<Output = R>,
+    R: Responder,
+{
+    let mut res = handler.await.respond_to(req).map_into_boxed_body();
+    patch_cache_control(res.headers_mut(), &policy);
+    res
+}
+
+/// Django's `@never_cache`: runs the handler, then [`add_never_cache_headers`].
+pub async fn with_never_cache<Fut, R>(req: &HttpRequest, handler: Fut) -> HttpResponse
+where
+    Fut: Future<Output = R>,
+    R: Responder,
+{
+    let mut res = handler.await.respond_to(req).map_into_boxed_body();
+    add_never_cache_headers(res.headers_mut());
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_tokens_are_quoted_like_djangos_quote_etag() {
+        assert_eq!(
+            "rev-7".into_etag(),
+            Some(EntityTag::new_strong("rev-7".into()))
+        );
+        assert_eq!(
+            "\"rev-7\"".into_etag(),
+            Some(EntityTag::new_strong("rev-7".into()))
+        );
+        assert_eq!("W/\"r\"".into_etag(), Some(EntityTag::new_weak("r".into())));
+    }
+
+    #[test]
+    fn invalid_tags_are_ignored_not_panicked_on() {
+        assert_eq!("a b".into_etag(), None);
+        assert_eq!("a\"b".into_etag(), None);
+        assert_eq!(String::from("\u{7f}").into_etag(), None);
+    }
+}
