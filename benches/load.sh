@@ -2,13 +2,16 @@
 # Load test: ConditionalGet against bare actix-web over real sockets, with wrk.
 #
 # Builds examples/bench_server.rs in release, starts it on a free 127.0.0.1 port with one
-# worker, checks each scenario with curl, then runs wrk on three scenarios in interleaved
+# worker, checks each scenario with curl, then runs wrk on four scenarios in interleaved
 # rounds (the starting scenario rotates each round, so slow phases of a shared machine hit
 # every scenario alike) and keeps each scenario's median requests/sec:
 #
 #   bare 200   GET /bare/32k                        (no middleware)
 #   cg 200     GET /cg/32k                          (ConditionalGet hashes the 32 KiB body)
 #   cg 304     GET /cg/32k + If-None-Match: <etag>  (same hashing, no body sent)
+#   304 before handler
+#              GET /cond/32k + If-None-Match: "v1"  (HandlerPolicy::respond: a constant
+#                                                   validator, the handler never runs)
 #
 # Results go into BENCHMARKS.md between <!-- load:begin --> and <!-- load:end -->.
 # Targets: cg 200 >= 0.90x bare 200, cg 304 >= 1.20x bare 200.
@@ -122,11 +125,20 @@ read -r status size _ <<<"$(probe /cg/32k "If-None-Match: $ETAG")"
 [[ $status == 304 && $size == 0 ]] || die "cg 304: got status $status, $size bytes"
 read -r status _ _ <<<"$(probe /cg/32k 'If-None-Match: "stale"')"
 [[ $status == 200 ]] || die "cg with a stale If-None-Match: got status $status, not 200"
-log "checks passed: bare 200, cg 200 with ETag $ETAG, cg 304 on a match, 200 on a mismatch"
+read -r status size etag <<<"$(probe /cond/32k)"
+[[ $status == 200 && $size == 32768 ]] || die "cond 200: got status $status, $size bytes"
+[[ $etag == '"v1"' ]] || die "cond 200: expected the handler's ETag \"v1\", got '$etag'"
+read -r status size _ <<<"$(probe /cond/32k 'If-None-Match: "v1"')"
+[[ $status == 304 && $size == 0 ]] || die "304 before handler: got status $status, $size bytes"
+log "checks passed: bare 200, cg 200 with ETag $ETAG, cg 304 on a match, 200 on a mismatch," \
+    "cond 200 with ETag \"v1\" and 304 before the handler"
 
 # --- load --------------------------------------------------------------------------------
-SCENARIOS=("bare 200" "cg 200" "cg 304")
-declare -A PATH_OF=(["bare 200"]=/bare/32k ["cg 200"]=/cg/32k ["cg 304"]=/cg/32k)
+SCENARIOS=("bare 200" "cg 200" "cg 304" "304 before handler")
+declare -A PATH_OF=(["bare 200"]=/bare/32k ["cg 200"]=/cg/32k ["cg 304"]=/cg/32k
+    ["304 before handler"]=/cond/32k)
+# The If-None-Match each 304 scenario sends ($ETAG is known only after the checks above).
+declare -A IF_NONE_MATCH=(["cg 304"]=$ETAG ["304 before handler"]='"v1"')
 declare -A RPS TRANSFER
 
 # to_bytes "1.18GB" -> bytes (wrk prints binary units).
@@ -141,7 +153,7 @@ to_bytes() {
 # run_wrk SCENARIO SECONDS OUT: runs wrk and checks its output.
 run_wrk() {
     local scenario=$1 seconds=$2 out=$3 header=()
-    [[ $scenario == "cg 304" ]] && header=(-H "If-None-Match: $ETAG")
+    [[ -n ${IF_NONE_MATCH[$scenario]:-} ]] && header=(-H "If-None-Match: ${IF_NONE_MATCH[$scenario]}")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" "${header[@]}" "$base${PATH_OF[$scenario]}" >"$out" 2>&1 ||
         die "wrk failed for $scenario: $(cat "$out")"
     kill -0 "$server_pid" 2>/dev/null || die "server died during $scenario"
@@ -161,7 +173,9 @@ run_wrk() {
     ((requests > 0)) || die "$scenario: no requests completed"
     local per=$((read_bytes / requests))
     case $scenario in
-    "cg 304") ((per < 1024)) || die "$scenario: $per bytes per response; these are not 304s" ;;
+    "cg 304" | "304 before handler")
+        ((per < 1024)) || die "$scenario: $per bytes per response; these are not 304s"
+        ;;
     # 30000, not 32768: wrk rounds the total it read to two decimals.
     *) ((per >= 30000)) || die "$scenario: $per bytes per response; these are not full 200s" ;;
     esac
@@ -232,14 +246,14 @@ section=$work/section.md
     echo "- Machine: $(nproc) CPUs (nproc), ${cpu_model:-unknown CPU}, $(uname -sr); load average ${load_before} before, ${load_after} after"
     echo "- Command: \`$command_line\`"
     echo "- Server: \`target/release/examples/bench_server\` (\`cargo build --release --locked --example bench_server\`), WORKERS=$WORKERS, a 32 KiB JSON body from one \`Bytes\`; client and server share the machine"
-    echo "- wrk: \`wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s http://127.0.0.1:<port>/<path>\` (+ \`-H 'If-None-Match: $ETAG'\` for the 304), $ROUNDS interleaved rounds with the starting scenario rotated, median per scenario; ${WARMUP}s unrecorded warm-up per scenario"
+    echo "- wrk: \`wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s http://127.0.0.1:<port>/<path>\` (+ \`-H 'If-None-Match: $ETAG'\` for cg 304, \`-H 'If-None-Match: \"v1\"'\` for 304 before handler, whose handler is wrapped by \`HandlerPolicy::respond\` with that constant validator), $ROUNDS interleaved rounds with the starting scenario rotated, median per scenario; ${WARMUP}s unrecorded warm-up per scenario"
     echo "- Checked: curl before the load (200s with 32768-byte bodies and an ETag, 304 with none), no non-2xx/3xx responses in any wrk run, bytes per response in every wrk run (about 32 KiB for the 200s, < 1 KiB for the 304s)"
     echo
     echo "| scenario | path | req/s (median) | ratio vs bare 200 | transfer/s | req/s per round |"
     echo "| --- | --- | ---: | ---: | ---: | --- |"
     for scenario in "${SCENARIOS[@]}"; do
         path=${PATH_OF[$scenario]}
-        [[ $scenario == "cg 304" ]] && path="$path + If-None-Match"
+        [[ -n ${IF_NONE_MATCH[$scenario]:-} ]] && path="$path + If-None-Match"
         rounds=$(echo "${RPS[$scenario]}" | xargs | sed 's/ /, /g')
         echo "| $scenario | \`$path\` | ${MED[$scenario]} | $(ratio "${MED[$scenario]}" "$bare")x | $(human_rate "${MED_TRANSFER[$scenario]}") | $rounds |"
     done
@@ -271,9 +285,9 @@ else
 fi
 log "wrote the load section of $BENCHMARKS_MD"
 
-printf '\n%-9s %12s %8s %14s\n' scenario "req/s" ratio transfer/s
+printf '\n%-18s %12s %8s %14s\n' scenario "req/s" ratio transfer/s
 for scenario in "${SCENARIOS[@]}"; do
-    printf '%-9s %12s %7sx %14s\n' "$scenario" "${MED[$scenario]}" \
+    printf '%-18s %12s %7sx %14s\n' "$scenario" "${MED[$scenario]}" \
         "$(ratio "${MED[$scenario]}" "$bare")" "$(human_rate "${MED_TRANSFER[$scenario]}")"
 done
 printf 'targets: cg 200 %sx (>= 0.90) %s, cg 304 %sx (>= 1.20) %s\n' \

@@ -6,9 +6,14 @@
 //!
 //! - `/bare/32k`: no middleware;
 //! - `/cg/32k`: in a scope wrapped by `ConditionalGet::default()` (XXH3 ETags);
-//! - `/cg/32k/md5`: in a scope wrapped by `ConditionalGet::new().hasher(ETagHasher::Md5)`.
+//! - `/cg/32k/md5`: in a scope wrapped by `ConditionalGet::new().hasher(ETagHasher::Md5)`;
+//! - `/cond/32k`: in a scope wrapped by `ConditionalGet::default()`, its handler wrapped by
+//!   [`HandlerPolicy::respond`] with the constant validator `"v1"`: a matching
+//!   `If-None-Match` is answered 304 *before* the handler (nothing built, nothing hashed); a
+//!   200 carries `ETag: "v1"` and `Cache-Control: max-age=60, must-revalidate`, and the
+//!   middleware, seeing the handler's ETag, hashes nothing.
 //!
-//! Each route sits in its own `web::scope`, so routing costs the same for all three.
+//! Each route sits in its own `web::scope`, so routing costs the same for all four.
 //! `BIND` sets the address (default `127.0.0.1:8089`; port `0` picks a free one, and the line
 //! printed at start names the real one) and `WORKERS` the worker count (default 1).
 //!
@@ -21,9 +26,10 @@
 
 use std::io;
 
-use actix_conditional::{ConditionalGet, ETagHasher};
+use actix_conditional::condition::{HandlerPolicy, RequestValidators};
+use actix_conditional::{CachePolicy, ConditionalGet, ETagHasher};
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpResponse, HttpServer};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 
 const BODY_BYTES: usize = 32 * 1024;
 
@@ -59,6 +65,15 @@ async fn body_32k(body: web::Data<Bytes>) -> HttpResponse {
         .body(body.get_ref().clone())
 }
 
+/// The policy of `/cond/32k`: validators before the handler, revalidate after a minute.
+const COND_POLICY: HandlerPolicy = HandlerPolicy::new(CachePolicy::revalidate(60));
+
+/// `/cond/32k`: [`body_32k`] behind a constant validator, what `#[etag_cached]` expands to.
+async fn cond_32k(req: HttpRequest, body: web::Data<Bytes>) -> HttpResponse {
+    let validators = RequestValidators::new().etag(Some("v1"));
+    COND_POLICY.respond(&req, validators, body_32k(body)).await
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
 }
@@ -85,6 +100,11 @@ async fn main() -> io::Result<()> {
                 web::scope("/cg")
                     .wrap(ConditionalGet::default())
                     .route("/32k", web::get().to(body_32k)),
+            )
+            .service(
+                web::scope("/cond")
+                    .wrap(ConditionalGet::default())
+                    .route("/32k", web::get().to(cond_32k)),
             )
     })
     .workers(workers)

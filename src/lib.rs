@@ -14,11 +14,11 @@ pub mod viewset;
 #[path = "private.rs"]
 pub mod __private;
 
-#[cfg(feature = "macros")]
-#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
-// TEMP pub use actix_conditional_macros::{cache_control, etag_cached, never_cache};
 pub use crate::cache_control::{
     CachePolicy, add_never_cache_headers, patch_cache_control, patch_vary_headers,
 };
 pub use crate::conditional_get::{ConditionalGet, ETagHasher};
 pub use crate::preconditions::{Precondition, Validators, evaluate_preconditions};
+#[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+pub use actix_conditional_macros::{cache_control, etag_cached, never_cache};

@@ -44,7 +44,7 @@ async fn call(req: TestRequest, runs: Rc<Cell<u32>>) -> ServiceResponse {
     app.call(req.to_request()).await.unwrap()
 }
 
-fn header<'a>(res: &'a ServiceResponse, name: HeaderName) -> Option<&'a str> {
+fn header(res: &ServiceResponse, name: HeaderName) -> Option<&str> {
     res.headers().get(name).map(|v| v.to_str().unwrap())
 }
 

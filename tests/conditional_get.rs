@@ -524,3 +524,37 @@ async fn weakening_can_be_turned_off_when_nothing_compresses() {
     .await;
     assert_eq!(etag_of(&res).unwrap(), xxh3_expected(BODY.as_bytes()));
 }
+
+#[actix_rt::test]
+async fn inside_compress_pre_handler_304_matches_the_weak_200() {
+    use actix_conditional::CachePolicy;
+    use actix_conditional::condition::{HandlerPolicy, RequestValidators};
+    const POLICY: HandlerPolicy = HandlerPolicy::new(CachePolicy::revalidate(60));
+    async fn revisioned(req: actix_web::HttpRequest) -> HttpResponse {
+        let validators = RequestValidators::new().etag(Some("rev-1"));
+        POLICY
+            .respond(&req, validators, async { HttpResponse::Ok().body(BODY) })
+            .await
+    }
+    let app = test::init_service(
+        App::new()
+            .wrap(ConditionalGet::default())
+            .wrap(Compress::default())
+            .route("/rev", web::get().to(revisioned)),
+    )
+    .await;
+    let ok = app.call(gzip_get("/rev").to_request()).await.unwrap();
+    assert_eq!(etag_of(&ok).unwrap(), "W/\"rev-1\"");
+    let req = gzip_get("/rev").insert_header((header::IF_NONE_MATCH, "W/\"rev-1\""));
+    let res = app.call(req.to_request()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(etag_of(&res), etag_of(&ok));
+    assert_eq!(res.headers().get(header::VARY).unwrap(), "accept-encoding");
+    // Without Accept-Encoding the tag stays strong and nothing varies.
+    let req = TestRequest::get()
+        .uri("/rev")
+        .insert_header((header::IF_NONE_MATCH, "\"rev-1\""));
+    let res = app.call(req.to_request()).await.unwrap();
+    assert_eq!(etag_of(&res).unwrap(), "\"rev-1\"");
+    assert!(res.headers().get(header::VARY).is_none());
+}

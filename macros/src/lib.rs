@@ -1,5 +1,200 @@
 //! Attribute macros for [`actix-conditional`](https://docs.rs/actix-conditional).
 //!
 //! This crate is re-exported by `actix-conditional` behind its `macros` feature (on by default);
-//! depend on `actix-conditional` rather than on this crate directly. The `#[etag_cached]`
-//! attribute arrives with the macro work; until then the crate holds only its skeleton.
+//! depend on `actix-conditional` rather than on this crate directly.
+//!
+//! - [`macro@etag_cached`]: conditional GET (304/412 before the handler runs) plus a
+//!   `Cache-Control` policy for reads, on a handler or on every handler of an `impl` block.
+//! - [`macro@cache_control`] and [`macro@never_cache`]: Django's decorators of the same names.
+//!
+//! Set `ACTIX_CONDITIONAL_MACROS_DEBUG=1` while building to print each expansion to stderr.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use proc_macro::TokenStream;
+
+mod args;
+mod cache_control;
+mod etag_cached;
+mod handler;
+
+/// Answers conditional requests for a handler and sets its `Cache-Control` policy.
+///
+/// Before the handler runs, the request's `If-None-Match`, `If-Modified-Since`, `If-Match` and
+/// `If-Unmodified-Since` are evaluated (RFC 9110 §13.2.2) against the validators computed by the
+/// `etag` and `last_modified` functions; a `304 Not Modified` or `412 Precondition Failed` is then
+/// answered without awaiting the handler. Otherwise the handler runs, its response gets `ETag` and
+/// `Last-Modified` (GET/HEAD, unless it set its own), and:
+///
+/// - GET/HEAD answers with a 2xx or 304 status get `Cache-Control: max-age=N, must-revalidate`
+///   plus the directives below;
+/// - every other answer (errors, POST, PUT, …) gets `no-cache, no-store, must-revalidate`.
+///
+/// The handler may take any extractors and return any `Responder`; the expanded function takes
+/// an extra `HttpRequest` and returns `HttpResponse`. Other attributes (`#[get]`, `#[route]`,
+/// docs) are kept, and `#[etag_cached]` may sit above or below the route attribute.
+///
+/// actix's `#[get]` does **not** route `HEAD` (actix/actix-web#2702): use
+/// `#[route("/", method = "GET", method = "HEAD")]` or register `HEAD` explicitly.
+///
+/// # Syntax
+///
+/// ```text
+/// #[etag_cached(max_age = <u32>[, option]*)]
+/// async fn handler(<extractors>) -> impl Responder { … }
+///
+/// #[etag_cached(max_age = <u32>[, option]*)]
+/// impl [Trait for] Type {
+///     #[etag_cached(option[, option]*)]  // optional, per method
+///     async fn method(&self, req: HttpRequest, …) -> HttpResponse { … }
+/// }
+/// ```
+///
+/// # Attributes
+///
+/// - `max_age = u32`: seconds a response stays fresh (`max-age`). Required, on the function or
+///   on the `impl` block (or on every method).
+/// - `s_maxage = u32`: `s-maxage` for shared caches. Default: not sent.
+/// - `public`: adds `public`. Default: not sent; cannot be combined with `private`.
+/// - `private`: adds `private`. Default: not sent; cannot be combined with `public`.
+/// - `stale_while_revalidate = u32`: adds `stale-while-revalidate` (RFC 5861). Default: not
+///   sent. Note that `must-revalidate`, always sent, tells shared caches not to serve stale.
+/// - `stale_if_error = u32`: adds `stale-if-error` (RFC 5861). Default: not sent; same caveat.
+/// - `vary = ["Header", …]`: header names added to `Vary`. Default: none.
+/// - `etag = path`: the strong validator, `fn(&HttpRequest) -> Option<E>` (sync or `async`),
+///   where `E` is an `EntityTag`, `String` or `&str`. In an `impl` block the function takes
+///   `&self` first: `etag = Self::revision`. Default: none.
+/// - `last_modified = path`: the weak validator, `fn(&HttpRequest) -> Option<T>` (sync or
+///   `async`), where `T` is a `SystemTime` or `HttpDate`; `&self` first in an `impl` block.
+///   Default: none.
+///
+/// On an `impl` block the attribute applies to every `async fn` method (other items pass through
+/// untouched); a method's own `#[etag_cached(...)]` overrides or extends the block's options.
+/// Each method must take an `HttpRequest` (or `&HttpRequest`) parameter. In
+/// `impl ViewSet for T` without `const ACTIONS`, the macro adds `ACTIONS` listing the defined
+/// `list`, `retrieve`, `create`, `update`, `partial_update` and `destroy` methods.
+///
+/// # Examples
+///
+/// ```ignore
+/// use actix_conditional::etag_cached;
+/// use actix_web::{HttpRequest, Responder, route, web};
+///
+/// async fn article_tag(req: &HttpRequest) -> Option<String> {
+///     let id = req.match_info().get("id")?;
+///     Some(format!("article-{id}-v3"))
+/// }
+///
+/// #[route("/articles/{id}", method = "GET", method = "HEAD")]
+/// #[etag_cached(max_age = 60, public, etag = article_tag, vary = ["Accept-Language"])]
+/// async fn article(id: web::Path<u32>) -> impl Responder {
+///     format!("article {id}")
+/// }
+/// ```
+///
+/// A missing `max_age` is reported on the attribute:
+///
+/// ```compile_fail
+/// #[actix_conditional_macros::etag_cached(public)]
+/// async fn index() -> &'static str {
+///     "hi"
+/// }
+/// # fn main() {}
+/// ```
+///
+/// ```text
+/// error: missing `max_age`
+///  --> src/main.rs:1:1
+///   |
+/// 1 | #[actix_conditional_macros::etag_cached(public)]
+///   | ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+/// ```
+#[proc_macro_attribute]
+pub fn etag_cached(args: TokenStream, item: TokenStream) -> TokenStream {
+    etag_cached::expand(args.into(), &item.into()).into()
+}
+
+/// Patches the handler's `Cache-Control` header (Django's `cache_control` decorator).
+///
+/// After the handler runs, the given directives are merged into its response's `Cache-Control`
+/// (`patch_cache_control`): directives already present are replaced, `public` removes `private`
+/// and the other way round. Unlike [`macro@etag_cached`], this applies to every method and
+/// status. The expanded function takes an extra `HttpRequest` and returns `HttpResponse`.
+///
+/// actix's `#[get]` does **not** route `HEAD`: use `#[route("/", method = "GET",
+/// method = "HEAD")]` or register `HEAD` explicitly.
+///
+/// # Syntax
+///
+/// ```text
+/// #[cache_control(directive[, directive]*)]
+/// async fn handler(<extractors>) -> impl Responder { … }
+/// ```
+///
+/// # Attributes
+///
+/// At least one is required; each defaults to not sent.
+///
+/// - `max_age = u32`: `max-age`.
+/// - `s_maxage = u32`: `s-maxage`.
+/// - `public`: `public` (cannot be combined with `private`).
+/// - `private`: `private` (cannot be combined with `public`).
+/// - `no_cache`: `no-cache`.
+/// - `no_store`: `no-store`.
+/// - `must_revalidate`: `must-revalidate`.
+/// - `proxy_revalidate`: `proxy-revalidate`.
+/// - `immutable`: `immutable` (RFC 8246).
+/// - `stale_while_revalidate = u32`: `stale-while-revalidate` (RFC 5861).
+/// - `stale_if_error = u32`: `stale-if-error` (RFC 5861).
+///
+/// # Examples
+///
+/// ```ignore
+/// use actix_conditional::cache_control;
+/// use actix_web::get;
+///
+/// #[get("/logo.svg")]
+/// #[cache_control(max_age = 31536000, public, immutable)]
+/// async fn logo() -> &'static str {
+///     "<svg/>"
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn cache_control(args: TokenStream, item: TokenStream) -> TokenStream {
+    cache_control::expand_cache_control(args.into(), &item.into()).into()
+}
+
+/// Marks the handler's responses as never cacheable (Django's `never_cache` decorator).
+///
+/// After the handler runs, `add_never_cache_headers` sets `Cache-Control: max-age=0, no-cache,
+/// no-store, must-revalidate, private` and `Expires` to now. The expanded function takes an extra
+/// `HttpRequest` and returns `HttpResponse`.
+///
+/// # Syntax
+///
+/// ```text
+/// #[never_cache]
+/// async fn handler(<extractors>) -> impl Responder { … }
+/// ```
+///
+/// # Attributes
+///
+/// None; any argument is an error.
+///
+/// # Examples
+///
+/// ```ignore
+/// use actix_conditional::never_cache;
+/// use actix_web::post;
+///
+/// #[post("/login")]
+/// #[never_cache]
+/// async fn login() -> &'static str {
+///     "welcome"
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn never_cache(args: TokenStream, item: TokenStream) -> TokenStream {
+    cache_control::expand_never_cache(args.into(), &item.into()).into()
+}

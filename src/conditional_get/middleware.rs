@@ -208,6 +208,11 @@ impl Config {
         res: ServiceResponse<B>,
     ) -> ServiceResponse<EitherBody<B>> {
         let status = res.status();
+        if status == StatusCode::NOT_MODIFIED {
+            // A 304 decided before the handler (precondition mode) must carry the ETag and Vary
+            // the 200 would have had (§15.4.5), so it gets the same weakening ours get.
+            return self.match_compressed_304(res);
+        }
         if !status.is_success() {
             // §13.2.1: preconditions only apply where the response would be 2xx.
             tracing::debug!(%status, "conditional_get: skipped, status is not 2xx");
@@ -261,6 +266,18 @@ impl Config {
         ServiceResponse::new(req, response)
     }
 
+    fn match_compressed_304<B: MessageBody + 'static>(
+        &self,
+        mut res: ServiceResponse<B>,
+    ) -> ServiceResponse<EitherBody<B>> {
+        if self.weaken_when_compressible && request_accepts_coding(res.request()) {
+            let headers = res.headers_mut();
+            weaken_etag(headers);
+            patch_vary_headers(headers, &["accept-encoding"]);
+        }
+        res.map_into_left_body()
+    }
+
     /// Hashes an in-memory body into a strong ETag where it lies, or says why not.
     fn add_body_etag<B: MessageBody>(
         &self,
@@ -303,6 +320,16 @@ impl Config {
 /// and the response is one `Compress` encodes (same content-type rule as its default
 /// predicate, not already coded, not 204/206). Erring towards "yes" only costs a weak tag.
 fn may_be_compressed(req: &HttpRequest, response: &HttpResponse<()>) -> bool {
+    let status = response.status();
+    request_accepts_coding(req)
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::PARTIAL_CONTENT
+        && !response.headers().contains_key(header::CONTENT_ENCODING)
+        && compressible_content_type(response.headers().get(header::CONTENT_TYPE))
+}
+
+/// Whether the request's `Accept-Encoding` lets `Compress` pick a coding other than identity.
+fn request_accepts_coding(req: &HttpRequest) -> bool {
     const CODINGS: [Encoding; 5] = [
         Encoding::brotli(),
         Encoding::gzip(),
@@ -310,21 +337,12 @@ fn may_be_compressed(req: &HttpRequest, response: &HttpResponse<()>) -> bool {
         Encoding::zstd(),
         Encoding::identity(),
     ];
-    // Cheapest test first: most API clients without Accept-Encoding stop here.
-    if !req.headers().contains_key(header::ACCEPT_ENCODING) {
-        return false;
-    }
-    let status = response.status();
-    if status == StatusCode::NO_CONTENT
-        || status == StatusCode::PARTIAL_CONTENT
-        || response.headers().contains_key(header::CONTENT_ENCODING)
-        || !compressible_content_type(response.headers().get(header::CONTENT_TYPE))
-    {
-        return false;
-    }
-    req.get_header::<AcceptEncoding>()
-        .and_then(|accept| accept.negotiate(CODINGS.iter()))
-        .is_some_and(|coding| coding != Encoding::identity())
+    // Cheapest test first: API clients without Accept-Encoding stop here, unparsed.
+    req.headers().contains_key(header::ACCEPT_ENCODING)
+        && req
+            .get_header::<AcceptEncoding>()
+            .and_then(|accept| accept.negotiate(CODINGS.iter()))
+            .is_some_and(|coding| coding != Encoding::identity())
 }
 
 /// actix `Compress`'s default predicate: everything but images (SVG excepted) and video.

@@ -1,0 +1,432 @@
+//! Option parsing shared by `#[etag_cached]`, `#[cache_control]` and `#[never_cache]`.
+//!
+//! Every option is one row of the `options!` table below: its keyword, its `Key` variant and the
+//! kind of value it takes. A macro accepts a subset of the keys (`ETAG_CACHED_KEYS`,
+//! `CACHE_CONTROL_KEYS`); the parser peeks only those, so an unknown key reads
+//! "expected one of: `max_age`, …" with exactly the keys that macro accepts.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote};
+use syn::parse::{Lookahead1, ParseStream, Parser as _};
+use syn::punctuated::Punctuated;
+use syn::{Error, LitInt, LitStr, Path, Token, bracketed};
+
+/// The kind of value an option takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A bare flag: `public`.
+    Flag,
+    /// Delta-seconds: `max_age = 60` (a `u32` integer literal).
+    Seconds,
+    /// Header names: `vary = ["Accept-Language"]`.
+    HeaderNames,
+    /// A function path: `etag = revision`.
+    FnPath,
+}
+
+macro_rules! options {
+    ($($variant:ident => $kw:ident : $kind:ident,)*) => {
+        mod kw {
+            $(syn::custom_keyword!($kw);)*
+        }
+
+        /// One option key.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Key {
+            $($variant,)*
+        }
+
+        impl Key {
+            /// The key as written in the attribute.
+            pub(crate) const fn name(self) -> &'static str {
+                match self {
+                    $(Key::$variant => stringify!($kw),)*
+                }
+            }
+
+            const fn kind(self) -> Kind {
+                match self {
+                    $(Key::$variant => Kind::$kind,)*
+                }
+            }
+
+            fn peek(self, lookahead: &Lookahead1<'_>) -> bool {
+                match self {
+                    $(Key::$variant => lookahead.peek(kw::$kw),)*
+                }
+            }
+
+            fn parse_keyword(self, input: ParseStream<'_>) -> syn::Result<Span> {
+                match self {
+                    $(Key::$variant => input.parse::<kw::$kw>().map(|kw| kw.span),)*
+                }
+            }
+        }
+    };
+}
+
+options! {
+    MaxAge => max_age: Seconds,
+    SMaxage => s_maxage: Seconds,
+    Public => public: Flag,
+    Private => private: Flag,
+    NoCache => no_cache: Flag,
+    NoStore => no_store: Flag,
+    MustRevalidate => must_revalidate: Flag,
+    ProxyRevalidate => proxy_revalidate: Flag,
+    Immutable => immutable: Flag,
+    StaleWhileRevalidate => stale_while_revalidate: Seconds,
+    StaleIfError => stale_if_error: Seconds,
+    Vary => vary: HeaderNames,
+    Etag => etag: FnPath,
+    LastModified => last_modified: FnPath,
+}
+
+/// Keys accepted by `#[etag_cached]`, in the order the error message lists them.
+pub(crate) const ETAG_CACHED_KEYS: &[Key] = &[
+    Key::MaxAge,
+    Key::SMaxage,
+    Key::Public,
+    Key::Private,
+    Key::StaleWhileRevalidate,
+    Key::StaleIfError,
+    Key::Vary,
+    Key::Etag,
+    Key::LastModified,
+];
+
+/// Keys accepted by `#[cache_control]` (Django's `cache_control` keyword arguments).
+pub(crate) const CACHE_CONTROL_KEYS: &[Key] = &[
+    Key::MaxAge,
+    Key::SMaxage,
+    Key::Public,
+    Key::Private,
+    Key::NoCache,
+    Key::NoStore,
+    Key::MustRevalidate,
+    Key::ProxyRevalidate,
+    Key::Immutable,
+    Key::StaleWhileRevalidate,
+    Key::StaleIfError,
+];
+
+/// Cache-Control directives in the order they are chained onto `CachePolicy::new()`.
+const DIRECTIVES: &[Key] = &[
+    Key::Public,
+    Key::Private,
+    Key::NoCache,
+    Key::NoStore,
+    Key::MaxAge,
+    Key::SMaxage,
+    Key::MustRevalidate,
+    Key::ProxyRevalidate,
+    Key::Immutable,
+    Key::StaleWhileRevalidate,
+    Key::StaleIfError,
+];
+
+/// A parsed option value.
+#[derive(Clone)]
+enum Value {
+    Flag,
+    Seconds(u32),
+    HeaderNames(Vec<LitStr>),
+    FnPath(Path),
+}
+
+#[derive(Clone)]
+struct Entry {
+    key: Key,
+    span: Span,
+    value: Value,
+}
+
+/// The options of one attribute, in source order, each key at most once.
+#[derive(Clone, Default)]
+pub(crate) struct Options {
+    entries: Vec<Entry>,
+}
+
+impl Options {
+    /// Parses `args` accepting only `allowed` keys.
+    pub(crate) fn parse(args: TokenStream, allowed: &'static [Key]) -> syn::Result<Self> {
+        (|input: ParseStream<'_>| Self::parse_from(input, allowed)).parse2(args)
+    }
+
+    /// Parses options from `input` (usable with `Attribute::parse_args_with`).
+    pub(crate) fn parse_from(input: ParseStream<'_>, allowed: &[Key]) -> syn::Result<Self> {
+        let mut options = Self::default();
+        // Semantic errors (duplicates, overflow, bad header names) do not desynchronise the
+        // token stream, so they are collected and reported together; syntax errors stop parsing.
+        let mut errors: Option<Error> = None;
+        let mut push = |error: Error| match &mut errors {
+            Some(errors) => errors.combine(error),
+            None => errors = Some(error),
+        };
+
+        while !input.is_empty() {
+            let lookahead = input.lookahead1();
+            let Some(key) = allowed.iter().copied().find(|key| key.peek(&lookahead)) else {
+                return Err(with(errors, lookahead.error()));
+            };
+            let span = key.parse_keyword(input)?;
+            let value = match key.kind() {
+                Kind::Flag => Value::Flag,
+                Kind::Seconds => {
+                    input.parse::<Token![=]>()?;
+                    let lit: LitInt = input.parse()?;
+                    match lit.base10_parse::<u32>() {
+                        Ok(seconds) => Value::Seconds(seconds),
+                        Err(error) => {
+                            push(error);
+                            Value::Seconds(0)
+                        }
+                    }
+                }
+                Kind::HeaderNames => {
+                    input.parse::<Token![=]>()?;
+                    let content;
+                    bracketed!(content in input);
+                    let names = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+                    for name in &names {
+                        if !is_token(&name.value()) {
+                            push(Error::new_spanned(name, "invalid header name"));
+                        }
+                    }
+                    Value::HeaderNames(names.into_iter().collect())
+                }
+                Kind::FnPath => {
+                    input.parse::<Token![=]>()?;
+                    Value::FnPath(input.parse()?)
+                }
+            };
+
+            if options.get(key).is_some() {
+                push(Error::new(
+                    span,
+                    format!("`{}` specified more than once", key.name()),
+                ));
+            } else {
+                options.entries.push(Entry { key, span, value });
+            }
+
+            if input.is_empty() {
+                break;
+            }
+            if let Err(error) = input.parse::<Token![,]>() {
+                return Err(with(errors, error));
+            }
+        }
+
+        if let Some(conflict) = options.conflict() {
+            push(conflict);
+        }
+        match errors {
+            Some(errors) => Err(errors),
+            None => Ok(options),
+        }
+    }
+
+    fn get(&self, key: Key) -> Option<&Entry> {
+        self.entries.iter().find(|entry| entry.key == key)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn has(&self, key: Key) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// `public` and `private` exclude each other (RFC 9111 §5.2.2.6, §5.2.2.9).
+    fn conflict(&self) -> Option<Error> {
+        self.get(Key::Public)?;
+        self.get(Key::Private)?;
+        // Entries are in source order: point at whichever of the two came second.
+        let later = self
+            .entries
+            .iter()
+            .rev()
+            .find(|entry| matches!(entry.key, Key::Public | Key::Private))?;
+        Some(Error::new(
+            later.span,
+            "`public` and `private` cannot be combined",
+        ))
+    }
+
+    /// These options with `over`'s options taking precedence (method-level over impl-level).
+    pub(crate) fn overridden_by(&self, over: &Self) -> Self {
+        let exclusive = |key: Key| match key {
+            Key::Public => Some(Key::Private),
+            Key::Private => Some(Key::Public),
+            _ => None,
+        };
+        let mut entries: Vec<Entry> = self
+            .entries
+            .iter()
+            .filter(|entry| {
+                !over.has(entry.key) && exclusive(entry.key).is_none_or(|other| !over.has(other))
+            })
+            .cloned()
+            .collect();
+        entries.extend(over.entries.iter().cloned());
+        Self { entries }
+    }
+
+    /// `::actix_conditional::CachePolicy::new()` with every Cache-Control directive chained on;
+    /// `extra` (such as `must_revalidate`) is added even if not written.
+    pub(crate) fn cache_policy(&self, extra: &[Key]) -> TokenStream {
+        let calls = DIRECTIVES.iter().filter_map(|&key| {
+            let method = syn::Ident::new(key.name(), Span::call_site());
+            match self.get(key).map(|entry| &entry.value) {
+                Some(Value::Seconds(seconds)) => {
+                    let seconds = proc_macro2::Literal::u32_unsuffixed(*seconds);
+                    Some(quote!(.#method(#seconds)))
+                }
+                Some(_) => Some(quote!(.#method())),
+                None if extra.contains(&key) => Some(quote!(.#method())),
+                None => None,
+            }
+        });
+        quote!(::actix_conditional::CachePolicy::new() #(#calls)*)
+    }
+
+    /// The `vary = [...]` names, if given.
+    pub(crate) fn vary(&self) -> Option<&[LitStr]> {
+        match self.get(Key::Vary).map(|entry| &entry.value) {
+            Some(Value::HeaderNames(names)) => Some(names),
+            _ => None,
+        }
+    }
+
+    /// The function path given for `key` (`etag` or `last_modified`).
+    pub(crate) fn fn_path(&self, key: Key) -> Option<&Path> {
+        match self.get(key).map(|entry| &entry.value) {
+            Some(Value::FnPath(path)) => Some(path),
+            _ => None,
+        }
+    }
+}
+
+fn with(errors: Option<Error>, error: Error) -> Error {
+    match errors {
+        Some(mut errors) => {
+            errors.combine(error);
+            errors
+        }
+        None => error,
+    }
+}
+
+/// RFC 9110 §5.1: a field name is a `token` (1*tchar).
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Emits the original item followed by `error` (actix-web-codegen's `input_and_compile_error`),
+/// so the item still exists and only the precise message shows.
+pub(crate) fn input_and_compile_error(item: impl ToTokens, error: &Error) -> TokenStream {
+    let error = error.to_compile_error();
+    quote!(#item #error)
+}
+
+/// Prints `tokens` to stderr when `ACTIX_CONDITIONAL_MACROS_DEBUG` is set.
+pub(crate) fn debug_expansion(name: &str, tokens: &TokenStream) {
+    if std::env::var_os("ACTIX_CONDITIONAL_MACROS_DEBUG").is_some() {
+        eprintln!("#[{name}] expanded to:\n{tokens}\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn etag(args: TokenStream) -> syn::Result<Options> {
+        Options::parse(args, ETAG_CACHED_KEYS)
+    }
+
+    fn message(result: syn::Result<Options>) -> String {
+        match result {
+            Ok(_) => panic!("should fail"),
+            Err(error) => error.to_string(),
+        }
+    }
+
+    #[test]
+    fn parses_every_kind() {
+        let options = etag(quote!(
+            max_age = 60,
+            public,
+            vary = ["Accept-Language", "Cookie"],
+            etag = Self::rev,
+        ))
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert!(options.has(Key::MaxAge) && options.has(Key::Public));
+        assert_eq!(options.vary().unwrap().len(), 2);
+        assert!(options.fn_path(Key::Etag).is_some());
+        assert!(options.fn_path(Key::LastModified).is_none());
+    }
+
+    #[test]
+    fn unknown_key_lists_accepted_keys() {
+        let message = message(etag(quote!(max_age = 1, no_store)));
+        assert!(
+            message.starts_with("expected one of: `max_age`, `s_maxage`"),
+            "{message}"
+        );
+        assert!(!message.contains("no_cache"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_key() {
+        assert_eq!(
+            message(etag(quote!(max_age = 1, max_age = 2))),
+            "`max_age` specified more than once"
+        );
+    }
+
+    #[test]
+    fn value_errors() {
+        assert_eq!(
+            message(etag(quote!(max_age = "60"))),
+            "expected integer literal"
+        );
+        assert_eq!(
+            message(etag(quote!(max_age = 99999999999))),
+            "number too large to fit in target type"
+        );
+        assert_eq!(message(etag(quote!(vary = ["a b"]))), "invalid header name");
+    }
+
+    #[test]
+    fn public_private_conflict() {
+        assert_eq!(
+            message(etag(quote!(public, max_age = 1, private))),
+            "`public` and `private` cannot be combined"
+        );
+    }
+
+    #[test]
+    fn override_replaces_keys_and_exclusive_flags() {
+        let parse = |args| etag(args).unwrap_or_else(|error| panic!("{error}"));
+        let outer = parse(quote!(max_age = 60, public, s_maxage = 5));
+        let inner = parse(quote!(max_age = 10, private));
+        let merged = outer.overridden_by(&inner);
+        assert!(!merged.has(Key::Public) && merged.has(Key::Private) && merged.has(Key::SMaxage));
+        assert_eq!(
+            merged.cache_policy(&[Key::MustRevalidate]).to_string(),
+            quote!(
+                ::actix_conditional::CachePolicy::new()
+                    .private()
+                    .max_age(10)
+                    .s_maxage(5)
+                    .must_revalidate()
+            )
+            .to_string()
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! `#[etag_cached]` on free `async fn` handlers and on `impl` blocks.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned as _;
+use syn::{Attribute, Error, FnArg, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, Pat, Type};
+
+use crate::args::{ETAG_CACHED_KEYS, Key, Options, debug_expansion, input_and_compile_error};
+use crate::handler::{check_free_async_fn, item_head, req_ident, rewrite_free_fn};
+
+const NAME: &str = "etag_cached";
+
+/// ViewSet method names and the `Action` variant each one answers.
+const VIEWSET_ACTIONS: &[(&str, &str)] = &[
+    ("list", "List"),
+    ("retrieve", "Retrieve"),
+    ("create", "Create"),
+    ("update", "Update"),
+    ("partial_update", "PartialUpdate"),
+    ("destroy", "Destroy"),
+];
+
+pub(crate) fn expand(args: TokenStream, item: &TokenStream) -> TokenStream {
+    let output = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(func)) => {
+            expand_fn(args, func).unwrap_or_else(|error| input_and_compile_error(item, &error))
+        }
+        Ok(Item::Impl(imp)) => expand_impl(args, imp),
+        Ok(other) => input_and_compile_error(
+            item,
+            &Error::new_spanned(
+                item_head(&other),
+                "`#[etag_cached]` applies to `async fn` handlers and `impl` blocks",
+            ),
+        ),
+        Err(error) => input_and_compile_error(item, &error),
+    };
+    debug_expansion(NAME, &output);
+    output
+}
+
+fn expand_fn(args: TokenStream, func: ItemFn) -> syn::Result<TokenStream> {
+    let target = check_free_async_fn(&func, NAME);
+    let options = Options::parse(args, ETAG_CACHED_KEYS)
+        .and_then(|options| require_max_age(options, Span::call_site()));
+    let options = match (target, options) {
+        (Ok(()), Ok(options)) => options,
+        (Err(mut first), Err(second)) => {
+            first.combine(second);
+            return Err(first);
+        }
+        (Err(error), _) | (_, Err(error)) => return Err(error),
+    };
+    Ok(rewrite_free_fn(func, |future| {
+        respond(&options, false, &future)
+    }))
+}
+
+fn require_max_age(options: Options, span: Span) -> syn::Result<Options> {
+    if options.has(Key::MaxAge) {
+        Ok(options)
+    } else {
+        Err(Error::new(span, "missing `max_age`"))
+    }
+}
+
+/// The statements that evaluate the validators and answer through `HandlerPolicy::respond`;
+/// `__ac_req` must be in scope. `receiver`: validator functions are called as `f(self, &req)`.
+fn respond(options: &Options, receiver: bool, future: &TokenStream) -> TokenStream {
+    let req = req_ident();
+    let policy = options.cache_policy(&[Key::MustRevalidate]);
+    let vary = options.vary().map(|names| quote!(.vary(&[#(#names),*])));
+    let validators = [
+        (Key::Etag, quote!(etag)),
+        (Key::LastModified, quote!(last_modified)),
+    ]
+    .into_iter()
+    .filter_map(|(key, method)| {
+        let path = options.fn_path(key)?;
+        let call_args = if receiver {
+            quote!(self, &#req)
+        } else {
+            quote!(&#req)
+        };
+        // Spanned at the user's path so a wrong signature points at it.
+        let call = quote_spanned!(path.span()=> #path(#call_args));
+        Some(quote! {
+            .#method({
+                use ::actix_conditional::__private::{ResolveAsync as _, ResolveSync as _};
+                ::actix_conditional::__private::Validator(#call).resolve().await
+            })
+        })
+    });
+    quote! {
+        const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
+            ::actix_conditional::condition::HandlerPolicy::new(#policy) #vary;
+        let __ac_validators = ::actix_conditional::condition::RequestValidators::new() #(#validators)*;
+        __AC_POLICY.respond(&#req, __ac_validators, #future).await
+    }
+}
+
+fn is_etag_cached(attr: &Attribute) -> bool {
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|segment| segment.ident == NAME)
+}
+
+/// Removes the method's own `#[etag_cached(...)]` and parses it.
+fn take_method_options(method: &mut ImplItemFn) -> syn::Result<Option<(Options, Span)>> {
+    let mut found: Option<(Options, Span)> = None;
+    let mut errors: Option<Error> = None;
+    let mut push = |error: Error| match &mut errors {
+        Some(errors) => errors.combine(error),
+        None => errors = Some(error),
+    };
+    for attr in method.attrs.extract_if(.., |attr| is_etag_cached(attr)) {
+        let parsed = match &attr.meta {
+            syn::Meta::Path(_) => Ok(Options::default()),
+            syn::Meta::List(list) => list.parse_args_with(|input: syn::parse::ParseStream<'_>| {
+                Options::parse_from(input, ETAG_CACHED_KEYS)
+            }),
+            syn::Meta::NameValue(meta) => Err(Error::new_spanned(
+                meta.eq_token,
+                "expected `#[etag_cached(...)]`",
+            )),
+        };
+        if found.is_some() {
+            push(Error::new_spanned(
+                &attr,
+                "`#[etag_cached]` specified more than once",
+            ));
+            continue;
+        }
+        match parsed {
+            Ok(options) => found = Some((options, attr.span())),
+            Err(error) => push(error),
+        }
+    }
+    if method.sig.asyncness.is_none() && found.is_some() {
+        let (fn_token, ident) = (&method.sig.fn_token, &method.sig.ident);
+        push(Error::new_spanned(
+            quote!(#fn_token #ident),
+            "`#[etag_cached]` handlers must be `async fn`",
+        ));
+    }
+    match errors {
+        Some(errors) => Err(errors),
+        None => Ok(found),
+    }
+}
+
+fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
+    let mut errors: Option<Error> = None;
+    let mut push = |error: Error| match &mut errors {
+        Some(errors) => errors.combine(error),
+        None => errors = Some(error),
+    };
+    let impl_options = Options::parse(args, ETAG_CACHED_KEYS).unwrap_or_else(|error| {
+        push(error);
+        Options::default()
+    });
+
+    // Pass 1: strip and parse per-method attributes, so that on error the impl is re-emitted
+    // without them (they would otherwise expand again on their own).
+    let mut methods: Vec<Option<(Options, Span)>> = Vec::new();
+    for item in &mut imp.items {
+        if let ImplItem::Fn(method) = item {
+            methods.push(take_method_options(method).unwrap_or_else(|error| {
+                push(error);
+                None
+            }));
+        }
+    }
+    let fallback = imp.clone();
+
+    // Pass 2: rewrite every `async fn`.
+    let mut own = methods.into_iter();
+    for item in &mut imp.items {
+        let ImplItem::Fn(method) = item else { continue };
+        let own = own.next().flatten();
+        if method.sig.asyncness.is_none() {
+            continue;
+        }
+        let (options, span) = match own {
+            Some((own, span)) => (impl_options.overridden_by(&own), span),
+            None => (impl_options.clone(), Span::call_site()),
+        };
+        match require_max_age(options, span).and_then(|options| rewrite_method(method, &options)) {
+            Ok(()) => {}
+            Err(error) => push(error),
+        }
+    }
+
+    if let Some(actions) = viewset_actions(&imp) {
+        imp.items.push(ImplItem::Verbatim(actions));
+    }
+
+    match errors {
+        Some(errors) => input_and_compile_error(&fallback, &errors),
+        None => quote!(#imp),
+    }
+}
+
+/// The method's `HttpRequest` parameter as an expression of type `HttpRequest` or `&HttpRequest`
+/// (renaming a `_` pattern so it can be read).
+fn request_param(method: &mut ImplItemFn) -> syn::Result<(syn::Ident, bool)> {
+    let is_request = |ty: &Type| match ty {
+        Type::Path(path) => {
+            path.qself.is_none()
+                && path
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|segment| segment.ident == "HttpRequest")
+        }
+        _ => false,
+    };
+    for input in &mut method.sig.inputs {
+        let FnArg::Typed(typed) = input else { continue };
+        let (ty, by_ref) = match &*typed.ty {
+            Type::Reference(reference) => (&*reference.elem, true),
+            ty => (ty, false),
+        };
+        if !is_request(ty) {
+            continue;
+        }
+        let ident = match &*typed.pat {
+            Pat::Ident(pat) if pat.subpat.is_none() => pat.ident.clone(),
+            _ => {
+                let ident = quote::format_ident!("__ac_req_param");
+                *typed.pat = syn::parse_quote!(#ident);
+                ident
+            }
+        };
+        return Ok((ident, by_ref));
+    }
+    let (fn_token, ident) = (&method.sig.fn_token, &method.sig.ident);
+    Err(Error::new_spanned(
+        quote!(#fn_token #ident),
+        "`#[etag_cached]` methods need an `HttpRequest` parameter",
+    ))
+}
+
+fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()> {
+    let (param, by_ref) = request_param(method)?;
+    let req = req_ident();
+    let source = if by_ref {
+        quote!(#param)
+    } else {
+        quote!(&#param)
+    };
+    let receiver = method.sig.receiver().is_some();
+    let block = &method.block;
+    let respond = respond(options, receiver, &quote!(async move #block));
+    method.block = syn::parse_quote!({
+        let #req: ::actix_web::HttpRequest = ::core::clone::Clone::clone(#source);
+        #respond
+    });
+    Ok(())
+}
+
+/// `const ACTIONS` for `impl …ViewSet for T` blocks that do not declare it.
+fn viewset_actions(imp: &ItemImpl) -> Option<TokenStream> {
+    let (path, _) = imp.trait_.as_ref()?;
+    if path.segments.last()?.ident != "ViewSet" {
+        return None;
+    }
+    let declares_actions = imp
+        .items
+        .iter()
+        .any(|item| matches!(item, ImplItem::Const(c) if c.ident == "ACTIONS"));
+    if declares_actions {
+        return None;
+    }
+    let defined = |name: &str| {
+        imp.items
+            .iter()
+            .any(|item| matches!(item, ImplItem::Fn(method) if method.sig.ident == name))
+    };
+    let actions = VIEWSET_ACTIONS
+        .iter()
+        .filter(|(method, _)| defined(method))
+        .map(|(_, variant)| {
+            let variant = syn::Ident::new(variant, Span::call_site());
+            quote!(::actix_conditional::viewset::Action::#variant)
+        });
+    Some(quote! {
+        const ACTIONS: &'static [::actix_conditional::viewset::Action] = &[#(#actions),*];
+    })
+}

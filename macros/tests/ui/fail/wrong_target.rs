@@ -1,0 +1,6 @@
+use actix_conditional_macros::etag_cached;
+
+#[etag_cached(max_age = 60)]
+struct Index;
+
+fn main() {}
