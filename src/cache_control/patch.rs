@@ -30,7 +30,7 @@ use super::policy::*;
 ///
 /// The result is written back as one field line. If it is empty, `Cache-Control` is removed.
 /// Garbage in the existing header (non-UTF-8 bytes, `max-age=abc`, 10,000 commas) never
-/// panics: it is kept verbatim or skipped as described in the [module docs](crate::cache_control).
+/// panics: it is kept verbatim or skipped as described in the [module docs](mod@crate::cache_control).
 ///
 /// # Examples
 ///
