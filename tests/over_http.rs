@@ -5,26 +5,19 @@
 //!
 //! Every read has a timeout, so a hang fails the test within seconds.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::mpsc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::io::Read;
 
-use actix_web::dev::ServerHandle;
 use actix_web::http::header;
-use actix_web::{HttpResponse, HttpServer, web};
+use actix_web::{HttpResponse, web};
+
+#[path = "common/http.rs"]
+mod http;
 
 #[path = "../examples/quickstart.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod quickstart;
 
-/// Upper bound for connecting, writing and waiting for a response.
-const TIMEOUT: Duration = Duration::from_secs(3);
-/// How long to wait for bytes that must not come (a body after a 304 or HEAD).
-const SILENCE: Duration = Duration::from_millis(300);
-/// Refuse response heads larger than this (a runaway server must not eat the test's memory).
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+use http::{Conn, Response, request};
 
 const COOKIE_A: &str = "session=abc123; Path=/; HttpOnly";
 const COOKIE_B: &str = "prefs=dark, compact; Path=/; Max-Age=3600";
@@ -66,312 +59,13 @@ fn extra_routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// A running `HttpServer`; dropping it stops the server through its `ServerHandle`.
-#[derive(Debug)]
-struct Server {
-    addr: SocketAddr,
-    handle: ServerHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-}
-
-impl Server {
-    fn start() -> Self {
-        let (tx, rx) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(|| quickstart::app().configure(extra_routes))
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(1)
-                    .bind(("127.0.0.1", 0))?;
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle()))
-                    .expect("the test waits for the address");
-                server.await
-            })
-        });
-        let Ok((addr, handle)) = rx.recv_timeout(Duration::from_secs(10)) else {
-            match thread.join() {
-                Ok(result) => panic!("server did not start: {result:?}"),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        };
-        assert!(addr.ip().is_loopback(), "{addr}");
-        Self {
-            addr,
-            handle,
-            thread: Some(thread),
-        }
-    }
-
-    fn connect(&self) -> Conn {
-        Conn::open(self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // `stop` sends its command right away; the server thread ends once it is processed.
-        drop(self.handle.stop(false));
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !thread.is_finished() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        if thread.is_finished() {
-            let result = thread.join();
-            if !thread::panicking() {
-                result
-                    .expect("server thread panicked")
-                    .expect("server failed");
-            }
-        } else if !thread::panicking() {
-            panic!("server did not stop within 5 s");
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 client
-// ---------------------------------------------------------------------------------------------
-
-/// Builds a request with `Host` and the given header lines, byte-for-byte (values may hold
-/// obs-text).
-fn request(method: &str, path: &str, headers: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
-    for (name, value) in headers {
-        raw.extend_from_slice(name.as_bytes());
-        raw.extend_from_slice(b": ");
-        raw.extend_from_slice(value);
-        raw.extend_from_slice(b"\r\n");
-    }
-    raw.extend_from_slice(b"\r\n");
-    raw
+/// The quickstart example's app plus [`extra_routes`], on a real socket.
+fn start_server() -> http::Server {
+    http::Server::start(|| quickstart::app().configure(extra_routes))
 }
 
 fn get(path: &str) -> Vec<u8> {
-    request("GET", path, &[])
-}
-
-/// One response as it came off the wire.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    /// Header lines in order, names lowercased, repeated lines kept apart.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    /// Every line named `name`, in order.
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The single line named `name`; panics if it is repeated.
-    fn get(&self, name: &str) -> Option<&str> {
-        let all = self.all(name);
-        assert!(all.len() <= 1, "{name} sent {} times: {self:#?}", all.len());
-        all.first().copied()
-    }
-
-    fn has(&self, name: &str) -> bool {
-        !self.all(name).is_empty()
-    }
-
-    fn etag(&self) -> &str {
-        self.get("etag")
-            .unwrap_or_else(|| panic!("no etag: {self:#?}"))
-    }
-
-    fn body_str(&self) -> &str {
-        std::str::from_utf8(&self.body).expect("utf-8 body")
-    }
-}
-
-/// One keep-alive connection.
-#[derive(Debug)]
-struct Conn {
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn send(&mut self, raw: &[u8]) {
-        self.reader.get_mut().write_all(raw).expect("send request");
-    }
-
-    /// Sends `raw` and reads the response; `head` says the request was a HEAD (no body).
-    fn exchange(&mut self, raw: &[u8]) -> Response {
-        self.send(raw);
-        self.read_response(raw.starts_with(b"HEAD "))
-    }
-
-    fn read_line(&mut self, budget: &mut usize) -> Vec<u8> {
-        let mut line = Vec::new();
-        let n = (&mut self.reader)
-            .take(*budget as u64)
-            .read_until(b'\n', &mut line)
-            .unwrap_or_else(|e| panic!("reading the response head failed ({e}); got {line:?}"));
-        *budget -= n;
-        assert!(
-            n > 0,
-            "connection closed where a response line was expected"
-        );
-        assert!(
-            line.ends_with(b"\r\n"),
-            "head line not CRLF-terminated (or head over {MAX_HEAD_BYTES} bytes): {:?}",
-            String::from_utf8_lossy(&line)
-        );
-        line.truncate(line.len() - 2);
-        line
-    }
-
-    /// Reads one response: a well-formed status line, the header lines, and the body framed
-    /// by the rules of RFC 9112 §6.3 (none for HEAD, 1xx, 204 and 304).
-    fn read_response(&mut self, head: bool) -> Response {
-        let mut budget = MAX_HEAD_BYTES;
-        let line = self.read_line(&mut budget);
-        let line = String::from_utf8(line).expect("ASCII status line");
-        let status = parse_status_line(&line);
-
-        let mut headers = Vec::new();
-        loop {
-            let line = self.read_line(&mut budget);
-            if line.is_empty() {
-                break;
-            }
-            let colon = line
-                .iter()
-                .position(|&b| b == b':')
-                .unwrap_or_else(|| panic!("header line without colon: {line:?}"));
-            let name = std::str::from_utf8(&line[..colon]).expect("ASCII header name");
-            assert!(
-                !name.is_empty() && !name.contains(|c: char| c.is_ascii_whitespace()),
-                "bad header name {name:?}"
-            );
-            let value = String::from_utf8_lossy(&line[colon + 1..])
-                .trim()
-                .to_owned();
-            headers.push((name.to_ascii_lowercase(), value));
-        }
-        let mut response = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-
-        let bodiless = head || (100..200).contains(&status) || status == 204 || status == 304;
-        if bodiless {
-            return response;
-        }
-        let chunked = response
-            .all("transfer-encoding")
-            .iter()
-            .any(|te| te.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            assert!(
-                !response.has("content-length"),
-                "both chunked and length: {response:#?}"
-            );
-            response.body = self.read_chunked();
-        } else if let Some(length) = response.get("content-length") {
-            let length: usize = length.parse().expect("numeric content-length");
-            let mut body = vec![0; length];
-            self.reader
-                .read_exact(&mut body)
-                .unwrap_or_else(|e| panic!("body shorter than content-length {length}: {e}"));
-            response.body = body;
-        } else {
-            // Close-delimited: only acceptable if the server says it closes.
-            self.reader
-                .read_to_end(&mut response.body)
-                .expect("close-delimited body");
-        }
-        response
-    }
-
-    fn read_chunked(&mut self) -> Vec<u8> {
-        let mut body = Vec::new();
-        let mut budget = MAX_HEAD_BYTES;
-        loop {
-            let line = self.read_line(&mut budget);
-            let line = String::from_utf8(line).expect("ASCII chunk size");
-            let size = line.split(';').next().unwrap().trim();
-            let size = usize::from_str_radix(size, 16).expect("hex chunk size");
-            if size == 0 {
-                // Trailer section, then the blank line.
-                while !self.read_line(&mut budget).is_empty() {}
-                return body;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            self.reader.read_exact(&mut body[start..]).expect("chunk");
-            assert!(self.read_line(&mut budget).is_empty(), "chunk without CRLF");
-        }
-    }
-
-    /// Asserts no byte follows the last response (no stray body after a 304 or HEAD) and the
-    /// connection is still open.
-    fn assert_silent(&mut self) {
-        assert!(
-            self.reader.buffer().is_empty(),
-            "unexpected bytes after the response: {:?}",
-            String::from_utf8_lossy(self.reader.buffer())
-        );
-        let stream = self.reader.get_ref();
-        stream.set_read_timeout(Some(SILENCE)).unwrap();
-        let mut byte = [0; 1];
-        let outcome = self.reader.get_mut().read(&mut byte);
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(TIMEOUT))
-            .unwrap();
-        match outcome {
-            Ok(0) => panic!("server closed the keep-alive connection"),
-            Ok(_) => panic!("unexpected byte after the response: {:?}", byte[0] as char),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("connection error while expecting silence: {e}"),
-        }
-    }
-}
-
-/// `HTTP/1.1 200 OK` → 200, panicking on anything malformed.
-fn parse_status_line(line: &str) -> u16 {
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    let code = parts.next().unwrap_or_default();
-    assert!(
-        version == "HTTP/1.1" || version == "HTTP/1.0",
-        "bad status line {line:?}"
-    );
-    assert!(
-        code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()),
-        "bad status line {line:?}"
-    );
-    let status: u16 = code.parse().unwrap();
-    assert!((100..600).contains(&status), "bad status line {line:?}");
-    status
+    request("GET", path, &[], None)
 }
 
 /// `"` + 32 lowercase hex digits + `"`: an xxh3-128 strong tag.
@@ -416,7 +110,7 @@ fn fetch_root(conn: &mut Conn) -> String {
 
 #[test]
 fn get_answers_200_with_a_strong_etag_and_the_json_body() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let res = conn.exchange(&get("/"));
 
@@ -443,7 +137,7 @@ fn get_answers_200_with_a_strong_etag_and_the_json_body() {
 
 #[test]
 fn get_of_an_item_has_its_own_etag_and_unknown_ids_are_a_plain_json_404() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let root = fetch_root(&mut conn);
 
@@ -455,7 +149,12 @@ fn get_of_an_item_has_its_own_etag_and_unknown_ids_are_a_plain_json_404() {
     assert_eq!(json, serde_json::to_value(quickstart::item(7)).unwrap());
 
     // A 404 is outside the middleware's scope, even for `If-None-Match: *`.
-    let missing = conn.exchange(&request("GET", "/items/99", &[("If-None-Match", b"*")]));
+    let missing = conn.exchange(&request(
+        "GET",
+        "/items/99",
+        &[("If-None-Match", b"*")],
+        None,
+    ));
     assert_eq!(missing.status, 404, "{missing:#?}");
     assert!(!missing.has("etag"), "{missing:#?}");
     let json: serde_json::Value = serde_json::from_slice(&missing.body).unwrap();
@@ -469,7 +168,7 @@ fn get_of_an_item_has_its_own_etag_and_unknown_ids_are_a_plain_json_404() {
 
 #[test]
 fn if_none_match_exact_weak_listed_or_star_gets_a_bare_304() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let etag = fetch_root(&mut conn);
 
@@ -480,28 +179,43 @@ fn if_none_match_exact_weak_listed_or_star_gets_a_bare_304() {
         "*".to_owned(),
     ];
     for form in &forms {
-        let res = conn.exchange(&request("GET", "/", &[("If-None-Match", form.as_bytes())]));
+        let res = conn.exchange(&request(
+            "GET",
+            "/",
+            &[("If-None-Match", form.as_bytes())],
+            None,
+        ));
         assert_bare_304(&res, &etag, quickstart::CACHE_CONTROL);
         // Not a single body byte follows, and the connection stays open.
         conn.assert_silent();
     }
 
     // A tag that does not match is a full 200.
-    let res = conn.exchange(&request("GET", "/", &[("If-None-Match", b"\"other\"")]));
+    let res = conn.exchange(&request(
+        "GET",
+        "/",
+        &[("If-None-Match", b"\"other\"")],
+        None,
+    ));
     assert_eq!(res.status, 200, "{res:#?}");
     assert_eq!(res.get("etag"), Some(etag.as_str()));
 }
 
 #[test]
 fn a_304_leaves_keep_alive_framing_intact() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
 
     let first = conn.exchange(&get("/"));
     assert_eq!(first.status, 200, "{first:#?}");
     let etag = first.etag().to_owned();
 
-    let not_modified = conn.exchange(&request("GET", "/", &[("If-None-Match", etag.as_bytes())]));
+    let not_modified = conn.exchange(&request(
+        "GET",
+        "/",
+        &[("If-None-Match", etag.as_bytes())],
+        None,
+    ));
     assert_bare_304(&not_modified, &etag, quickstart::CACHE_CONTROL);
     conn.assert_silent();
 
@@ -514,16 +228,21 @@ fn a_304_leaves_keep_alive_framing_intact() {
 
 #[test]
 fn pipelined_requests_around_a_304_stay_in_step() {
-    let server = Server::start();
+    let server = start_server();
     let etag = fetch_root(&mut server.connect());
 
     // All three requests in one write: if the 304 leaked a body or a length, the responses
     // that follow it would be misread.
     let mut conn = server.connect();
     let mut burst = get("/");
-    burst.extend(request("GET", "/", &[("If-None-Match", etag.as_bytes())]));
+    burst.extend(request(
+        "GET",
+        "/",
+        &[("If-None-Match", etag.as_bytes())],
+        None,
+    ));
     burst.extend(get("/items/3"));
-    conn.send(&burst);
+    conn.send_raw(&burst);
 
     let first = conn.read_response(false);
     assert_eq!(first.status, 200, "{first:#?}");
@@ -543,12 +262,12 @@ fn pipelined_requests_around_a_304_stay_in_step() {
 
 #[test]
 fn head_has_the_get_etag_type_and_length_and_no_body() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let get_res = conn.exchange(&get("/"));
     assert_eq!(get_res.status, 200);
 
-    let head = conn.exchange(&request("HEAD", "/", &[]));
+    let head = conn.exchange(&request("HEAD", "/", &[], None));
     assert_eq!(head.status, 200, "{head:#?}");
     assert_eq!(head.get("etag"), get_res.get("etag"));
     assert_eq!(head.get("content-type"), get_res.get("content-type"));
@@ -568,11 +287,16 @@ fn head_has_the_get_etag_type_and_length_and_no_body() {
 
 #[test]
 fn conditional_head_with_a_matching_tag_is_a_304() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let etag = fetch_root(&mut conn);
 
-    let res = conn.exchange(&request("HEAD", "/", &[("If-None-Match", etag.as_bytes())]));
+    let res = conn.exchange(&request(
+        "HEAD",
+        "/",
+        &[("If-None-Match", etag.as_bytes())],
+        None,
+    ));
     assert_bare_304(&res, &etag, quickstart::CACHE_CONTROL);
     conn.assert_silent();
 }
@@ -583,9 +307,9 @@ fn conditional_head_with_a_matching_tag_is_a_304() {
 
 #[test]
 fn if_match_that_fails_gets_an_empty_412_without_etag() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
-    let res = conn.exchange(&request("GET", "/", &[("If-Match", b"\"nope\"")]));
+    let res = conn.exchange(&request("GET", "/", &[("If-Match", b"\"nope\"")], None));
 
     assert_eq!(res.status, 412, "{res:#?}");
     assert_eq!(res.get("content-length"), Some("0"), "{res:#?}");
@@ -598,11 +322,11 @@ fn if_match_that_fails_gets_an_empty_412_without_etag() {
 
 #[test]
 fn if_match_with_the_current_etag_gets_the_200() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let etag = fetch_root(&mut conn);
 
-    let res = conn.exchange(&request("GET", "/", &[("If-Match", etag.as_bytes())]));
+    let res = conn.exchange(&request("GET", "/", &[("If-Match", etag.as_bytes())], None));
     assert_eq!(res.status, 200, "{res:#?}");
     assert_eq!(res.get("etag"), Some(etag.as_str()));
     let json: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
@@ -611,11 +335,11 @@ fn if_match_with_the_current_etag_gets_the_200() {
 
 #[test]
 fn if_match_star_passes_and_if_match_is_evaluated_before_if_none_match() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let etag = fetch_root(&mut conn);
 
-    let star = conn.exchange(&request("GET", "/", &[("If-Match", b"*")]));
+    let star = conn.exchange(&request("GET", "/", &[("If-Match", b"*")], None));
     assert_eq!(star.status, 200, "{star:#?}");
 
     // §13.2.2 step 1 before step 3: a failing If-Match wins over a matching If-None-Match.
@@ -626,6 +350,7 @@ fn if_match_star_passes_and_if_match_is_evaluated_before_if_none_match() {
             ("If-Match", b"\"nope\""),
             ("If-None-Match", etag.as_bytes()),
         ],
+        None,
     ));
     assert_eq!(both.status, 412, "{both:#?}");
     conn.assert_silent();
@@ -633,7 +358,7 @@ fn if_match_star_passes_and_if_match_is_evaluated_before_if_none_match() {
 
 #[test]
 fn if_none_match_split_over_two_field_lines_still_matches() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let etag = fetch_root(&mut conn);
 
@@ -645,6 +370,7 @@ fn if_none_match_split_over_two_field_lines_still_matches() {
             ("If-None-Match", b"\"x\""),
             ("If-None-Match", etag.as_bytes()),
         ],
+        None,
     ));
     assert_bare_304(&res, &etag, quickstart::CACHE_CONTROL);
     conn.assert_silent();
@@ -656,7 +382,7 @@ fn if_none_match_split_over_two_field_lines_still_matches() {
 
 #[test]
 fn a_304_carries_each_set_cookie_line_separately() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let ok = conn.exchange(&get("/cookies"));
     assert_eq!(ok.status, 200, "{ok:#?}");
@@ -667,6 +393,7 @@ fn a_304_carries_each_set_cookie_line_separately() {
         "GET",
         "/cookies",
         &[("If-None-Match", etag.as_bytes())],
+        None,
     ));
     assert_bare_304(&res, &etag, "private, max-age=0");
     // Two lines, never one comma-joined line (the second cookie itself contains a comma).
@@ -676,7 +403,7 @@ fn a_304_carries_each_set_cookie_line_separately() {
 
 #[test]
 fn a_hand_set_content_length_is_not_sent_on_the_304() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let ok = conn.exchange(&get("/manual-length"));
     assert_eq!(ok.status, 200, "{ok:#?}");
@@ -693,6 +420,7 @@ fn a_hand_set_content_length_is_not_sent_on_the_304() {
         "GET",
         "/manual-length",
         &[("If-None-Match", etag.as_bytes())],
+        None,
     ));
     assert_eq!(res.status, 304, "{res:#?}");
     assert!(!res.has("content-length"), "{res:#?}");
@@ -708,7 +436,7 @@ fn a_hand_set_content_length_is_not_sent_on_the_304() {
 fn actix_itself_writes_a_hand_set_content_length_on_a_304() {
     // Why the middleware must strip it, and proof that the check above can see it: actix's h1
     // encoder keeps a hand-set Content-Length on a 304 it did not build.
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let res = conn.exchange(&get("/raw-304"));
     assert_eq!(res.status, 304, "{res:#?}");
@@ -722,12 +450,12 @@ fn actix_itself_writes_a_hand_set_content_length_on_a_304() {
 
 #[test]
 fn a_compressed_200_has_a_weak_etag_and_its_304_varies_on_accept_encoding() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let plain = conn.exchange(&get("/"));
     let strong = plain.etag().to_owned();
 
-    let gzip = conn.exchange(&request("GET", "/", &[("Accept-Encoding", b"gzip")]));
+    let gzip = conn.exchange(&request("GET", "/", &[("Accept-Encoding", b"gzip")], None));
     assert_eq!(gzip.status, 200, "{gzip:#?}");
     assert_eq!(gzip.get("content-encoding"), Some("gzip"), "{gzip:#?}");
     // Same identity bytes, so the same digest, but weak: it labels a gzip coding too.
@@ -752,6 +480,7 @@ fn a_compressed_200_has_a_weak_etag_and_its_304_varies_on_accept_encoding() {
                 ("Accept-Encoding", b"gzip"),
                 ("If-None-Match", tag.as_bytes()),
             ],
+            None,
         ));
         assert_eq!(res.status, 304, "{tag}: {res:#?}");
         assert_eq!(res.get("etag"), Some(format!("W/{strong}").as_str()));
@@ -780,17 +509,18 @@ fn a_compressed_200_has_a_weak_etag_and_its_304_varies_on_accept_encoding() {
             ("Accept-Encoding", b"gzip"),
             ("If-Match", format!("W/{strong}").as_bytes()),
         ],
+        None,
     ));
     assert_eq!(res.status, 412, "{res:#?}");
 }
 
 #[test]
 fn head_with_accept_encoding_has_the_same_weak_etag_and_coding_as_get() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let gzip: &[(&str, &[u8])] = &[("Accept-Encoding", b"gzip")];
-    let get_res = conn.exchange(&request("GET", "/", gzip));
-    let head = conn.exchange(&request("HEAD", "/", gzip));
+    let get_res = conn.exchange(&request("GET", "/", gzip, None));
+    let head = conn.exchange(&request("HEAD", "/", gzip, None));
     assert_eq!(head.status, 200, "{head:#?}");
     assert!(head.etag().starts_with("W/\""), "{head:#?}");
     for name in [
@@ -807,7 +537,7 @@ fn head_with_accept_encoding_has_the_same_weak_etag_and_coding_as_get() {
     let etag = head.etag().to_owned();
     let mut conditional = gzip.to_vec();
     conditional.push(("If-None-Match", etag.as_bytes()));
-    let res = conn.exchange(&request("HEAD", "/", &conditional));
+    let res = conn.exchange(&request("HEAD", "/", &conditional, None));
     assert_eq!(res.status, 304, "{res:#?}");
     assert_eq!(res.get("etag"), Some(etag.as_str()));
     conn.assert_silent();
@@ -820,9 +550,9 @@ fn head_with_accept_encoding_has_the_same_weak_etag_and_coding_as_get() {
 /// Sends GET `/` with one hostile header; the answer must be a well-formed, non-5xx response
 /// (`expected`), and the same connection must then serve a plain GET.
 fn assert_survives(name: &str, value: &[u8], expected: u16) {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
-    let res = conn.exchange(&request("GET", "/", &[(name, value)]));
+    let res = conn.exchange(&request("GET", "/", &[(name, value)], None));
     assert!(res.status < 500, "{name}: {res:#?}");
     assert_eq!(res.status, expected, "{name}: {res:#?}");
     conn.assert_silent();
@@ -856,12 +586,12 @@ fn hostile_if_none_match_with_obs_text_is_a_200() {
 
 #[test]
 fn obs_text_members_do_not_hide_a_matching_tag() {
-    let server = Server::start();
+    let server = start_server();
     let mut conn = server.connect();
     let etag = fetch_root(&mut conn);
     let mut value = b"\"caf\xE9\", ".to_vec();
     value.extend_from_slice(etag.as_bytes());
-    let res = conn.exchange(&request("GET", "/", &[("If-None-Match", &value)]));
+    let res = conn.exchange(&request("GET", "/", &[("If-None-Match", &value)], None));
     assert_bare_304(&res, &etag, quickstart::CACHE_CONTROL);
     conn.assert_silent();
 }

@@ -5,28 +5,20 @@
 //! Every read has a timeout, so a hang fails the test within seconds. The tests run one at a
 //! time (see [`SERIAL`]) because [`viewsets::LIST_BUILDS`] is one counter for the process.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use actix_web::HttpServer;
-use actix_web::dev::ServerHandle;
 use serde_json::{Value, json};
+
+#[path = "common/http.rs"]
+mod http;
 
 #[path = "../examples/viewsets.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod viewsets;
 
-/// Upper bound for connecting, writing and waiting for a response.
-const TIMEOUT: Duration = Duration::from_secs(3);
-/// How long to wait for bytes that must not come (a body after a 304 or HEAD).
-const SILENCE: Duration = Duration::from_millis(300);
-/// Refuse response heads larger than this.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+use http::{Conn, Response};
 
 const READ_POLICY: &str = "max-age=60, must-revalidate";
 const MUTATION_DIRECTIVES: [&str; 3] = ["no-cache", "no-store", "must-revalidate"];
@@ -78,10 +70,8 @@ impl Drop for TempDb {
 /// the file.
 #[derive(Debug)]
 struct Server {
-    addr: SocketAddr,
-    handle: ServerHandle,
-    thread: Option<JoinHandle<io::Result<()>>>,
-    // Dropped after `drop` below has stopped the server, in declaration order.
+    // Dropped in declaration order: the server stops before its database is removed.
+    server: http::Server,
     _db: TempDb,
     _serial: MutexGuard<'static, ()>,
 }
@@ -91,285 +81,15 @@ impl Server {
         let serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
         let temp = TempDb::new();
         let db = viewsets::open_database(&temp.path).expect("open the temp database");
-        let (tx, rx) = mpsc::channel();
-        let thread = thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || viewsets::app(Arc::clone(&db)))
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(1)
-                    .bind(("127.0.0.1", 0))?;
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle()))
-                    .expect("the test waits for the address");
-                server.await
-            })
-        });
-        let Ok((addr, handle)) = rx.recv_timeout(Duration::from_secs(10)) else {
-            match thread.join() {
-                Ok(result) => panic!("server did not start: {result:?}"),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        };
         Self {
-            addr,
-            handle,
-            thread: Some(thread),
+            server: http::Server::start(move || viewsets::app(Arc::clone(&db))),
             _db: temp,
             _serial: serial,
         }
     }
 
     fn connect(&self) -> Conn {
-        Conn::open(self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.handle.stop(false));
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !thread.is_finished() && Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(10));
-        }
-        if thread.is_finished() {
-            let result = thread.join();
-            if !thread::panicking() {
-                result
-                    .expect("server thread panicked")
-                    .expect("server failed");
-            }
-        } else if !thread::panicking() {
-            panic!("server did not stop within 5 s");
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A tiny HTTP/1.1 client
-// ---------------------------------------------------------------------------------------------
-
-/// A request with `Host`, the given header lines and, if `body` is given, a `Content-Length`.
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Vec<u8> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
-    for (name, value) in headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if let Some(body) = body {
-        raw.push_str("Content-Type: application/json\r\n");
-        raw.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    } else {
-        raw.push_str("\r\n");
-    }
-    raw.into_bytes()
-}
-
-/// One response as it came off the wire.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    /// Header lines in order, names lowercased.
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The single line named `name`; panics if it is repeated.
-    fn get(&self, name: &str) -> Option<&str> {
-        let all = self.all(name);
-        assert!(all.len() <= 1, "{name} sent {} times: {self:#?}", all.len());
-        all.first().copied()
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.get(name)
-            .unwrap_or_else(|| panic!("no {name}: {self:#?}"))
-    }
-
-    fn etag(&self) -> &str {
-        self.header("etag")
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {self:#?}"))
-    }
-
-    /// The `Cache-Control` directives, trimmed, in order.
-    fn cache_control(&self) -> Vec<&str> {
-        self.header("cache-control")
-            .split(',')
-            .map(str::trim)
-            .collect()
-    }
-}
-
-/// One keep-alive connection.
-#[derive(Debug)]
-struct Conn {
-    reader: BufReader<TcpStream>,
-}
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect_timeout(&addr, TIMEOUT).expect("connect");
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    fn exchange(&mut self, raw: &[u8]) -> Response {
-        self.reader.get_mut().write_all(raw).expect("send request");
-        self.read_response(raw.starts_with(b"HEAD "))
-    }
-
-    fn get(&mut self, path: &str) -> Response {
-        self.exchange(&request("GET", path, &[], None))
-    }
-
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&str>,
-    ) -> Response {
-        self.exchange(&request(method, path, headers, body))
-    }
-
-    fn read_line(&mut self, budget: &mut usize) -> Vec<u8> {
-        let mut line = Vec::new();
-        let n = (&mut self.reader)
-            .take(*budget as u64)
-            .read_until(b'\n', &mut line)
-            .unwrap_or_else(|e| panic!("reading the response failed ({e}); got {line:?}"));
-        *budget -= n;
-        assert!(
-            n > 0,
-            "connection closed where a response line was expected"
-        );
-        assert!(
-            line.ends_with(b"\r\n"),
-            "line not CRLF-terminated: {:?}",
-            String::from_utf8_lossy(&line)
-        );
-        line.truncate(line.len() - 2);
-        line
-    }
-
-    /// One response: status line, headers, and the body framed per RFC 9112 §6.3 (none for
-    /// HEAD, 1xx, 204 and 304).
-    fn read_response(&mut self, head: bool) -> Response {
-        let mut budget = MAX_HEAD_BYTES;
-        let line = String::from_utf8(self.read_line(&mut budget)).expect("ASCII status line");
-        let mut parts = line.splitn(3, ' ');
-        assert_eq!(parts.next(), Some("HTTP/1.1"), "bad status line {line:?}");
-        let status: u16 = parts
-            .next()
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {line:?}"));
-
-        let mut headers = Vec::new();
-        loop {
-            let line = self.read_line(&mut budget);
-            if line.is_empty() {
-                break;
-            }
-            let line = String::from_utf8_lossy(&line).into_owned();
-            let (name, value) = line
-                .split_once(':')
-                .unwrap_or_else(|| panic!("header line without colon: {line:?}"));
-            headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
-        }
-        let mut response = Response {
-            status,
-            headers,
-            body: Vec::new(),
-        };
-        if head || (100..200).contains(&status) || status == 204 || status == 304 {
-            return response;
-        }
-        let chunked = response
-            .all("transfer-encoding")
-            .iter()
-            .any(|te| te.to_ascii_lowercase().contains("chunked"));
-        if chunked {
-            response.body = self.read_chunked();
-        } else if let Some(length) = response.get("content-length") {
-            let mut body = vec![0; length.parse().expect("numeric content-length")];
-            self.reader
-                .read_exact(&mut body)
-                .expect("body as long as content-length");
-            response.body = body;
-        } else {
-            self.reader
-                .read_to_end(&mut response.body)
-                .expect("close-delimited body");
-        }
-        response
-    }
-
-    fn read_chunked(&mut self) -> Vec<u8> {
-        let mut body = Vec::new();
-        let mut budget = MAX_HEAD_BYTES;
-        loop {
-            let line = String::from_utf8(self.read_line(&mut budget)).expect("ASCII chunk size");
-            let size = line.split(';').next().unwrap().trim();
-            let size = usize::from_str_radix(size, 16).expect("hex chunk size");
-            if size == 0 {
-                while !self.read_line(&mut budget).is_empty() {}
-                return body;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            self.reader.read_exact(&mut body[start..]).expect("chunk");
-            assert!(self.read_line(&mut budget).is_empty(), "chunk without CRLF");
-        }
-    }
-
-    /// No byte follows the last response (no stray body after a 304, 204 or HEAD) and the
-    /// connection stays open.
-    fn assert_silent(&mut self) {
-        assert!(
-            self.reader.buffer().is_empty(),
-            "unexpected bytes after the response: {:?}",
-            String::from_utf8_lossy(self.reader.buffer())
-        );
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(SILENCE))
-            .unwrap();
-        let mut byte = [0; 1];
-        let outcome = self.reader.get_mut().read(&mut byte);
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(TIMEOUT))
-            .unwrap();
-        match outcome {
-            Ok(0) => panic!("server closed the keep-alive connection"),
-            Ok(_) => panic!("unexpected byte after the response: {:?}", byte[0] as char),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("connection error while expecting silence: {e}"),
-        }
+        self.server.connect()
     }
 }
 
@@ -443,7 +163,12 @@ fn list_answers_200_with_a_strong_etag_then_304_without_running_the_handler() {
     );
 
     let builds = list_builds();
-    let res = conn.send("GET", "/uploads", &[("If-None-Match", &etag)], None);
+    let res = conn.send(
+        "GET",
+        "/uploads",
+        &[("If-None-Match", etag.as_bytes())],
+        None,
+    );
     assert_eq!(res.status, 304, "{res:#?}");
     assert!(res.body.is_empty());
     assert_eq!(res.get("etag"), Some(etag.as_str()), "{res:#?}");
@@ -460,7 +185,7 @@ fn list_answers_200_with_a_strong_etag_then_304_without_running_the_handler() {
     let res = conn.send(
         "GET",
         "/uploads",
-        &[("If-None-Match", "\"uploads-0-0\"")],
+        &[("If-None-Match", b"\"uploads-0-0\"")],
         None,
     );
     assert_eq!(res.status, 200, "{res:#?}");
@@ -479,7 +204,12 @@ fn retrieve_answers_the_row_with_its_revision_and_304_on_a_match() {
     assert_eq!(etag, format!("\"uploads-1-{}\"", row["updated_at"]));
     assert_eq!(res.header("cache-control"), READ_POLICY, "{res:#?}");
 
-    let res = conn.send("GET", "/uploads/1", &[("If-None-Match", &etag)], None);
+    let res = conn.send(
+        "GET",
+        "/uploads/1",
+        &[("If-None-Match", etag.as_bytes())],
+        None,
+    );
     assert_eq!(res.status, 304, "{res:#?}");
     assert_eq!(res.get("etag"), Some(etag.as_str()));
     conn.assert_silent();
@@ -509,7 +239,12 @@ fn head_list_matches_get_headers_without_a_body() {
     conn.assert_silent();
 
     // And HEAD revalidates like GET.
-    let res = conn.send("HEAD", "/uploads", &[("If-None-Match", get.etag())], None);
+    let res = conn.send(
+        "HEAD",
+        "/uploads",
+        &[("If-None-Match", get.etag().as_bytes())],
+        None,
+    );
     assert_eq!(res.status, 304, "{res:#?}");
     conn.assert_silent();
 }
@@ -556,7 +291,12 @@ fn post_creates_201_with_location_no_cache_and_changes_the_list_etag() {
     assert_ne!(after.etag(), before, "the list revision changed");
     assert_eq!(after.json()["count"], 4);
     // The old tag no longer matches.
-    let res = conn.send("GET", "/uploads", &[("If-None-Match", &before)], None);
+    let res = conn.send(
+        "GET",
+        "/uploads",
+        &[("If-None-Match", before.as_bytes())],
+        None,
+    );
     assert_eq!(res.status, 200, "{res:#?}");
 }
 
@@ -588,7 +328,7 @@ fn put_with_a_stale_if_match_is_412_and_leaves_the_row_unchanged() {
     let res = conn.send(
         "PUT",
         "/uploads/1",
-        &[("If-Match", stale)],
+        &[("If-Match", stale.as_bytes())],
         Some(r#"{"name":"lost update"}"#),
     );
     assert_eq!(res.status, 412, "{res:#?}");
@@ -599,7 +339,7 @@ fn put_with_a_stale_if_match_is_412_and_leaves_the_row_unchanged() {
     let res = conn.send(
         "PUT",
         "/uploads/1",
-        &[("If-Match", &etag)],
+        &[("If-Match", etag.as_bytes())],
         Some(r#"{"name":"renamed"}"#),
     );
     assert_eq!(res.status, 200, "{res:#?}");
@@ -617,7 +357,7 @@ fn put_with_a_stale_if_match_is_412_and_leaves_the_row_unchanged() {
     let res = conn.send(
         "PATCH",
         "/uploads/1",
-        &[("If-Match", &etag)],
+        &[("If-Match", etag.as_bytes())],
         Some(r#"{"name":"again"}"#),
     );
     assert_eq!(res.status, 412, "{res:#?}");
@@ -630,14 +370,14 @@ fn if_match_star_on_a_missing_row_is_412() {
     let res = conn.send(
         "PUT",
         "/uploads/999",
-        &[("If-Match", "*")],
+        &[("If-Match", b"*")],
         Some(r#"{"name":"x"}"#),
     );
     assert_eq!(res.status, 412, "{res:#?}");
     let res = conn.send(
         "PUT",
         "/uploads/1",
-        &[("If-Match", "*")],
+        &[("If-Match", b"*")],
         Some(r#"{"name":"x"}"#),
     );
     assert_eq!(res.status, 200, "{res:#?}");
@@ -680,7 +420,7 @@ fn delete_with_a_stale_if_match_is_412_and_keeps_the_row() {
     let res = conn.send(
         "DELETE",
         "/uploads/2",
-        &[("If-Match", "\"uploads-2-0\"")],
+        &[("If-Match", b"\"uploads-2-0\"")],
         None,
     );
     assert_eq!(res.status, 412, "{res:#?}");
