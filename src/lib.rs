@@ -8,6 +8,7 @@ pub mod condition;
 pub mod conditional_get;
 pub mod not_modified;
 pub mod preconditions;
+pub mod response_cache;
 pub mod viewset;
 
 #[doc(hidden)]
@@ -19,6 +20,7 @@ pub use crate::cache_control::{
 };
 pub use crate::conditional_get::{ConditionalGet, ETagHasher};
 pub use crate::preconditions::{Precondition, Validators, evaluate_preconditions};
+pub use crate::response_cache::{ResponseCache, Scope, Section};
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use actix_conditional_macros::{cache_control, etag_cached, never_cache};

@@ -1,0 +1,439 @@
+//! The decision every cached request goes through, shared by [`ResponseCache::serve`] and the
+//! middleware: look up, classify (fresh, stale, expired), join the key's flight, and store what
+//! the leader built.
+//!
+//! [`ResponseCache::serve`]: super::ResponseCache::serve
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::HttpRequest;
+use actix_web::HttpResponse;
+use actix_web::http::Method;
+use actix_web::http::header::{ETAG, HeaderMap, HeaderName, HeaderValue, SET_COOKIE};
+use futures_util::future::LocalBoxFuture;
+
+use super::entry::{Captured, Entry, SectionPart, Snapshot, X_CACHE, capture};
+use super::flight::{FlightGuard, Join, Outcome, Waiter};
+use super::key::{base_key, full_key, query_forces_refresh, vary_matches, vary_values};
+use super::stats::Event;
+use super::storable::{request_bypass, response_unstorable, vary_names};
+use super::{Freshness, Inner, Slot};
+use crate::cache_control::cache_control_contains;
+
+/// Re-runs the handler for a request: what a background refresh calls.
+pub(crate) type Refresher = Rc<dyn Fn(HttpRequest) -> LocalBoxFuture<'static, HttpResponse>>;
+
+/// What to do with a request.
+pub(crate) enum Plan {
+    /// Answer with this (hit, stale, coalesced, 304).
+    Respond(HttpResponse),
+    /// Run the handler and give its response to [`Inner::finish`].
+    Lead(Lead),
+    /// Run the handler and label its response with this `X-Cache` value; store nothing.
+    Bypass(&'static str),
+}
+
+/// A claim to build the entry for a key.
+#[derive(Debug)]
+pub(crate) struct Lead {
+    base: String,
+    key: Arc<str>,
+    guard: FlightGuard,
+    revision: Option<String>,
+    generation: u64,
+    stale: Option<Arc<Entry>>,
+    label: &'static str,
+    /// Sections already built for this response (sectioned mode).
+    pub(crate) sections: Vec<SectionPart>,
+}
+
+impl Lead {
+    pub(crate) fn new(
+        base: String,
+        key: Arc<str>,
+        guard: FlightGuard,
+        revision: Option<String>,
+        generation: u64,
+        stale: Option<Arc<Entry>>,
+        label: &'static str,
+    ) -> Self {
+        Self {
+            base,
+            key,
+            guard,
+            revision,
+            generation,
+            stale,
+            label,
+            sections: Vec::new(),
+        }
+    }
+}
+
+enum State {
+    Fresh(&'static str),
+    Stale,
+    Expired,
+}
+
+impl Inner {
+    /// The current time as an offset from the cache's origin.
+    pub(crate) fn now(&self) -> Duration {
+        self.clock.now().saturating_duration_since(self.origin)
+    }
+
+    /// Decides how to answer `req`. `refresher` is given by [`serve`](super::ResponseCache::serve),
+    /// which can rebuild in the background; the middleware cannot (actix's router needs the
+    /// request uniquely owned), so there the first stale reader refreshes in the foreground.
+    pub(crate) async fn plan(
+        self: &Arc<Self>,
+        req: &HttpRequest,
+        refresher: Option<&Refresher>,
+    ) -> Plan {
+        let base = match self.admit(req) {
+            Ok(base) => base,
+            Err(label) => return Plan::Bypass(label),
+        };
+        let mut forced = self.forced(req);
+        let generation = self.generation();
+        let revision = match self.current_revision(req, generation).await {
+            Ok(revision) => revision,
+            Err(err) => {
+                tracing::warn!(cache = %self.name, error = %err, "response cache: revision failed; not caching this request");
+                self.stats.record(Event::Bypass);
+                return Plan::Bypass("miss");
+            }
+        };
+        let names = self.learned_vary.get(base.as_str()).unwrap_or_default();
+        let vary = vary_values(&names, req.headers());
+        let key = full_key(&base, &vary);
+
+        loop {
+            let now = self.now();
+            if !forced {
+                match self.store.get(&key) {
+                    Some(Slot::Unshared { until }) if now < until => {
+                        self.stats.record(Event::Bypass);
+                        return Plan::Bypass("miss");
+                    }
+                    Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req.headers()) => {
+                        match self.state(&entry, now, revision.as_deref(), generation) {
+                            State::Fresh(label) => {
+                                entry.verified(now);
+                                self.stats.record(Event::Hit);
+                                tracing::debug!(cache = %self.name, %key, label, "response cache: hit");
+                                return Plan::Respond(entry.respond(
+                                    req.method(),
+                                    req.headers(),
+                                    label,
+                                    now,
+                                ));
+                            }
+                            State::Stale => {
+                                if let Some(guard) = self.flights.try_lead(&key) {
+                                    let lead = Lead {
+                                        base: base.clone(),
+                                        key: Arc::clone(&key),
+                                        guard,
+                                        revision: revision.clone(),
+                                        generation,
+                                        stale: Some(Arc::clone(&entry)),
+                                        label: "refresh",
+                                        sections: Vec::new(),
+                                    };
+                                    match refresher {
+                                        Some(refresher) => {
+                                            self.refresh_in_background(req, lead, refresher)
+                                        }
+                                        None => {
+                                            self.stats.record(Event::Miss);
+                                            tracing::debug!(cache = %self.name, %key, "response cache: stale, refreshing in this request");
+                                            return Plan::Lead(lead);
+                                        }
+                                    }
+                                }
+                                self.stats.record(Event::Stale);
+                                tracing::debug!(cache = %self.name, %key, "response cache: stale served");
+                                return Plan::Respond(entry.respond(
+                                    req.method(),
+                                    req.headers(),
+                                    "stale",
+                                    now,
+                                ));
+                            }
+                            State::Expired => {}
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            match self.flights.join(&key) {
+                Join::Lead(guard) => {
+                    self.stats.record(Event::Miss);
+                    tracing::debug!(cache = %self.name, %key, forced, "response cache: miss");
+                    return Plan::Lead(Lead {
+                        base,
+                        key,
+                        guard,
+                        revision,
+                        generation,
+                        stale: None,
+                        label: "miss",
+                        sections: Vec::new(),
+                    });
+                }
+                Join::Wait(waiter) => match self.wait(req, &key, waiter).await {
+                    Some(plan) => return plan,
+                    None => forced = false,
+                },
+            }
+        }
+    }
+
+    /// The URL part of the key, or the `X-Cache` label for a request the cache must not touch.
+    pub(crate) fn admit(&self, req: &HttpRequest) -> Result<String, &'static str> {
+        let keyed_by_user = self.key_by.is_some();
+        let mut reason = request_bypass(req, keyed_by_user);
+        let user = match (&self.key_by, reason) {
+            (Some(key_by), None) => {
+                let user = key_by(req);
+                if user.is_none() && request_bypass(req, false).is_some() {
+                    reason = Some("credentials without a user key");
+                }
+                user
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            self.stats.record(Event::Bypass);
+            tracing::debug!(cache = %self.name, reason, "response cache: bypass");
+            return Err("bypass");
+        }
+        Ok(base_key(req, user.as_deref()))
+    }
+
+    /// Whether the client asked for a rebuild (`?refresh=true`, `Cache-Control: no-cache`).
+    pub(crate) fn forced(&self, req: &HttpRequest) -> bool {
+        self.forced_refresh
+            && (query_forces_refresh(req.query_string())
+                || cache_control_contains(req.headers(), "no-cache"))
+    }
+
+    /// Waits for another request's build; `None` means its leader gave up: join again.
+    pub(crate) async fn wait(&self, req: &HttpRequest, key: &str, waiter: Waiter) -> Option<Plan> {
+        match tokio::time::timeout(self.lock_timeout, waiter.outcome()).await {
+            Ok(Some(Outcome::Fresh(entry))) => Some(self.coalesced(req, &entry, "coalesced")),
+            Ok(Some(Outcome::Stale(entry))) => Some(self.coalesced(req, &entry, "stale")),
+            Ok(Some(Outcome::Failed(snapshot))) => {
+                self.stats.record(Event::Coalesced);
+                Some(Plan::Respond(labelled(snapshot.to_response(), "coalesced")))
+            }
+            Ok(Some(Outcome::Unshared)) => {
+                self.stats.record(Event::Bypass);
+                Some(Plan::Bypass("miss"))
+            }
+            Ok(None) => {
+                // The leader panicked or was cancelled: join again; one of the waiters
+                // becomes the new leader.
+                tracing::debug!(cache = %self.name, %key, "response cache: leader gone, retrying");
+                None
+            }
+            Err(_elapsed) => {
+                tracing::warn!(cache = %self.name, %key, timeout = ?self.lock_timeout,
+                    "response cache: waited too long for another request's build; building without storing");
+                self.stats.record(Event::Bypass);
+                Some(Plan::Bypass("miss"))
+            }
+        }
+    }
+
+    fn coalesced(&self, req: &HttpRequest, entry: &Entry, label: &'static str) -> Plan {
+        if !vary_matches(&entry.vary, req.headers()) {
+            // Built for another variant (its `Vary` was not known yet): build our own.
+            self.stats.record(Event::Bypass);
+            return Plan::Bypass("miss");
+        }
+        self.stats.record(Event::Coalesced);
+        Plan::Respond(entry.respond(req.method(), req.headers(), label, self.now()))
+    }
+
+    fn state(
+        &self,
+        entry: &Entry,
+        now: Duration,
+        revision: Option<&str>,
+        generation: u64,
+    ) -> State {
+        match &self.freshness {
+            Freshness::Ttl(ttl) => {
+                if entry.generation != generation {
+                    return State::Expired;
+                }
+                let age = now.saturating_sub(entry.stored_at);
+                if age < *ttl {
+                    State::Fresh("hit")
+                } else if age < *ttl + self.max_stale {
+                    State::Stale
+                } else {
+                    State::Expired
+                }
+            }
+            Freshness::Revision(_) | Freshness::Sections(_) => {
+                if entry.revision.as_deref() == revision {
+                    State::Fresh("hit-revision")
+                } else if now.saturating_sub(entry.verified_at()) <= self.max_stale {
+                    State::Stale
+                } else {
+                    State::Expired
+                }
+            }
+        }
+    }
+
+    pub(crate) fn refresh_in_background(
+        self: &Arc<Self>,
+        req: &HttpRequest,
+        lead: Lead,
+        refresher: &Refresher,
+    ) {
+        let inner = Arc::clone(self);
+        let req = req.clone();
+        let build = refresher(req.clone());
+        tracing::debug!(cache = %self.name, key = %lead.key, "response cache: refresh start");
+        actix_rt::spawn(async move {
+            let res = build.await;
+            let key = Arc::clone(&lead.key);
+            let res = inner.finish(req.method(), req.headers(), lead, res).await;
+            tracing::debug!(cache = %inner.name, %key, status = res.status().as_u16(), "response cache: refresh end");
+        });
+    }
+
+    /// Stores what the leader built (if it may be stored), publishes the outcome to the
+    /// waiters, and returns the leader's own response.
+    pub(crate) async fn finish(
+        self: &Arc<Self>,
+        method: &Method,
+        req_headers: &HeaderMap,
+        lead: Lead,
+        res: HttpResponse,
+    ) -> HttpResponse {
+        let status = res.status();
+        let keyed_by_user = self.key_by.is_some();
+        if status.is_server_error() {
+            self.stats.record(Event::RefreshFailure);
+            if let Some(stale) = lead.stale {
+                tracing::warn!(cache = %self.name, key = %lead.key, status = status.as_u16(),
+                    "response cache: refresh failed; serving stale");
+                lead.guard.complete(Outcome::Stale(Arc::clone(&stale)));
+                self.stats.record(Event::Stale);
+                return stale.respond(method, req_headers, "stale", self.now());
+            }
+            tracing::warn!(cache = %self.name, key = %lead.key, status = status.as_u16(),
+                "response cache: build failed; nothing stale to serve");
+            if res.headers().contains_key(SET_COOKIE) {
+                lead.guard.complete(Outcome::Unshared);
+                return labelled(res, lead.label);
+            }
+            return match capture(res, self.max_entry_bytes).await {
+                Captured::Buffered(head, body) => {
+                    let snapshot = Snapshot::new(status, head.headers(), body);
+                    let res = labelled(snapshot.to_response(), lead.label);
+                    lead.guard.complete(Outcome::Failed(Arc::new(snapshot)));
+                    res
+                }
+                Captured::Passthrough(res) => {
+                    lead.guard.complete(Outcome::Unshared);
+                    labelled(res, lead.label)
+                }
+            };
+        }
+        if let Some(reason) = response_unstorable(status, res.headers(), keyed_by_user) {
+            tracing::debug!(cache = %self.name, key = %lead.key, reason, "response cache: not stored");
+            // 304/412 answer one request's preconditions; they say nothing about the resource.
+            if !matches!(status.as_u16(), 304 | 412) {
+                self.mark_unshared(&lead.key);
+            }
+            lead.guard.complete(Outcome::Unshared);
+            return labelled(res, lead.label);
+        }
+        let (head, body) = match capture(res, self.max_entry_bytes).await {
+            Captured::Buffered(head, body) => (head, body),
+            Captured::Passthrough(res) => {
+                tracing::debug!(cache = %self.name, key = %lead.key, "response cache: body streamed or too large; not stored");
+                self.mark_unshared(&lead.key);
+                lead.guard.complete(Outcome::Unshared);
+                return labelled(res, lead.label);
+            }
+        };
+        self.stats.record(Event::Build);
+        let names: Vec<HeaderName> = vary_names(head.headers())
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        let vary = vary_values(&names, req_headers);
+        let key = if names.is_empty() {
+            Arc::clone(&lead.key)
+        } else {
+            self.learned_vary
+                .insert(Arc::from(lead.base.as_str()), Arc::from(names));
+            full_key(&lead.base, &vary)
+        };
+        let mut snapshot = Snapshot::new(status, head.headers(), body);
+        let etag = match lead.revision.as_deref() {
+            // Revision mode: the tag follows the fingerprint, so a 304 needs no body.
+            Some(revision) => Some(revision_etag(&key, revision)),
+            None if snapshot.etag().is_none() => Some(self.hasher.etag(&snapshot.body)),
+            None => None,
+        };
+        if let Some(etag) = etag {
+            snapshot.headers.insert(ETAG, etag);
+        }
+        let now = self.now();
+        let entry = Arc::new(Entry::new(
+            snapshot,
+            now,
+            lead.revision.map(String::into_boxed_str),
+            vary,
+            lead.sections,
+            lead.generation,
+        ));
+        // An invalidation that happened while this was building wins: keep the bytes out of
+        // the store (the waiters, who asked before it, still get them).
+        if self.generation() == lead.generation {
+            self.store
+                .insert(Arc::clone(&key), Slot::Entry(Arc::clone(&entry)));
+            if key != lead.key {
+                self.store.invalidate(&lead.key);
+            }
+        }
+        tracing::debug!(cache = %self.name, %key, bytes = entry.snapshot.body.len(), "response cache: stored");
+        lead.guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+        entry.respond(method, req_headers, lead.label, now)
+    }
+
+    /// Remembers for a while that a key's responses are not shared, so requests for it run
+    /// side by side instead of queueing behind one another (Varnish's hit-for-miss).
+    fn mark_unshared(&self, key: &Arc<str>) {
+        let until = self.now() + self.hit_for_miss;
+        self.store.insert(Arc::clone(key), Slot::Unshared { until });
+    }
+}
+
+/// Sets `X-Cache` on a response the cache did not store.
+pub(crate) fn labelled(mut res: HttpResponse, label: &'static str) -> HttpResponse {
+    res.headers_mut()
+        .insert(X_CACHE, HeaderValue::from_static(label));
+    res
+}
+
+/// The strong ETag for a revision fingerprint: `"rv-"` and 32 hex digits of XXH3-128 over the
+/// key and the fingerprint, so two variants (`Vary`) never share a tag.
+pub(crate) fn revision_etag(key: &str, revision: &str) -> HeaderValue {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(key.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(revision.as_bytes());
+    let tag = format!("\"rv-{:032x}\"", hasher.digest128());
+    HeaderValue::from_str(&tag).expect("hex in quotes is a valid header value")
+}

@@ -1,0 +1,235 @@
+//! What the store holds: a `Send + Sync` snapshot of a response (never an `HttpResponse`,
+//! which is `!Send`), with the times and revision that decide whether it is fresh.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use actix_web::HttpResponse;
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{
+    AGE, ETAG, HeaderMap, HeaderName, HeaderValue, LAST_MODIFIED, SET_COOKIE,
+};
+use bytes::Bytes;
+
+use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_request};
+use crate::{not_modified, preconditions};
+
+/// The `X-Cache` response header.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// The `X-Revision` response header: the revision fingerprint of the bytes served.
+pub const X_REVISION: HeaderName = HeaderName::from_static("x-revision");
+
+/// A response as stored: status, headers, the whole body, its validators.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    last_modified: Option<SystemTime>,
+}
+
+impl Snapshot {
+    /// Takes the headers of `head` (minus the ones a cache must not replay) and `body`.
+    pub(crate) fn new(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+        let mut kept = HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            // `Age` and `X-Cache` are ours to set per response; `Set-Cookie` is never shared.
+            if name != AGE && name != X_CACHE && name != SET_COOKIE {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        let last_modified = headers
+            .get(LAST_MODIFIED)
+            .and_then(|value| preconditions::parse_http_date(value.as_bytes()));
+        Self {
+            status,
+            headers: kept,
+            body,
+            last_modified,
+        }
+    }
+
+    /// The stored ETag, if any.
+    pub(crate) fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(ETAG)
+    }
+
+    /// Bytes this snapshot costs in the store's byte budget (body, headers, bookkeeping).
+    pub(crate) fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .sum();
+        self.body.len() + headers + 128
+    }
+
+    /// A response replaying this snapshot. The body is a reference-counted `Bytes`: no copy.
+    pub(crate) fn to_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::with_body(self.status, BoxBody::new(self.body.clone()));
+        *res.headers_mut() = self.headers.clone();
+        res
+    }
+
+    /// RFC 9110 §13.2.2 against this snapshot's validators; only a 200 can become a 304.
+    pub(crate) fn precondition(
+        &self,
+        method: &actix_web::http::Method,
+        req: &HeaderMap,
+    ) -> Precondition {
+        if self.status != StatusCode::OK {
+            return Precondition::Proceed;
+        }
+        let etag = self.etag().and_then(|v| EntityTagRef::parse(v.as_bytes()));
+        let validators = Validators::new(etag, self.last_modified).exists(true);
+        evaluate_request(method, req, &validators)
+    }
+}
+
+/// A stored response and when it was built, on the cache's clock (offsets from its origin).
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) snapshot: Snapshot,
+    /// When the bytes were built.
+    pub(crate) stored_at: Duration,
+    /// When the bytes were last known current (revision mode: the last equal revision).
+    verified_at_nanos: AtomicU64,
+    /// The revision fingerprint the bytes were built under (revision mode).
+    pub(crate) revision: Option<Box<str>>,
+    /// The request's values of the headers the response varies on, as built.
+    pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// Per-section revision and bytes (sectioned revision mode).
+    pub(crate) sections: Vec<SectionPart>,
+    /// The cache's invalidation generation when the build started.
+    pub(crate) generation: u64,
+}
+
+/// One section of a sectioned response, as built.
+#[derive(Debug, Clone)]
+pub(crate) struct SectionPart {
+    pub(crate) revision: Box<str>,
+    pub(crate) json: Bytes,
+}
+
+impl Entry {
+    pub(crate) fn new(
+        snapshot: Snapshot,
+        now: Duration,
+        revision: Option<Box<str>>,
+        vary: Vec<(HeaderName, Option<HeaderValue>)>,
+        sections: Vec<SectionPart>,
+        generation: u64,
+    ) -> Self {
+        Self {
+            snapshot,
+            stored_at: now,
+            verified_at_nanos: AtomicU64::new(nanos(now)),
+            revision,
+            vary,
+            sections,
+            generation,
+        }
+    }
+
+    /// When the bytes were last known to be current.
+    pub(crate) fn verified_at(&self) -> Duration {
+        Duration::from_nanos(self.verified_at_nanos.load(Ordering::Relaxed))
+    }
+
+    /// Records that the bytes were confirmed current at `now`.
+    pub(crate) fn verified(&self, now: Duration) {
+        self.verified_at_nanos
+            .fetch_max(nanos(now), Ordering::Relaxed);
+    }
+
+    /// Whole seconds since the bytes were built, for the `Age` header (RFC 9111 §5.1).
+    pub(crate) fn age_secs(&self, now: Duration) -> u64 {
+        now.saturating_sub(self.stored_at).as_secs()
+    }
+
+    /// Byte-budget weight, capped to what moka's `u32` weigher holds.
+    pub(crate) fn weight(&self) -> u32 {
+        let sections: usize = self
+            .sections
+            .iter()
+            .map(|s| s.json.len() + s.revision.len())
+            .sum();
+        u32::try_from(self.snapshot.weight() + sections).unwrap_or(u32::MAX)
+    }
+
+    /// The response for this entry, labelled, with `Age`, and with preconditions applied.
+    pub(crate) fn respond(
+        &self,
+        method: &actix_web::http::Method,
+        req_headers: &HeaderMap,
+        label: &'static str,
+        now: Duration,
+    ) -> HttpResponse {
+        let mut res = self.snapshot.to_response();
+        let headers = res.headers_mut();
+        headers.insert(X_CACHE, HeaderValue::from_static(label));
+        headers.insert(AGE, HeaderValue::from(self.age_secs(now)));
+        if let Some(revision) = self.revision.as_deref()
+            && let Ok(value) = HeaderValue::from_str(revision)
+        {
+            headers.insert(X_REVISION, value);
+        }
+        match self.snapshot.precondition(method, req_headers) {
+            Precondition::Proceed => res,
+            Precondition::NotModified => not_modified::not_modified(res).map_into_boxed_body(),
+            Precondition::PreconditionFailed => {
+                let mut failed = not_modified::precondition_failed();
+                failed
+                    .headers_mut()
+                    .insert(X_CACHE, HeaderValue::from_static(label));
+                failed
+            }
+        }
+    }
+}
+
+fn nanos(at: Duration) -> u64 {
+    u64::try_from(at.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A handler's response, with its body either fully in memory or left untouched.
+#[derive(Debug)]
+pub(crate) enum Captured {
+    /// The whole body, within the size limit.
+    Buffered(HttpResponse<()>, Bytes),
+    /// A streaming or oversized body, handed back as it was: never dropped, never truncated.
+    Passthrough(HttpResponse),
+}
+
+/// Takes the body of `res` into memory if it is known to fit in `limit` bytes.
+pub(crate) async fn capture(res: HttpResponse, limit: usize) -> Captured {
+    let fits = match res.body().size() {
+        BodySize::None => true,
+        BodySize::Sized(len) => usize::try_from(len).is_ok_and(|len| len <= limit),
+        // Unknown length (SSE, `streaming()`): never buffered, as Django skips streaming.
+        BodySize::Stream => false,
+    };
+    if !fits {
+        return Captured::Passthrough(res);
+    }
+    let (head, body) = res.into_parts();
+    match body.try_into_bytes() {
+        Ok(bytes) => Captured::Buffered(head, bytes),
+        // A sized stream (actix-files' `SizedStream`): read it, since its length is known.
+        Err(body) => match actix_web::body::to_bytes_limited(body, limit).await {
+            Ok(Ok(bytes)) => Captured::Buffered(head, bytes),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "response cache: body stream failed while buffering");
+                Captured::Passthrough(HttpResponse::InternalServerError().finish())
+            }
+            Err(_) => {
+                // Unreachable for an honest `Sized(n) <= limit` body; if a body lies about its
+                // size, the bytes read so far are gone, so answer with an error, not a
+                // truncated body.
+                tracing::warn!("response cache: body larger than its declared size");
+                Captured::Passthrough(HttpResponse::InternalServerError().finish())
+            }
+        },
+    }
+}

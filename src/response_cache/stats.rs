@@ -1,0 +1,105 @@
+//! Per-cache counters: kept in atomics for [`ResponseCache::stats`](super::ResponseCache::stats)
+//! and mirrored to the [`metrics`] facade (`actix_conditional_cache_<event>_total{cache="…"}`),
+//! so any metrics exporter (Prometheus, StatsD, …) picks them up.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What happened, counted per cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Build,
+    Hit,
+    Miss,
+    Stale,
+    Coalesced,
+    Bypass,
+    RefreshFailure,
+    Eviction,
+}
+
+impl Event {
+    fn metric(self) -> &'static str {
+        match self {
+            Self::Build => "actix_conditional_cache_builds_total",
+            Self::Hit => "actix_conditional_cache_hits_total",
+            Self::Miss => "actix_conditional_cache_misses_total",
+            Self::Stale => "actix_conditional_cache_stale_served_total",
+            Self::Coalesced => "actix_conditional_cache_coalesced_total",
+            Self::Bypass => "actix_conditional_cache_bypasses_total",
+            Self::RefreshFailure => "actix_conditional_cache_refresh_failures_total",
+            Self::Eviction => "actix_conditional_cache_evictions_total",
+        }
+    }
+}
+
+/// A point-in-time copy of a cache's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Handler (or section) runs whose result the cache took: misses, refreshes, rebuilds.
+    pub builds: u64,
+    /// Responses served from a fresh entry (`hit`, `hit-revision`, `section`).
+    pub hits: u64,
+    /// Requests that found nothing usable and led a build (`miss`, `refresh`).
+    pub misses: u64,
+    /// Responses served from a stale entry (`stale`).
+    pub stale_served: u64,
+    /// Requests that waited for another request's build (`coalesced`).
+    pub coalesced: u64,
+    /// Requests the cache did not touch (credentials, methods, uncacheable keys).
+    pub bypasses: u64,
+    /// Rebuilds that failed (error status, panic), whether or not stale bytes covered them.
+    pub refresh_failures: u64,
+    /// Entries evicted to keep the byte budget.
+    pub evictions: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Stats {
+    name: metrics::SharedString,
+    counters: [AtomicU64; 8],
+}
+
+impl Stats {
+    pub(crate) fn new(name: &str) -> Self {
+        Self {
+            // A shared `Arc<str>`: cloning the label per event costs no allocation.
+            name: metrics::SharedString::from(std::sync::Arc::<str>::from(name)),
+            counters: Default::default(),
+        }
+    }
+
+    pub(crate) fn record(&self, event: Event) {
+        self.counters[event as usize].fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(event.metric(), "cache" => self.name.clone()).increment(1);
+    }
+
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        let get = |event: Event| self.counters[event as usize].load(Ordering::Relaxed);
+        CacheStats {
+            builds: get(Event::Build),
+            hits: get(Event::Hit),
+            misses: get(Event::Miss),
+            stale_served: get(Event::Stale),
+            coalesced: get(Event::Coalesced),
+            bypasses: get(Event::Bypass),
+            refresh_failures: get(Event::RefreshFailure),
+            evictions: get(Event::Eviction),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_each_event_apart() {
+        let stats = Stats::new("t");
+        stats.record(Event::Build);
+        stats.record(Event::Hit);
+        stats.record(Event::Hit);
+        let snap = stats.snapshot();
+        assert_eq!((snap.builds, snap.hits, snap.misses), (1, 2, 0));
+    }
+}

@@ -1,0 +1,140 @@
+//! Which requests may be answered from a shared cache and which responses may be stored
+//! (`../shared/reference/http-spec.md` §6.1: RFC 9111 §3 and §3.5, Varnish's builtin rules).
+//!
+//! By default the cache is *shared*: a request carrying `Authorization` or `Cookie` bypasses
+//! it (actix-session, unlike Django's sessions, adds no `Vary: Cookie`, so nothing else would
+//! keep one user's page from another), and a response is stored only if it is a `200` with no
+//! `Set-Cookie`, no `private`, `no-store` or `no-cache`, no `Vary: *`, and a body in memory.
+//! [`ResponseCacheBuilder::key_by`](super::ResponseCacheBuilder::key_by) opts in to caching
+//! credentialed requests, each under its own key.
+
+use actix_web::HttpRequest;
+use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap, RANGE, SET_COOKIE, VARY};
+use actix_web::http::{Method, StatusCode};
+
+use crate::cache_control::cache_control_contains;
+
+/// Why a request bypasses the cache, or `None` if it may be served from it.
+pub(crate) fn request_bypass(req: &HttpRequest, keyed_by_user: bool) -> Option<&'static str> {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return Some("method");
+    }
+    let headers = req.headers();
+    if !keyed_by_user && (headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE)) {
+        return Some("credentials");
+    }
+    if headers.contains_key(RANGE) {
+        return Some("range");
+    }
+    // RFC 9111 §5.2.1.5: a cache must not store a response to a `no-store` request.
+    if cache_control_contains(headers, "no-store") {
+        return Some("request no-store");
+    }
+    None
+}
+
+/// Why a response must not be stored, or `None` if it may be.
+pub(crate) fn response_unstorable(
+    status: StatusCode,
+    headers: &HeaderMap,
+    keyed_by_user: bool,
+) -> Option<&'static str> {
+    if status != StatusCode::OK {
+        return Some("status");
+    }
+    if headers.contains_key(SET_COOKIE) {
+        return Some("set-cookie");
+    }
+    if cache_control_contains(headers, "no-store") {
+        return Some("no-store");
+    }
+    if cache_control_contains(headers, "no-cache") {
+        return Some("no-cache");
+    }
+    if !keyed_by_user && cache_control_contains(headers, "private") {
+        return Some("private");
+    }
+    if vary_names(headers).any(|name| name == "*") {
+        return Some("vary *");
+    }
+    None
+}
+
+/// The header names in the response's `Vary` lines, lowercased, without duplicates or `*`
+/// handling (the caller refuses `*` first).
+pub(crate) fn vary_names(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(VARY)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    #[test]
+    fn credentials_bypass_unless_keyed_by_user() {
+        let req = TestRequest::get()
+            .insert_header((AUTHORIZATION, "Bearer x"))
+            .to_http_request();
+        assert_eq!(request_bypass(&req, false), Some("credentials"));
+        assert_eq!(request_bypass(&req, true), None);
+        let req = TestRequest::get()
+            .insert_header((COOKIE, "s=1"))
+            .to_http_request();
+        assert_eq!(request_bypass(&req, false), Some("credentials"));
+        assert_eq!(
+            request_bypass(&TestRequest::post().to_http_request(), false),
+            Some("method")
+        );
+        assert_eq!(
+            request_bypass(&TestRequest::get().to_http_request(), false),
+            None
+        );
+    }
+
+    #[test]
+    fn unstorable_responses() {
+        let with = |name, value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static(value));
+            headers
+        };
+        let ok = StatusCode::OK;
+        assert_eq!(response_unstorable(ok, &HeaderMap::new(), false), None);
+        assert_eq!(
+            response_unstorable(StatusCode::NOT_FOUND, &HeaderMap::new(), false),
+            Some("status")
+        );
+        assert_eq!(
+            response_unstorable(ok, &with(SET_COOKIE, "a=b"), true),
+            Some("set-cookie")
+        );
+        assert_eq!(
+            response_unstorable(ok, &with(CACHE_CONTROL, "private, max-age=5"), false),
+            Some("private")
+        );
+        assert_eq!(
+            response_unstorable(ok, &with(CACHE_CONTROL, "private"), true),
+            None
+        );
+        assert_eq!(
+            response_unstorable(ok, &with(CACHE_CONTROL, "no-store"), true),
+            Some("no-store")
+        );
+        assert_eq!(
+            response_unstorable(ok, &with(CACHE_CONTROL, "No-Cache"), false),
+            Some("no-cache")
+        );
+        assert_eq!(
+            response_unstorable(ok, &with(VARY, "Accept, *"), false),
+            Some("vary *")
+        );
+    }
+}
