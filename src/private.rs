@@ -44,6 +44,27 @@ impl<V: Clone> ResolveSync for &Validator<Option<V>> {
     }
 }
 
+/// `#[etag_cached(invalidates = "name[:section]")]`: invalidate after a 2xx answer only.
+pub fn invalidate_on_success(
+    res: &actix_web::HttpResponse,
+    name: &str,
+    section: Option<&'static str>,
+) {
+    if res.status().is_success() {
+        crate::response_cache::invalidate_named(name, section);
+    }
+}
+
+/// `#[etag_cached(cache = "name")]` without `ttl` and no cache registered under `name`: a
+/// configuration error, answered 500 and logged, rather than silently serving uncached.
+pub fn missing_cache(name: &str) -> actix_web::HttpResponse {
+    tracing::error!(
+        cache = name,
+        "#[etag_cached(cache = ...)]: no response cache registered under this name; call ResponseCache::register() before serving"
+    );
+    actix_web::HttpResponse::InternalServerError().finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ResolveAsync as _, ResolveSync as _, Validator};

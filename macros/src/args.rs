@@ -22,6 +22,8 @@ enum Kind {
     HeaderNames,
     /// A function path: `etag = revision`.
     FnPath,
+    /// A string literal: `cache = "challenges"`.
+    Str,
 }
 
 macro_rules! options {
@@ -80,6 +82,9 @@ options! {
     Vary => vary: HeaderNames,
     Etag => etag: FnPath,
     LastModified => last_modified: FnPath,
+    Cache => cache: Str,
+    Ttl => ttl: Seconds,
+    Invalidates => invalidates: Str,
 }
 
 /// Keys accepted by `#[etag_cached]`, in the order the error message lists them.
@@ -93,6 +98,9 @@ pub(crate) const ETAG_CACHED_KEYS: &[Key] = &[
     Key::Vary,
     Key::Etag,
     Key::LastModified,
+    Key::Cache,
+    Key::Ttl,
+    Key::Invalidates,
 ];
 
 /// Keys accepted by `#[cache_control]` (Django's `cache_control` keyword arguments).
@@ -132,6 +140,7 @@ enum Value {
     Seconds(u32),
     HeaderNames(Vec<LitStr>),
     FnPath(Path),
+    Str(LitStr),
 }
 
 #[derive(Clone)]
@@ -198,6 +207,14 @@ impl Options {
                 Kind::FnPath => {
                     input.parse::<Token![=]>()?;
                     Value::FnPath(input.parse()?)
+                }
+                Kind::Str => {
+                    input.parse::<Token![=]>()?;
+                    let lit: LitStr = input.parse()?;
+                    if lit.value().is_empty() {
+                        push(Error::new_spanned(&lit, "expected a non-empty name"));
+                    }
+                    Value::Str(lit)
                 }
             };
 
@@ -298,6 +315,27 @@ impl Options {
             Some(Value::HeaderNames(names)) => Some(names),
             _ => None,
         }
+    }
+
+    /// The string given for `key` (`cache`, `invalidates`).
+    pub(crate) fn str_value(&self, key: Key) -> Option<&LitStr> {
+        match self.get(key).map(|entry| &entry.value) {
+            Some(Value::Str(lit)) => Some(lit),
+            _ => None,
+        }
+    }
+
+    /// The seconds given for `key` (`ttl`).
+    pub(crate) fn seconds(&self, key: Key) -> Option<u32> {
+        match self.get(key).map(|entry| &entry.value) {
+            Some(Value::Seconds(seconds)) => Some(*seconds),
+            _ => None,
+        }
+    }
+
+    /// The span of `key` as written, if present.
+    pub(crate) fn span(&self, key: Key) -> Option<Span> {
+        self.get(key).map(|entry| entry.span)
     }
 
     /// The function path given for `key` (`etag` or `last_modified`).

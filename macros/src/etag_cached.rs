@@ -6,7 +6,9 @@ use syn::spanned::Spanned as _;
 use syn::{Attribute, Error, FnArg, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, Pat, Type};
 
 use crate::args::{ETAG_CACHED_KEYS, Key, Options, debug_expansion, input_and_compile_error};
-use crate::handler::{check_free_async_fn, item_head, req_ident, rewrite_free_fn};
+use crate::handler::{
+    HandlerCall, check_free_async_fn, item_head, req_ident, rewrite_free_fn_with_args,
+};
 
 const NAME: &str = "etag_cached";
 
@@ -51,9 +53,119 @@ fn expand_fn(args: TokenStream, func: ItemFn) -> syn::Result<TokenStream> {
         }
         (Err(error), _) | (_, Err(error)) => return Err(error),
     };
-    Ok(rewrite_free_fn(func, |future| {
-        respond(&options, false, &future)
+    check_cache_options(&options)?;
+    Ok(rewrite_free_fn_with_args(func, |call| {
+        if options.has(Key::Cache) {
+            cached(&options, call)
+        } else {
+            let respond = respond(&options, false, &call.future());
+            with_invalidation(&options, &respond)
+        }
     }))
+}
+
+/// `ttl` needs `cache`; `cache` answers from stored entries, so validators computed before the
+/// handler would be bypassed: they belong to a revision cache instead.
+fn check_cache_options(options: &Options) -> syn::Result<()> {
+    if let (Some(span), false) = (options.span(Key::Ttl), options.has(Key::Cache)) {
+        return Err(Error::new(span, "`ttl` needs `cache = \"name\"`"));
+    }
+    if options.has(Key::Cache) {
+        for key in [Key::Etag, Key::LastModified, Key::Invalidates] {
+            if let Some(span) = options.span(key) {
+                return Err(Error::new(
+                    span,
+                    format!(
+                        "`{}` cannot be combined with `cache`{}",
+                        key.name(),
+                        if key == Key::Invalidates {
+                            ": a cached read does not invalidate"
+                        } else {
+                            ": the cache answers conditional requests from its stored ETag (use a `ResponseCache::revision` cache for validators computed before the handler)"
+                        }
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The statements of a handler answered from a named response cache. The first build reuses
+/// the extractors actix already ran; a background refresh re-extracts them from its request
+/// (with an empty body), so the handler can run again long after this request ended.
+fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
+    let req = req_ident();
+    let name = options
+        .str_value(Key::Cache)
+        .expect("checked by the caller");
+    let lookup = match options.seconds(Key::Ttl) {
+        Some(ttl) => {
+            let ttl = proc_macro2::Literal::u64_unsuffixed(u64::from(ttl));
+            quote! {
+                ::actix_conditional::response_cache::named_or_register(#name, || {
+                    ::actix_conditional::ResponseCache::ttl(#name, ::core::time::Duration::from_secs(#ttl)).build()
+                })
+            }
+        }
+        None => quote! {
+            match ::actix_conditional::response_cache::named(#name) {
+                ::core::option::Option::Some(cache) => cache,
+                ::core::option::Option::None => {
+                    return ::actix_conditional::__private::missing_cache(#name);
+                }
+            }
+        },
+    };
+    let (args, types) = (&call.args, &call.types);
+    let respond = respond(options, false, &call.future());
+    quote! {
+        let __ac_cache = #lookup;
+        let __ac_first = ::std::rc::Rc::new(::std::cell::Cell::new(
+            ::core::option::Option::Some((#(#args,)*)),
+        ));
+        __ac_cache
+            .serve(&#req, move |#req: ::actix_web::HttpRequest| {
+                let __ac_first = __ac_first.take();
+                async move {
+                    let (#(#args,)*) = match __ac_first {
+                        ::core::option::Option::Some(args) => args,
+                        ::core::option::Option::None => {
+                            match <(#(#types,)*) as ::actix_web::FromRequest>::extract(&#req).await {
+                                ::core::result::Result::Ok(args) => args,
+                                ::core::result::Result::Err(err) => {
+                                    let err: ::actix_web::Error = err.into();
+                                    return err.error_response();
+                                }
+                            }
+                        }
+                    };
+                    #respond
+                }
+            })
+            .await
+    }
+}
+
+/// Wraps `respond` so a 2xx answer invalidates the caches named by `invalidates`.
+fn with_invalidation(options: &Options, respond: &TokenStream) -> TokenStream {
+    let Some(target) = options.str_value(Key::Invalidates) else {
+        return respond.clone();
+    };
+    let value = target.value();
+    let (name, section) = match value.split_once(':') {
+        Some((name, section)) => (name.to_owned(), Some(section.to_owned())),
+        None => (value, None),
+    };
+    let section = match section {
+        Some(section) => quote!(::core::option::Option::Some(#section)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        let __ac_res: ::actix_web::HttpResponse = { #respond };
+        ::actix_conditional::__private::invalidate_on_success(&__ac_res, #name, #section);
+        __ac_res
+    }
 }
 
 fn require_max_age(options: Options, span: Span) -> syn::Result<Options> {
@@ -250,9 +362,16 @@ fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()>
     } else {
         quote!(&#param)
     };
+    if let Some(span) = options.span(Key::Cache).or(options.span(Key::Ttl)) {
+        return Err(Error::new(
+            span,
+            "`cache` and `ttl` apply to free handlers; in an `impl` block, call `ResponseCache::serve` in the method",
+        ));
+    }
     let receiver = method.sig.receiver().is_some();
     let block = &method.block;
     let respond = respond(options, receiver, &quote!(async move #block));
+    let respond = with_invalidation(options, &respond);
     method.block = syn::parse_quote!({
         let #req: ::actix_web::HttpRequest = ::core::clone::Clone::clone(#source);
         #respond

@@ -63,6 +63,30 @@ pub(crate) fn rewrite_free_fn(
     func: ItemFn,
     body: impl FnOnce(TokenStream) -> TokenStream,
 ) -> TokenStream {
+    rewrite_free_fn_with_args(func, |call| body(call.future()))
+}
+
+/// The outer function's extractor arguments and the call of the original handler.
+pub(crate) struct HandlerCall {
+    /// `__ac_arg0`, … in order.
+    pub(crate) args: Vec<syn::Ident>,
+    /// Their types, as written.
+    pub(crate) types: Vec<syn::Type>,
+}
+
+impl HandlerCall {
+    /// `__ac_inner(__ac_arg0, …)`.
+    pub(crate) fn future(&self) -> TokenStream {
+        let args = &self.args;
+        quote!(__ac_inner(#(#args),*))
+    }
+}
+
+/// [`rewrite_free_fn`] for bodies that need the arguments and their types.
+pub(crate) fn rewrite_free_fn_with_args(
+    func: ItemFn,
+    body: impl FnOnce(&HandlerCall) -> TokenStream,
+) -> TokenStream {
     let ItemFn {
         attrs,
         vis,
@@ -77,6 +101,7 @@ pub(crate) fn rewrite_free_fn(
 
     let mut outer_sig = sig;
     let mut args = Vec::with_capacity(outer_sig.inputs.len());
+    let mut types = Vec::with_capacity(outer_sig.inputs.len());
     let mut inputs: Punctuated<FnArg, Token![,]> = Punctuated::new();
     inputs.push(syn::parse_quote!(#req: ::actix_web::HttpRequest));
     for (index, input) in outer_sig.inputs.iter().enumerate() {
@@ -86,12 +111,13 @@ pub(crate) fn rewrite_free_fn(
             let ty = &typed.ty;
             inputs.push(syn::parse_quote!(#arg: #ty));
             args.push(arg);
+            types.push((**ty).clone());
         }
     }
     outer_sig.inputs = inputs;
     outer_sig.output = syn::parse_quote!(-> ::actix_web::HttpResponse);
 
-    let body = body(quote!(__ac_inner(#(#args),*)));
+    let body = body(&HandlerCall { args, types });
     quote! {
         #(#attrs)*
         #vis #outer_sig {

@@ -68,6 +68,18 @@ mod handler;
 /// - `last_modified = path`: the weak validator, `fn(&HttpRequest) -> Option<T>` (sync or
 ///   `async`), where `T` is a `SystemTime` or `HttpDate`; `&self` first in an `impl` block.
 ///   Default: none.
+/// - `cache = "name"`: answer from the process-wide `ResponseCache` registered under `name`
+///   (`actix_conditional::response_cache`): hits skip the handler, concurrent misses run it
+///   once, stale entries are served while one background refresh runs. A background refresh
+///   re-runs the extractors on a clone of the request with an empty body. Free handlers only;
+///   not with `etag`/`last_modified` (the cache answers conditional requests from its stored
+///   ETag: use a `ResponseCache::revision` cache for validators computed up front). Without
+///   `ttl`, a cache must have been `register()`ed under `name`, or the handler answers 500
+///   and logs an error.
+/// - `ttl = u32`: with `cache`, creates and registers a TTL cache of that many seconds on
+///   first use, unless one is already registered under `name`.
+/// - `invalidates = "name"` or `"name:section"`: after a 2xx answer, invalidate the registered
+///   cache `name` (or one section of it), e.g. on a mutation handler.
 ///
 /// On an `impl` block the attribute applies to every `async fn` method (other items pass through
 /// untouched); a method's own `#[etag_cached(...)]` overrides or extends the block's options.
@@ -90,6 +102,25 @@ mod handler;
 /// #[etag_cached(max_age = 60, public, etag = article_tag, vary = ["Accept-Language"])]
 /// async fn article(id: web::Path<u32>) -> impl Responder {
 ///     format!("article {id}")
+/// }
+/// ```
+///
+/// A hot read answered from a server-side cache, and the mutation that invalidates it:
+///
+/// ```ignore
+/// use actix_conditional::etag_cached;
+/// use actix_web::{HttpResponse, get, post, web};
+///
+/// #[get("/challenges/active")]
+/// #[etag_cached(max_age = 15, public, cache = "challenges", ttl = 30)]
+/// async fn active_challenges(db: web::Data<Db>) -> HttpResponse {
+///     HttpResponse::Ok().json(db.active_challenges())
+/// }
+///
+/// #[post("/challenges")]
+/// #[etag_cached(max_age = 0, invalidates = "challenges")]
+/// async fn add_challenge(db: web::Data<Db>, body: web::Json<NewChallenge>) -> HttpResponse {
+///     HttpResponse::Created().json(db.insert(body.into_inner()))
 /// }
 /// ```
 ///

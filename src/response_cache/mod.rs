@@ -119,6 +119,7 @@ mod entry;
 mod flight;
 mod key;
 mod middleware;
+mod registry;
 mod sections;
 mod stats;
 mod storable;
@@ -138,6 +139,7 @@ use futures_util::future::LocalBoxFuture;
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::entry::{X_CACHE, X_REVISION};
 pub use self::middleware::{InvalidateOnSuccess, ResponseCacheMiddleware};
+pub use self::registry::{invalidate_named, named, named_or_register};
 pub use self::sections::Section;
 pub use self::stats::CacheStats;
 

@@ -1,0 +1,175 @@
+//! `#[etag_cached(cache = …, ttl = …)]` and `#[etag_cached(invalidates = …)]`: handlers answered
+//! from a named, process-wide `ResponseCache`, and mutations that invalidate one.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use actix_conditional::response_cache::{self, ManualClock, ResponseCache, Scope};
+use actix_conditional::{Section, etag_cached};
+use actix_web::http::StatusCode;
+use actix_web::http::header;
+use actix_web::test::{self, TestRequest};
+use actix_web::{App, HttpRequest, HttpResponse, web};
+
+static ACTIVE_BUILDS: AtomicU32 = AtomicU32::new(0);
+
+#[etag_cached(max_age = 15, public, cache = "macro-challenges", ttl = 30)]
+async fn active(path: web::Path<u32>, query: web::Query<Vec<(String, String)>>) -> HttpResponse {
+    let n = ACTIVE_BUILDS.fetch_add(1, Ordering::SeqCst) + 1;
+    HttpResponse::Ok().body(format!(
+        "season {} build {n} ({} params)",
+        path.into_inner(),
+        query.len()
+    ))
+}
+
+#[actix_rt::test]
+async fn cache_option_serves_hits_without_the_handler_and_keeps_the_policy() {
+    let app = test::init_service(App::new().route("/seasons/{n}", web::get().to(active))).await;
+    let get = || TestRequest::get().uri("/seasons/7?x=1").to_request();
+
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "public, max-age=15, must-revalidate"
+    );
+    let etag = res.headers().get(header::ETAG).unwrap().clone();
+    assert_eq!(test::read_body(res).await, "season 7 build 1 (1 params)");
+
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    assert!(res.headers().contains_key(header::AGE));
+    assert_eq!(test::read_body(res).await, "season 7 build 1 (1 params)");
+
+    // A conditional request is answered from the stored ETag.
+    let req = TestRequest::get()
+        .uri("/seasons/7?x=1")
+        .insert_header((header::IF_NONE_MATCH, etag))
+        .to_request();
+    let res = test::call_service(&app, req).await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(ACTIVE_BUILDS.load(Ordering::SeqCst), 1);
+
+    // The macro registered one process-wide cache under the name, with its TTL.
+    let cache = response_cache::named("macro-challenges").expect("registered by the macro");
+    assert_eq!(cache.stats().builds, 1);
+}
+
+static STALE_BUILDS: AtomicU32 = AtomicU32::new(0);
+
+#[etag_cached(max_age = 5, cache = "macro-preregistered")]
+async fn preregistered(path: web::Path<String>) -> String {
+    let n = STALE_BUILDS.fetch_add(1, Ordering::SeqCst) + 1;
+    format!("{} #{n}", path.into_inner())
+}
+
+#[actix_rt::test]
+async fn background_refresh_re_extracts_the_arguments() {
+    let clock = ManualClock::new();
+    ResponseCache::ttl("macro-preregistered", Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .register();
+    let app = test::init_service(App::new().route("/p/{name}", web::get().to(preregistered))).await;
+    let get = || TestRequest::get().uri("/p/alpha").to_request();
+
+    assert_eq!(test::call_and_read_body(&app, get()).await, "alpha #1");
+    clock.advance(Duration::from_secs(11));
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "stale");
+    assert_eq!(test::read_body(res).await, "alpha #1");
+    // The refresh runs in the background with extractors taken from a clone of the request.
+    for _ in 0..10 {
+        actix_rt::task::yield_now().await;
+    }
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    assert_eq!(test::read_body(res).await, "alpha #2");
+}
+
+#[etag_cached(max_age = 5, cache = "macro-never-registered")]
+async fn unregistered() -> &'static str {
+    "never"
+}
+
+#[actix_rt::test]
+async fn a_cache_name_nobody_registered_is_a_loud_500() {
+    let app = test::init_service(App::new().route("/", web::get().to(unregistered))).await;
+    let res = test::call_service(&app, TestRequest::get().to_request()).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+static TAIL: AtomicU32 = AtomicU32::new(0);
+
+#[etag_cached(max_age = 0, invalidates = "macro-summary:tail")]
+async fn add_event(body: web::Bytes) -> HttpResponse {
+    if body.is_empty() {
+        return HttpResponse::BadRequest().finish();
+    }
+    TAIL.fetch_add(1, Ordering::SeqCst);
+    HttpResponse::Created().finish()
+}
+
+#[actix_rt::test]
+async fn invalidates_option_applies_only_after_a_2xx() {
+    let summary = ResponseCache::sections("macro-summary")
+        .section(Section::new(
+            "core",
+            |_req: HttpRequest| async { Ok::<_, actix_web::Error>("c1".to_owned()) },
+            |_req: HttpRequest| async { Ok::<_, actix_web::Error>(vec![1, 2, 3]) },
+        ))
+        .inline_section(Section::new(
+            "tail",
+            // The revision does not see the writes: only the invalidation tells the cache.
+            |_req: HttpRequest| async { Ok::<_, actix_web::Error>("t1".to_owned()) },
+            |_req: HttpRequest| async { Ok::<_, actix_web::Error>(TAIL.load(Ordering::SeqCst)) },
+        ))
+        .build();
+    summary.register();
+    let cache = summary.clone();
+    let app = test::init_service(
+        App::new()
+            .route(
+                "/summary",
+                web::get().to(move |req: HttpRequest| {
+                    let cache = cache.clone();
+                    async move { cache.respond(&req).await }
+                }),
+            )
+            .route("/events", web::post().to(add_event)),
+    )
+    .await;
+    let get = || TestRequest::get().uri("/summary").to_request();
+
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+    assert_eq!(test::read_body(res).await, r#"{"core":[1,2,3],"tail":0}"#);
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit-revision");
+
+    // A failed mutation invalidates nothing.
+    let res = test::call_service(&app, TestRequest::post().uri("/events").to_request()).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit-revision");
+
+    let res = test::call_service(
+        &app,
+        TestRequest::post()
+            .uri("/events")
+            .set_payload("x")
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "no-cache, no-store, must-revalidate"
+    );
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "section");
+    assert_eq!(test::read_body(res).await, r#"{"core":[1,2,3],"tail":1}"#);
+    summary.invalidate(&Scope::All);
+}
