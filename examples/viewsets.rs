@@ -35,6 +35,27 @@
 //! empty `name` → 400; an unknown or non-integer id → 404; a method a path does not answer →
 //! 405 with `Allow`.
 //!
+//! # Server-side caches
+//!
+//! Next to the viewsets, three endpoints show [`ResponseCache`] (see [`caches`]):
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET`/`HEAD /challenges/active` | 200 `{"count":N,"results":[…]}`, `Cache-Control: public, max-age=15`; TTL cache, 30 s |
+//! | `GET`/`HEAD /state/summary` | 200 `{"core":{…},"recent_progress":[…]}`; revision-gated, in two sections |
+//! | `POST /progress` `{"event":"…"}` | 201 + the row; invalidates the `recent_progress` section |
+//! | `GET /metrics` | the caches' counters in the Prometheus text format |
+//!
+//! Every cached response says what happened in `X-Cache`: `miss`, `hit` (TTL),
+//! `hit-revision` (the fingerprint is unchanged), `section` (only `recent_progress` changed:
+//! rebuilt and merged in the request), `stale` (the core changed: the old bytes at once while
+//! one background refresh rebuilds it), `coalesced` (waited for another request's build).
+//! `?refresh=true` forces a rebuild. The summary's ETag follows its fingerprint, so
+//! `If-None-Match` is a 304 for one revision query.
+//!
+//! The fingerprints come from a `revisions` table of per-table counters that SQLite triggers
+//! bump on every `INSERT`, `UPDATE` and `DELETE` (see [`table_revisions`]).
+//!
 //! ```text
 //! cargo run --example viewsets
 //! BIND=127.0.0.1:18090 DATABASE_URL=/tmp/vs.sqlite3 cargo run --example viewsets
@@ -46,22 +67,25 @@
 //! accepted), else `viewsets.sqlite3` in the current directory; it is created, migrated and
 //! seeded with a few rows at start. `RUST_LOG=actix_conditional=debug` logs each 304/412.
 //!
-//! The app is split so a test can reuse it (`tests/viewsets_over_http.rs` includes this file):
-//! [`open_database`], [`configure`] and [`app`]; `main` only reads the settings.
+//! The app is split so a test can reuse it (`tests/viewsets_over_http.rs` and
+//! `tests/caches_over_http.rs` include this file): [`open_database`], [`caches`],
+//! [`configure`], [`configure_caches`] and [`app_with_caches`]; `main` only reads the settings.
 
+use std::future::ready;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_conditional::viewset::{self, ViewSet, json_body};
-use actix_conditional::{ConditionalGet, etag_cached};
+use actix_conditional::{CachePolicy, ConditionalGet, ResponseCache, Scope, Section, etag_cached};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::Compress;
-use actix_web::web::{Bytes, ServiceConfig};
+use actix_web::web::{self, Bytes, ServiceConfig};
 use actix_web::{App, Error, HttpRequest, HttpResponse, HttpServer};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -129,8 +153,22 @@ const SEED: [(&str, &[&str]); 3] = [
     ("reports", &["Q1 revenue", "Weekly sign-ups"]),
 ];
 
+/// Challenges seeded into an empty `challenges` table: (title, points, active).
+const SEED_CHALLENGES: [(&str, i64, bool); 4] = [
+    ("Upload three files this week", 30, true),
+    ("File a claim with photos", 50, true),
+    ("Read the weekly report", 10, true),
+    ("Spring clean-up (ended)", 20, false),
+];
+
+/// Tables whose every write bumps a counter in `revisions` (by trigger): the inputs of the
+/// `/state/summary` fingerprints.
+pub const REVISIONED: [&str; 4] = ["uploads", "claims", "reports", "progress"];
+
 /// Opens (creating if needed) the SQLite file at `path`, switches it to WAL, creates the tables
-/// and seeds the empty ones.
+/// (the viewsets' three, `challenges`, `progress`, and the `revisions` counters with their
+/// triggers) and seeds the empty ones. Every step is idempotent: reopening an existing file
+/// keeps its rows.
 pub fn open_database(path: impl AsRef<Path>) -> rusqlite::Result<Db> {
     let conn = Connection::open(path)?;
     // WAL: readers (say, `sqlite3` on the same file) do not block the server's writes.
@@ -147,6 +185,48 @@ pub fn open_database(path: impl AsRef<Path>) -> rusqlite::Result<Db> {
                 updated_at INTEGER NOT NULL /* unix millis */
             );"
         ))?;
+    }
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS challenges (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            points INTEGER NOT NULL,
+            active INTEGER NOT NULL /* 0 or 1 */
+        );
+        CREATE TABLE IF NOT EXISTS progress (
+            id INTEGER PRIMARY KEY,
+            event TEXT NOT NULL,
+            created_at INTEGER NOT NULL /* unix millis */
+        );
+        CREATE TABLE IF NOT EXISTS revisions (
+            name TEXT PRIMARY KEY,
+            rev INTEGER NOT NULL
+        ) WITHOUT ROWID;",
+    )?;
+    // One counter per table, bumped by a trigger on every row inserted, updated or deleted,
+    // in the same transaction as the write: see `table_revisions` for why.
+    for table in REVISIONED {
+        conn.execute(
+            "INSERT OR IGNORE INTO revisions (name, rev) VALUES (?1, 0)",
+            [table],
+        )?;
+        for (suffix, event) in [("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE")] {
+            conn.execute_batch(&format!(
+                "CREATE TRIGGER IF NOT EXISTS {table}_rev_{suffix} AFTER {event} ON {table}
+                 BEGIN
+                     UPDATE revisions SET rev = rev + 1 WHERE name = '{table}';
+                 END;"
+            ))?;
+        }
+    }
+    let challenges: i64 = conn.query_row("SELECT COUNT(*) FROM challenges", [], |r| r.get(0))?;
+    if challenges == 0 {
+        for (title, points, active) in SEED_CHALLENGES {
+            conn.execute(
+                "INSERT INTO challenges (title, points, active) VALUES (?1, ?2, ?3)",
+                params![title, points, active],
+            )?;
+        }
     }
     for (table, names) in SEED {
         let count: i64 =
@@ -461,6 +541,372 @@ impl ViewSet for TableViewSet {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Server-side caches
+// ---------------------------------------------------------------------------------------------
+
+/// How long `/challenges/active` stays fresh in the server's cache.
+pub const CHALLENGES_TTL: Duration = Duration::from_secs(30);
+
+/// `Cache-Control` of `/challenges/active`: browsers and CDNs may keep it for 15 s, half the
+/// server's TTL, so what they hold is never much older than what the server would send.
+pub const CHALLENGES_POLICY: CachePolicy = CachePolicy::new().public().max_age(15);
+
+/// How many progress events the `recent_progress` section holds, newest first.
+pub const RECENT_PROGRESS: usize = 10;
+
+/// How many rows of each table the `core` section shows, most recently written first.
+pub const CORE_LATEST: usize = 3;
+
+/// The content type of the Prometheus text exposition format.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// The process's Prometheus recorder, installed on first use.
+///
+/// The `metrics` facade has one global recorder per process, so it is installed once
+/// (`main` calls this first thing; tests, which start many servers in one process, share it).
+/// Counters recorded before it is installed are lost, which is why [`caches`] calls it too.
+/// Only counters are recorded here, so no periodic upkeep is needed beyond the
+/// `run_upkeep` each scrape does.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(handle) => handle,
+            Err(err) => {
+                // Another recorder owns the facade: /metrics stays empty, the app still runs.
+                tracing::warn!(%err, "viewsets: could not install the Prometheus recorder");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        })
+        .clone()
+}
+
+/// The app's response caches and what their handlers need, built once per process.
+///
+/// actix runs one `App` per worker thread and calls `HttpServer::new`'s closure once for
+/// each. A cache built *inside* that closure would be one cache per worker: each worker would
+/// build every response itself, and `POST /progress` would invalidate the `recent_progress`
+/// section of its own worker only. So `main` calls [`caches`] once, before
+/// `HttpServer::new`, and moves a clone into every app ([`ResponseCache`] is an `Arc`: the
+/// clones are one cache).
+#[derive(Debug, Clone)]
+pub struct Caches {
+    db: Db,
+    /// `/challenges/active`: TTL mode, [`CHALLENGES_TTL`].
+    pub challenges: ResponseCache,
+    /// `/state/summary`: sectioned revision mode, `core` and `recent_progress`.
+    pub summary: ResponseCache,
+    /// What `/metrics` renders.
+    pub metrics: PrometheusHandle,
+}
+
+impl Caches {
+    /// The database the caches read.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+/// The caches, named `challenges` and `summary` (their `cache` label in `/metrics`).
+pub fn caches(db: &Db) -> Caches {
+    caches_named(db, "challenges", "summary")
+}
+
+/// The caches under other names: metrics are one registry per process, so tests that start
+/// several servers give each its own names to read its own counters.
+pub fn caches_named(db: &Db, challenges: &str, summary: &str) -> Caches {
+    let metrics = prometheus();
+    let challenges = ResponseCache::ttl(challenges, CHALLENGES_TTL).build();
+
+    let core = {
+        let (rev_db, build_db) = (Arc::clone(db), Arc::clone(db));
+        Section::new(
+            "core",
+            move |_req: HttpRequest| ready(table_revisions(&rev_db, &TABLES)),
+            move |_req: HttpRequest| ready(core_summary(&build_db).map_err(internal_error)),
+        )
+    };
+    let recent_progress = {
+        let (rev_db, build_db) = (Arc::clone(db), Arc::clone(db));
+        Section::new(
+            "recent_progress",
+            move |_req: HttpRequest| ready(table_revisions(&rev_db, &["progress"])),
+            move |_req: HttpRequest| {
+                ready(recent_progress(&build_db, RECENT_PROGRESS).map_err(internal_error))
+            },
+        )
+    };
+    let summary = ResponseCache::sections(summary)
+        // The core (counts and latest rows of three tables) is the expensive part: when it
+        // changes, readers get the previous bytes at once while one refresh rebuilds it.
+        .section(core)
+        // The progress tail moves fast and costs one indexed query: rebuilt in the request.
+        .inline_section(recent_progress)
+        .build();
+
+    Caches {
+        db: Arc::clone(db),
+        challenges,
+        summary,
+        metrics,
+    }
+}
+
+/// The fingerprint of `tables`: their `revisions` counters joined with `.`, e.g. `7.2.3`.
+///
+/// Why counters bumped by triggers, rather than `COUNT(*)` and `MAX(updated_at)` per table:
+///
+/// - Every `INSERT`, `UPDATE` and `DELETE` bumps its table's counter, whoever writes (the
+///   viewsets, `POST /progress`, or `sqlite3` on the same file), even an `UPDATE` that leaves
+///   `updated_at` alone or a `DELETE` followed by an `INSERT` that restores the count.
+///   `COUNT(*)`/`MAX(updated_at)` catches those only as long as every writer keeps
+///   `updated_at` strictly increasing, as the viewsets (but not a hand-written `UPDATE`) do.
+/// - The trigger runs inside the write's transaction, so the new counter and the new rows
+///   commit together: a reader never sees the counter move before the data does (which could
+///   store old bytes under the new fingerprint).
+/// - The counters only grow and live in the file, so a fingerprint is never reused, not even
+///   across restarts (a client's `If-None-Match` from a previous run cannot match new data;
+///   only restoring an older copy of the file would turn them back).
+/// - Reading it is a primary-key lookup per table, however large the tables grow, where
+///   `COUNT(*)` scans the table.
+pub fn table_revisions(db: &Db, tables: &[&str]) -> Result<String, Error> {
+    let conn = lock(db);
+    let mut stmt = conn
+        .prepare_cached("SELECT rev FROM revisions WHERE name = ?1")
+        .map_err(internal_error)?;
+    let mut out = String::new();
+    for table in tables {
+        let rev: i64 = stmt
+            .query_row([table], |r| r.get(0))
+            .map_err(internal_error)?;
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(&rev.to_string());
+    }
+    Ok(out)
+}
+
+/// One challenge, as `/challenges/active` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Primary key.
+    pub id: i64,
+    /// What to do.
+    pub title: String,
+    /// What it earns.
+    pub points: i64,
+}
+
+/// `GET /challenges/active`.
+#[derive(Debug, Serialize)]
+struct ChallengePage {
+    count: usize,
+    results: Vec<Challenge>,
+}
+
+/// One progress event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Primary key; grows with every event.
+    pub id: i64,
+    /// What happened, never empty.
+    pub event: String,
+    /// When, in Unix milliseconds.
+    pub created_at: i64,
+}
+
+/// Body of `POST /progress`.
+#[derive(Debug, Deserialize)]
+struct ProgressInput {
+    event: String,
+}
+
+/// One table in the `core` section.
+#[derive(Debug, Serialize)]
+struct TableSummary {
+    count: i64,
+    /// The [`CORE_LATEST`] most recently written rows.
+    latest: Vec<Row>,
+}
+
+/// The `core` section.
+#[derive(Debug, Serialize)]
+struct CoreSummary {
+    uploads: TableSummary,
+    claims: TableSummary,
+    reports: TableSummary,
+}
+
+fn lock(db: &Db) -> MutexGuard<'_, Connection> {
+    // As in `TableViewSet::conn`: a poisoned lock is still a usable connection.
+    db.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A database error as a 500 (the cache keeps serving stale bytes over it, if it has any).
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "a `map_err` adapter takes the error by value"
+)]
+fn internal_error(err: rusqlite::Error) -> Error {
+    tracing::error!(%err, "viewsets: database error");
+    actix_web::error::ErrorInternalServerError("database error")
+}
+
+fn active_challenges(db: &Db) -> rusqlite::Result<Vec<Challenge>> {
+    let conn = lock(db);
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, title, points FROM challenges WHERE active = 1 ORDER BY points DESC, id",
+    )?;
+    stmt.query_map([], |r| {
+        Ok(Challenge {
+            id: r.get(0)?,
+            title: r.get(1)?,
+            points: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+fn core_summary(db: &Db) -> rusqlite::Result<CoreSummary> {
+    let conn = lock(db);
+    let table = |table: &str| -> rusqlite::Result<TableSummary> {
+        let count = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, name, updated_at FROM {table} ORDER BY updated_at DESC, id DESC LIMIT ?1"
+        ))?;
+        let latest = stmt
+            .query_map([CORE_LATEST as i64], row_from_sql)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(TableSummary { count, latest })
+    };
+    Ok(CoreSummary {
+        uploads: table("uploads")?,
+        claims: table("claims")?,
+        reports: table("reports")?,
+    })
+}
+
+fn recent_progress(db: &Db, limit: usize) -> rusqlite::Result<Vec<Progress>> {
+    let conn = lock(db);
+    let mut stmt = conn
+        .prepare_cached("SELECT id, event, created_at FROM progress ORDER BY id DESC LIMIT ?1")?;
+    stmt.query_map(
+        [i64::try_from(limit).unwrap_or(i64::MAX)],
+        progress_from_sql,
+    )?
+    .collect()
+}
+
+fn progress_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Progress> {
+    Ok(Progress {
+        id: r.get(0)?,
+        event: r.get(1)?,
+        created_at: r.get(2)?,
+    })
+}
+
+fn insert_progress(db: &Db, event: &str) -> rusqlite::Result<Progress> {
+    let created_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    lock(db).query_row(
+        "INSERT INTO progress (event, created_at) VALUES (?1, ?2)
+         RETURNING id, event, created_at",
+        params![event, created_at],
+        progress_from_sql,
+    )
+}
+
+/// `GET`/`HEAD /challenges/active`: through the TTL cache, so within 30 s the query runs once
+/// however many clients (on however many workers) ask.
+async fn challenges_handler(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse {
+    let db = Arc::clone(&caches.db);
+    caches
+        .challenges
+        .serve(&req, move |_req| {
+            // Runs on a miss, and again in the background once the entry is past its TTL.
+            let res = match active_challenges(&db) {
+                Ok(results) => HttpResponse::Ok()
+                    .insert_header((header::CACHE_CONTROL, CHALLENGES_POLICY))
+                    .json(ChallengePage {
+                        count: results.len(),
+                        results,
+                    }),
+                Err(err) => database_error(&err),
+            };
+            ready(res)
+        })
+        .await
+}
+
+/// `GET`/`HEAD /state/summary`: `{"core":…,"recent_progress":…}` from the sectioned cache.
+async fn summary_handler(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse {
+    caches.summary.respond(&req).await
+}
+
+/// `POST /progress` `{"event":"…"}`: 201 and the row. Wrapped in
+/// `summary.invalidates(Scope::section("recent_progress"))` (see [`configure_caches`]).
+async fn progress_handler(caches: web::Data<Caches>, body: Bytes) -> HttpResponse {
+    let input: ProgressInput = match json_body(&body) {
+        Ok(input) => input,
+        Err(res) => return res,
+    };
+    if input.event.trim().is_empty() {
+        return HttpResponse::BadRequest().json(serde_json::json!({
+            "error": "invalid event",
+            "detail": "event must not be empty",
+        }));
+    }
+    match insert_progress(&caches.db, &input.event) {
+        Ok(row) => HttpResponse::Created()
+            .insert_header((header::CACHE_CONTROL, CachePolicy::never()))
+            .json(row),
+        Err(err) => database_error(&err),
+    }
+}
+
+/// `GET /metrics`: every counter of the process's recorder, in the Prometheus text format.
+async fn metrics_handler(caches: web::Data<Caches>) -> HttpResponse {
+    caches.metrics.run_upkeep();
+    HttpResponse::Ok()
+        .content_type(METRICS_CONTENT_TYPE)
+        // A scrape must see the current values; `no-store` also keeps `ConditionalGet` from
+        // hashing it.
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(caches.metrics.render())
+}
+
+/// Mounts `/challenges/active`, `/state/summary`, `POST /progress` and `/metrics` on
+/// `caches` (built once, see [`Caches`]).
+pub fn configure_caches(cfg: &mut ServiceConfig, caches: &Caches) {
+    cfg.app_data(web::Data::new(caches.clone()))
+        .service(
+            web::resource("/challenges/active")
+                .get(challenges_handler)
+                .head(challenges_handler),
+        )
+        .service(
+            web::resource("/state/summary")
+                .get(summary_handler)
+                .head(summary_handler),
+        )
+        .service(
+            web::resource("/progress")
+                // The section's revision (the `progress` counter) moves with the insert anyway;
+                // invalidating says so explicitly, and would keep the section right even for a
+                // revision function that missed this write.
+                .wrap(
+                    caches
+                        .summary
+                        .invalidates(Scope::section("recent_progress")),
+                )
+                .post(progress_handler),
+        )
+        .service(web::resource("/metrics").get(metrics_handler));
+}
+
+// ---------------------------------------------------------------------------------------------
 // The app
 // ---------------------------------------------------------------------------------------------
 
@@ -471,13 +917,18 @@ pub fn configure(cfg: &mut ServiceConfig, db: &Db) {
     }
 }
 
-/// The complete app: the viewsets from [`configure`] inside [`ConditionalGet`] and `Compress`.
+/// The complete app on caches built once ([`caches`]): the viewsets from [`configure`] and
+/// the cached endpoints from [`configure_caches`], inside [`ConditionalGet`] and `Compress`.
 ///
 /// `ConditionalGet` is registered before `Compress`, so `Compress` wraps it (see the README).
 /// The handlers set their own ETags, so the middleware hashes nothing here; it weakens the
-/// tag (`W/"…"`) when the client accepts a compressed body.
-pub fn app(
-    db: Db,
+/// tag (`W/"…"`) when the client accepts a compressed body. The caches store identity bytes:
+/// they sit inside both.
+///
+/// Call it in `HttpServer::new`'s closure with a clone of one [`Caches`]:
+/// `HttpServer::new(move || app_with_caches(caches.clone()))`.
+pub fn app_with_caches(
+    caches: Caches,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
@@ -490,7 +941,31 @@ pub fn app(
     App::new()
         .wrap(ConditionalGet::default())
         .wrap(Compress::default())
-        .configure(move |cfg| configure(cfg, &db))
+        .configure(move |cfg| {
+            configure(cfg, &caches.db);
+            configure_caches(cfg, &caches);
+        })
+}
+
+/// [`app_with_caches`] on caches of its own: each call builds new ones, so in
+/// `HttpServer::new`'s closure every worker would get its own caches (see [`Caches`]). Fine
+/// for a one-worker test server; `main` builds them once instead.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature predates the caches: callers hand over their clone"
+)]
+pub fn app(
+    db: Db,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
+    app_with_caches(caches(&db))
 }
 
 /// The database file: `--database <path>` (or `--database=<path>`) in `args`, else
@@ -543,6 +1018,14 @@ pub fn curl_lines(url: &str) -> Vec<String> {
         format!("curl -I {url}/uploads"),
         format!("curl -i -X DELETE {url}/uploads/2"),
         format!("curl -i {url}/uploads/2"),
+        format!("curl -i {url}/challenges/active  # twice: X-Cache: miss, then hit with Age"),
+        format!("curl -i {url}/state/summary  # twice: X-Cache: miss, then hit-revision"),
+        format!(
+            "curl -i -X POST -H 'Content-Type: application/json' -d '{{\"event\":\"uploaded report.csv\"}}' {url}/progress"
+        ),
+        format!("curl -i {url}/state/summary  # X-Cache: section (only recent_progress rebuilt)"),
+        format!("curl -i '{url}/state/summary?refresh=true'  # X-Cache: miss (forced rebuild)"),
+        format!("curl -s {url}/metrics | grep actix_conditional_cache"),
     ]
 }
 
@@ -554,21 +1037,27 @@ async fn main() -> std::io::Result<()> {
         .with_writer(std::io::stderr)
         .init();
 
+    // Before anything records a counter.
+    prometheus();
+
     let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
     let path = database_path(std::env::args().skip(1), std::env::var("DATABASE_URL").ok())
         .map_err(invalid)?;
     let db = open_database(&path).map_err(|err| invalid(format!("{}: {err}", path.display())))?;
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| DEFAULT_BIND.to_owned());
-    // Built outside the factory closure: every worker shares this one connection.
-    let server = HttpServer::new(move || app(Arc::clone(&db))).bind(&bind)?;
+    // Built outside the factory closure: every worker shares this one connection and these
+    // caches (one cache for all workers: one build per key, invalidations seen everywhere).
+    let caches = caches(&db);
+    let server = HttpServer::new(move || app_with_caches(caches.clone())).bind(&bind)?;
     for addr in server.addrs() {
         let url = format!("http://{addr}");
         println!(
-            "Serving /uploads, /claims and /reports from {} on {url}/",
+            "Serving /uploads, /claims, /reports, /challenges/active, /state/summary, /progress \
+             and /metrics from {} on {url}/",
             path.display()
         );
-        println!("Try (RUST_LOG=actix_conditional=debug logs each 304 and 412):");
+        println!("Try (RUST_LOG=actix_conditional=debug logs each 304, 412 and cache decision):");
         for line in curl_lines(&url) {
             println!("  {line}");
         }

@@ -4,6 +4,7 @@
 //!
 //! [`ResponseCache::serve`]: super::ResponseCache::serve
 
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use futures_util::future::LocalBoxFuture;
 
 use super::entry::{Captured, Entry, SectionPart, Snapshot, X_CACHE, capture};
 use super::flight::{FlightGuard, Join, Outcome, Waiter};
-use super::key::{base_key, full_key, query_forces_refresh, vary_matches, vary_values};
+use super::key::{base_key, full_key, has_user, query_forces_refresh, vary_matches, vary_values};
 use super::stats::Event;
 use super::storable::{request_bypass, response_unstorable, vary_names};
 use super::{Freshness, Inner, Slot};
@@ -109,6 +110,10 @@ impl Inner {
         let names = self.learned_vary.get(base.as_str()).unwrap_or_default();
         let vary = vary_values(&names, req.headers());
         let key = full_key(&base, &vary);
+        // Why: HEAD is served from the GET entry but must never build it. The route may not
+        // take HEAD (a GET-only route answers 404/405), or answer it without a body; storing
+        // that replaced the GET entry or marked the key hit-for-miss, uncaching its GETs.
+        let may_lead = req.method() != Method::HEAD;
 
         loop {
             let now = self.now();
@@ -132,7 +137,7 @@ impl Inner {
                                 ));
                             }
                             State::Stale => {
-                                if let Some(guard) = self.flights.try_lead(&key) {
+                                if may_lead && let Some(guard) = self.flights.try_lead(&key) {
                                     let lead = Lead {
                                         base: base.clone(),
                                         key: Arc::clone(&key),
@@ -169,8 +174,30 @@ impl Inner {
                     _ => {}
                 }
             }
+            if !may_lead {
+                self.stats.record(Event::Bypass);
+                return Plan::Bypass("miss");
+            }
             match self.flights.join(&key) {
                 Join::Lead(guard) => {
+                    // Look again under the claim: another leader may have stored the entry and
+                    // ended its flight between the lookup above and this join (a second build
+                    // in ~2% of cold bursts otherwise).
+                    if !forced
+                        && let Some(Slot::Entry(entry)) = self.store.get(&key)
+                        && vary_matches(&entry.vary, req.headers())
+                        && let State::Fresh(label) =
+                            self.state(&entry, self.now(), revision.as_deref(), generation)
+                    {
+                        guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+                        self.stats.record(Event::Hit);
+                        return Plan::Respond(entry.respond(
+                            req.method(),
+                            req.headers(),
+                            label,
+                            self.now(),
+                        ));
+                    }
                     self.stats.record(Event::Miss);
                     tracing::debug!(cache = %self.name, %key, forced, "response cache: miss");
                     return Plan::Lead(Lead {
@@ -184,7 +211,7 @@ impl Inner {
                         sections: Vec::new(),
                     });
                 }
-                Join::Wait(waiter) => match self.wait(req, &key, waiter).await {
+                Join::Wait(waiter) => match self.wait(req, &key, waiter, generation).await {
                     Some(plan) => return plan,
                     None => forced = false,
                 },
@@ -221,9 +248,23 @@ impl Inner {
                 || cache_control_contains(req.headers(), "no-cache"))
     }
 
-    /// Waits for another request's build; `None` means its leader gave up: join again.
-    pub(crate) async fn wait(&self, req: &HttpRequest, key: &str, waiter: Waiter) -> Option<Plan> {
+    /// Waits for another request's build; `None` means its leader gave up, or built before an
+    /// invalidation this request saw (`generation`): join again.
+    pub(crate) async fn wait(
+        &self,
+        req: &HttpRequest,
+        key: &str,
+        waiter: Waiter,
+        generation: u64,
+    ) -> Option<Plan> {
         match tokio::time::timeout(self.lock_timeout, waiter.outcome()).await {
+            // Why: a build that started before an invalidation this request already saw (say,
+            // its own client's write) holds the old data; it is not stored, and must not be
+            // handed to this request either (read-your-writes). Join again.
+            Ok(Some(Outcome::Fresh(entry))) if entry.generation < generation => {
+                tracing::debug!(cache = %self.name, %key, "response cache: flight predates an invalidation, retrying");
+                None
+            }
             Ok(Some(Outcome::Fresh(entry))) => Some(self.coalesced(req, &entry, "coalesced")),
             Ok(Some(Outcome::Stale(entry))) => Some(self.coalesced(req, &entry, "stale")),
             Ok(Some(Outcome::Failed(snapshot))) => {
@@ -302,7 +343,7 @@ impl Inner {
         let req = req.clone();
         let build = refresher(req.clone());
         tracing::debug!(cache = %self.name, key = %lead.key, "response cache: refresh start");
-        actix_rt::spawn(async move {
+        spawn_refresh(Arc::clone(self), async move {
             let res = build.await;
             let key = Arc::clone(&lead.key);
             let res = inner.finish(req.method(), req.headers(), lead, res).await;
@@ -320,7 +361,9 @@ impl Inner {
         res: HttpResponse,
     ) -> HttpResponse {
         let status = res.status();
-        let keyed_by_user = self.key_by.is_some();
+        // Why `has_user`: `private` may be stored only under a user's own key. With `key_by`
+        // set, an anonymous request's key is shared, and its `private` answer was stored there.
+        let keyed_by_user = self.key_by.is_some() && has_user(&lead.base);
         if status.is_server_error() {
             self.stats.record(Event::RefreshFailure);
             if let Some(stale) = lead.stale {
@@ -418,6 +461,23 @@ impl Inner {
         let until = self.now() + self.hit_for_miss;
         self.store.insert(Arc::clone(key), Slot::Unshared { until });
     }
+}
+
+/// Runs a background refresh as a task of its own.
+///
+/// Why the second task: nobody awaits a background refresh, so a panic in it went unseen;
+/// this one watches it and counts the panic in `refresh_failures`, as the stats document.
+/// (The refresh's flight claim is dropped with it, so the next stale read refreshes again.)
+pub(crate) fn spawn_refresh(inner: Arc<Inner>, refresh: impl Future<Output = ()> + 'static) {
+    let task = actix_rt::spawn(refresh);
+    actix_rt::spawn(async move {
+        if let Err(err) = task.await
+            && err.is_panic()
+        {
+            tracing::error!(cache = %inner.name, error = %err, "response cache: refresh panicked; stale bytes kept");
+            inner.stats.record(Event::RefreshFailure);
+        }
+    });
 }
 
 /// Sets `X-Cache` on a response the cache did not store.

@@ -41,6 +41,11 @@ pub(crate) fn base_key(req: &HttpRequest, user: Option<&str>) -> String {
     key
 }
 
+/// Whether a [`base_key`] holds a user key (the NUL before it; no URL contains one).
+pub(crate) fn has_user(base: &str) -> bool {
+    base.contains('\0')
+}
+
 /// The request's values of the `names` headers (several field lines joined with `, `).
 pub(crate) fn vary_values(
     names: &[HeaderName],
@@ -116,6 +121,8 @@ mod tests {
         let req = TestRequest::get().uri("/a").to_http_request();
         assert_ne!(base_key(&req, Some("alice")), base_key(&req, Some("bob")));
         assert_ne!(base_key(&req, Some("alice")), base_key(&req, None));
+        assert!(has_user(&base_key(&req, Some("alice"))));
+        assert!(!has_user(&base_key(&req, None)));
 
         let names = [HeaderName::from_static("accept-language")];
         let fr = TestRequest::get()

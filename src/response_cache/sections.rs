@@ -13,9 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use serde::Serialize;
 
-use super::engine::{Lead, Plan, labelled};
+use super::engine::{Lead, Plan, labelled, spawn_refresh};
 use super::entry::{Entry, SectionPart};
-use super::flight::Join;
+use super::flight::{Join, Outcome};
 use super::stats::Event;
 use super::{Freshness, Inner, ResponseCache, RevisionFn, Slot};
 
@@ -289,7 +289,8 @@ impl ResponseCache {
                         let (req2, revs2, old) =
                             (req.clone(), revs.clone(), entry.sections.clone());
                         tracing::debug!(cache = %inner.name, %key, "response cache: refresh start");
-                        actix_rt::spawn(async move {
+                        // Why `spawn_refresh`: it counts a panicking refresh as a failure.
+                        spawn_refresh(Arc::clone(inner), async move {
                             let res = this.build_and_finish(&req2, lead, revs2, old).await;
                             tracing::debug!(cache = %this.inner.name, status = res.status().as_u16(), "response cache: refresh end");
                         });
@@ -304,6 +305,26 @@ impl ResponseCache {
             }
             match inner.flights.join(&key) {
                 Join::Lead(guard) => {
+                    // Look again under the claim: another leader may have stored current
+                    // sections and ended its flight since the lookup above.
+                    if !forced
+                        && let Some(Slot::Entry(entry)) = inner.store.get(&key)
+                        && entry.sections.len() == revs.len()
+                        && entry
+                            .sections
+                            .iter()
+                            .zip(&revs)
+                            .all(|(p, r)| *p.revision == **r)
+                    {
+                        guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+                        inner.stats.record(Event::Hit);
+                        return entry.respond(
+                            req.method(),
+                            req.headers(),
+                            "hit-revision",
+                            inner.now(),
+                        );
+                    }
                     inner.stats.record(Event::Miss);
                     tracing::debug!(cache = %inner.name, %key, forced, "response cache: miss");
                     let old = match (&reuse, forced) {
@@ -314,7 +335,7 @@ impl ResponseCache {
                         Lead::new(base, key, guard, Some(combined), generation, None, "miss");
                     return self.build_and_finish(req, lead, revs, old).await;
                 }
-                Join::Wait(waiter) => match inner.wait(req, &key, waiter).await {
+                Join::Wait(waiter) => match inner.wait(req, &key, waiter, generation).await {
                     Some(Plan::Respond(res)) => return res,
                     Some(Plan::Bypass(label)) => return labelled(build_all().await, label),
                     Some(Plan::Lead(_)) => unreachable!("waiting never leads"),
@@ -338,7 +359,8 @@ impl ResponseCache {
         };
         let res = match build_parts(sections, &revs, &old, req).await {
             Ok(parts) => {
-                inner.stats.record(Event::Build);
+                // Why no `Event::Build` here: `finish` counts the build when it stores it;
+                // counting here too made every sectioned build count twice.
                 let res = merged_response(sections, &parts, &inner.cache_control);
                 lead.sections = parts;
                 res

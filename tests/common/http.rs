@@ -51,11 +51,28 @@ impl Server {
             > + 'static,
         B: MessageBody + 'static,
     {
+        Self::start_with_workers(1, app)
+    }
+
+    /// [`Self::start`] with `workers` worker threads (each with its own app from `app`), for
+    /// tests of state shared across workers.
+    pub(crate) fn start_with_workers<F, T, B>(workers: usize, app: F) -> Self
+    where
+        F: Fn() -> App<T> + Send + Clone + 'static,
+        T: ServiceFactory<
+                ServiceRequest,
+                Config = (),
+                Response = ServiceResponse<B>,
+                Error = Error,
+                InitError = (),
+            > + 'static,
+        B: MessageBody + 'static,
+    {
         let (tx, rx) = mpsc::channel();
         let thread = thread::spawn(move || {
             actix_rt::System::new().block_on(async move {
                 let server = HttpServer::new(app)
-                    .workers(1)
+                    .workers(workers)
                     .disable_signals()
                     .shutdown_timeout(1)
                     .bind(("127.0.0.1", 0))?;
@@ -82,6 +99,11 @@ impl Server {
 
     pub(crate) fn connect(&self) -> Conn {
         Conn::open(self.addr)
+    }
+
+    /// The address the server listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
     }
 }
 
