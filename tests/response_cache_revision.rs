@@ -531,3 +531,56 @@ async fn invalidating_a_section_is_like_a_change_of_it() {
     assert_eq!(res.x_cache(), "miss");
     assert_eq!(summary.builds(), (3, 3));
 }
+
+/// A sectioned leader whose client goes away does not cancel the build, and a panicking
+/// section build answers that request 500 without wedging the next one.
+#[actix_rt::test]
+async fn sectioned_builds_survive_a_cancelled_leader_and_a_panic() {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let runs = Arc::new(AtomicU64::new(0));
+    let panic_next = Arc::new(AtomicBool::new(false));
+    let (g, r, p) = (gate.clone(), runs.clone(), panic_next.clone());
+    let cache = ResponseCache::sections("sections-cancel")
+        .section(Section::new(
+            "core",
+            |_req: HttpRequest| async { Ok::<_, Infallible>("1".to_owned()) },
+            move |_req: HttpRequest| {
+                let (gate, runs, panic_next) = (g.clone(), r.clone(), p.clone());
+                async move {
+                    if panic_next.swap(false, SeqCst) {
+                        panic!("section build failed");
+                    }
+                    let _permit = gate.acquire().await.expect("gate open");
+                    Ok::<_, Infallible>(runs.fetch_add(1, SeqCst) + 1)
+                }
+            },
+        ))
+        .build();
+
+    // The leader's task is aborted while its build waits on the gate.
+    let c = cache.clone();
+    let leader = actix_rt::spawn(async move {
+        let req = TestRequest::get().uri("/s").to_http_request();
+        c.respond(&req).await
+    });
+    until("the build started", || cache.stats().misses == 1).await;
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    gate.add_permits(1);
+    until("the build finished", || runs.load(SeqCst) == 1).await;
+    let req = TestRequest::get().uri("/s").to_http_request();
+    let res = cache.respond(&req).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit-revision");
+    assert_eq!(runs.load(SeqCst), 1);
+
+    // A panicking build: 500 for its request, then a forced rebuild works again.
+    panic_next.store(true, SeqCst);
+    let forced = || TestRequest::get().uri("/s?refresh=true").to_http_request();
+    let res = cache.respond(&forced()).await;
+    assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    gate.add_permits(1);
+    let res = cache.respond(&forced()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+    assert_eq!(runs.load(SeqCst), 2);
+}

@@ -249,7 +249,13 @@ impl ResponseCache {
     ///
     /// The fingerprint must change whenever the response would (read it *after* the writes it
     /// reflects have committed; a bump before the commit lets a reader cache old data under
-    /// the new fingerprint). It must be a valid header value to appear in `X-Revision`.
+    /// the new fingerprint). It must be a valid header value to appear in `X-Revision`. It
+    /// receives a clone of the request and must not keep it beyond its future: in the
+    /// middleware form the request goes on to actix's router, which needs it uniquely owned.
+    ///
+    /// On a cold (or evicted) key a conditional request still runs the handler once: the
+    /// `Cache-Control`, `Vary` and other headers a 304 must repeat (RFC 9110 §15.4.5) are only
+    /// known from a stored response.
     pub fn revision<F, Fut, E>(name: impl Into<String>, revision: F) -> ResponseCacheBuilder
     where
         F: Fn(HttpRequest) -> Fut + Send + Sync + 'static,

@@ -270,7 +270,7 @@ impl ResponseCache {
                             "section",
                         );
                         return self
-                            .build_and_finish(req, lead, revs, entry.sections.clone())
+                            .build_detached(req, lead, revs, entry.sections.clone())
                             .await;
                     }
                     // Someone is already rebuilding: wait for it below.
@@ -333,7 +333,7 @@ impl ResponseCache {
                     };
                     let lead =
                         Lead::new(base, key, guard, Some(combined), generation, None, "miss");
-                    return self.build_and_finish(req, lead, revs, old).await;
+                    return self.build_detached(req, lead, revs, old).await;
                 }
                 Join::Wait(waiter) => match inner.wait(req, &key, waiter, generation).await {
                     Some(Plan::Respond(res)) => return res,
@@ -346,6 +346,27 @@ impl ResponseCache {
     }
 
     /// Builds the changed sections, merges, and hands the response to the engine to store.
+    /// [`build_and_finish`](Self::build_and_finish) as a task of its own, as `serve` runs its
+    /// builds: a client that goes away does not cancel the build its waiters depend on, and a
+    /// panicking section answers this request 500 while the waiters take over.
+    async fn build_detached(
+        &self,
+        req: &HttpRequest,
+        lead: Lead,
+        revs: Vec<String>,
+        old: Vec<SectionPart>,
+    ) -> HttpResponse {
+        let this = self.clone();
+        let own = req.clone();
+        let task =
+            actix_rt::spawn(async move { this.build_and_finish(&own, lead, revs, old).await });
+        task.await.unwrap_or_else(|err| {
+            tracing::error!(cache = %self.inner.name, error = %err, "response cache: section build panicked");
+            self.inner.stats.record(Event::RefreshFailure);
+            labelled(HttpResponse::InternalServerError().finish(), "miss")
+        })
+    }
+
     async fn build_and_finish(
         &self,
         req: &HttpRequest,
