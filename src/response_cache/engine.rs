@@ -107,7 +107,11 @@ impl Inner {
                 return Plan::Bypass("miss");
             }
         };
-        let names = self.learned_vary.get(base.as_str()).unwrap_or_default();
+        let names = if self.any_vary.load(std::sync::atomic::Ordering::Relaxed) {
+            self.learned_vary.get(base.as_str()).unwrap_or_default()
+        } else {
+            Arc::default()
+        };
         let vary = vary_values(&names, req.headers());
         let key = full_key(&base, &vary);
         // Why: HEAD is served from the GET entry but must never build it. The route may not
@@ -420,6 +424,8 @@ impl Inner {
         } else {
             self.learned_vary
                 .insert(Arc::from(lead.base.as_str()), Arc::from(names));
+            self.any_vary
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             full_key(&lead.base, &vary)
         };
         let mut snapshot = Snapshot::new(status, head.headers(), body);

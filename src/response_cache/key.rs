@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use actix_web::HttpRequest;
-use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{HOST, HeaderMap, HeaderName, HeaderValue};
 
 /// The query pair that forces a refresh; it is left out of the key.
 const REFRESH_PAIRS: [&str; 2] = ["refresh=true", "refresh=1"];
@@ -21,9 +21,19 @@ pub(crate) fn query_forces_refresh(query: &str) -> bool {
 /// The URL part of the key: `host path?query`, and the user key after a NUL (which a request
 /// line cannot contain, so no URL can imitate another user's key).
 pub(crate) fn base_key(req: &HttpRequest, user: Option<&str>) -> String {
-    let host = req.connection_info().host().to_owned();
+    // The request's own authority (absolute-form or HTTP/2 `:authority`, else `Host`), not
+    // `connection_info()`: that one parses `Forwarded` headers and allocates on every request,
+    // and this is the hit path.
+    let host = match req.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => req
+            .headers()
+            .get(HOST)
+            .and_then(|host| host.to_str().ok())
+            .unwrap_or(""),
+    };
     let mut key = String::with_capacity(host.len() + req.uri().path().len() + 32);
-    key.push_str(&host);
+    key.push_str(host);
     key.push_str(req.uri().path());
     let mut first = true;
     for pair in req.query_string().split('&') {

@@ -129,7 +129,7 @@ use std::fmt;
 use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -218,6 +218,8 @@ pub(crate) struct Inner {
     pub(crate) origin: Instant,
     pub(crate) store: moka::sync::Cache<Arc<str>, Slot>,
     pub(crate) learned_vary: moka::sync::Cache<Arc<str>, Arc<[HeaderName]>>,
+    /// Whether any response varied yet: until one does, hits skip the `learned_vary` lookup.
+    pub(crate) any_vary: AtomicBool,
     pub(crate) flights: Arc<Flights>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) key_by: Option<UserKeyFn>,
@@ -574,6 +576,7 @@ impl ResponseCacheBuilder {
                 origin,
                 store,
                 learned_vary: moka::sync::Cache::builder().max_capacity(10_000).build(),
+                any_vary: AtomicBool::new(false),
                 flights: Arc::default(),
                 stats,
                 key_by: self.key_by,

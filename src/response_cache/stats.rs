@@ -1,7 +1,9 @@
 //! Per-cache counters: kept in atomics for [`ResponseCache::stats`](super::ResponseCache::stats)
 //! and mirrored to the [`metrics`] facade (`actix_conditional_cache_<event>_total{cache="…"}`),
-//! so any metrics exporter (Prometheus, StatsD, …) picks them up.
+//! so any metrics exporter (Prometheus, StatsD, …) picks them up. Install the exporter's
+//! recorder before the first request: each cache registers its counters at its first event.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What happened, counted per cache.
@@ -54,10 +56,26 @@ pub struct CacheStats {
     pub evictions: u64,
 }
 
+/// Every event, in `Event as usize` order.
+const EVENTS: [Event; 8] = [
+    Event::Build,
+    Event::Hit,
+    Event::Miss,
+    Event::Stale,
+    Event::Coalesced,
+    Event::Bypass,
+    Event::RefreshFailure,
+    Event::Eviction,
+];
+
 #[derive(Debug)]
 pub(crate) struct Stats {
     name: metrics::SharedString,
     counters: [AtomicU64; 8],
+    /// The metrics handles, registered with the recorder at the first event (so a recorder
+    /// installed before serving, after the cache was built, still gets them) rather than per
+    /// event, which would build a labelled key and look it up on every hit.
+    handles: OnceLock<Vec<metrics::Counter>>,
 }
 
 impl Stats {
@@ -66,12 +84,19 @@ impl Stats {
             // A shared `Arc<str>`: cloning the label per event costs no allocation.
             name: metrics::SharedString::from(std::sync::Arc::<str>::from(name)),
             counters: Default::default(),
+            handles: OnceLock::new(),
         }
     }
 
     pub(crate) fn record(&self, event: Event) {
         self.counters[event as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(event.metric(), "cache" => self.name.clone()).increment(1);
+        let handles = self.handles.get_or_init(|| {
+            EVENTS
+                .iter()
+                .map(|event| metrics::counter!(event.metric(), "cache" => self.name.clone()))
+                .collect()
+        });
+        handles[event as usize].increment(1);
     }
 
     pub(crate) fn snapshot(&self) -> CacheStats {
