@@ -73,6 +73,20 @@ impl Lead {
     }
 }
 
+impl Lead {
+    /// The build ended in an error before producing a response (the middleware's inner
+    /// service returned `Err`): a 5xx goes to the waiters as the build's own 5xx would;
+    /// anything else lets each waiter run its own request.
+    pub(crate) fn fail(self, status: actix_web::http::StatusCode) {
+        if status.is_server_error() {
+            self.guard
+                .complete(Outcome::Failed(Arc::new(Snapshot::internal_error())));
+        } else {
+            self.guard.complete(Outcome::Unshared);
+        }
+    }
+}
+
 enum State {
     Fresh(&'static str),
     Stale,
@@ -114,6 +128,8 @@ impl Inner {
         };
         let vary = vary_values(&names, req.headers());
         let key = full_key(&base, &vary);
+        // One deadline for all of this request's waits, however often it has to join again.
+        let deadline = tokio::time::Instant::now() + self.lock_timeout;
         // Why: HEAD is served from the GET entry but must never build it. The route may not
         // take HEAD (a GET-only route answers 404/405), or answer it without a body; storing
         // that replaced the GET entry or marked the key hit-for-miss, uncaching its GETs.
@@ -215,10 +231,12 @@ impl Inner {
                         sections: Vec::new(),
                     });
                 }
-                Join::Wait(waiter) => match self.wait(req, &key, waiter, generation).await {
-                    Some(plan) => return plan,
-                    None => forced = false,
-                },
+                Join::Wait(waiter) => {
+                    match self.wait(req, &key, waiter, generation, deadline).await {
+                        Some(plan) => return plan,
+                        None => forced = false,
+                    }
+                }
             }
         }
     }
@@ -260,8 +278,9 @@ impl Inner {
         key: &str,
         waiter: Waiter,
         generation: u64,
+        deadline: tokio::time::Instant,
     ) -> Option<Plan> {
-        match tokio::time::timeout(self.lock_timeout, waiter.outcome()).await {
+        match tokio::time::timeout_at(deadline, waiter.outcome()).await {
             // Why: a build that started before an invalidation this request already saw (say,
             // its own client's write) holds the old data; it is not stored, and must not be
             // handed to this request either (read-your-writes). Join again.

@@ -50,6 +50,15 @@ impl Snapshot {
         }
     }
 
+    /// An empty 500, what waiters get when the build they waited for panicked.
+    pub(crate) fn internal_error() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &HeaderMap::new(),
+            Bytes::new(),
+        )
+    }
+
     /// The stored ETag, if any.
     pub(crate) fn etag(&self) -> Option<&HeaderValue> {
         self.headers.get(ETAG)

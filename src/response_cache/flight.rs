@@ -6,9 +6,10 @@
 //! refreshes need a claim of their own. One small map serves both.
 //!
 //! The leader holds a [`FlightGuard`]; waiters hold a `watch` receiver. Completing the guard
-//! publishes the [`Outcome`]; dropping it unfinished (the leader panicked or its task was
-//! cancelled) closes the channel, and every waiter goes back to [`Flights::join`], where
-//! exactly one of them becomes the new leader. Nothing here is tied to one worker: the map
+//! publishes the [`Outcome`]. Dropping it while the build panics publishes a 500 to every
+//! waiter (the error is shared, like a 5xx, and not retried in series); dropping it unfinished
+//! otherwise (cancelled) closes the channel, and every waiter goes back to [`Flights::join`],
+//! where exactly one of them becomes the new leader. Nothing here is tied to one worker: the map
 //! is behind a `Mutex` and `watch` is runtime-agnostic.
 
 use std::collections::HashMap;
@@ -112,8 +113,15 @@ impl FlightGuard {
 impl Drop for FlightGuard {
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            // Abandoned (panic, cancellation): dropping `tx` wakes the waiters with an error.
             self.flights.remove(&self.key, &tx);
+            if std::thread::panicking() {
+                // The build panicked: every waiter gets a 500 now, as it would the build's own
+                // 5xx (RFC-style shared error), instead of each taking over in turn and likely
+                // panicking again, one after another.
+                tx.send_replace(Some(Outcome::Failed(Arc::new(Snapshot::internal_error()))));
+            }
+            // Otherwise (cancelled): dropping `tx` wakes the waiters with an error, and one of
+            // them takes over.
         }
     }
 }

@@ -84,7 +84,13 @@ where
                     let task = actix_rt::spawn({
                         let inner = Arc::clone(&inner);
                         async move {
-                            let res = service.call(req).await?;
+                            let res = match service.call(req).await {
+                                Ok(res) => res,
+                                Err(err) => {
+                                    lead.fail(err.as_response_error().status_code());
+                                    return Err(err);
+                                }
+                            };
                             let (req, res) = res.into_parts();
                             let res = inner
                                 .finish(&method, &headers, lead, res.map_into_boxed_body())

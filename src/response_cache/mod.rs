@@ -79,7 +79,10 @@
 //! [`lock_timeout`](ResponseCacheBuilder::lock_timeout), then build for themselves without
 //! storing, like nginx's `proxy_cache_lock_timeout`). The build runs as its own task, so a
 //! client that disconnects does not cancel it for the others. An error (5xx) is handed to the
-//! waiters and never stored; a panicking build releases them and one of them takes over. A
+//! waiters and never stored; a panicking build answers its own request and every waiter
+//! with a 500 at once (nobody retries in series behind it), and the next request builds
+//! afresh. Were a build's task ever dropped unfinished, its waiters would join again and one
+//! of them would take over. The wait is bounded once per request, however often it joins. A
 //! key whose response turns out not to be shareable is remembered for a while
 //! ([`hit_for_miss`](ResponseCacheBuilder::hit_for_miss)) so its requests do not queue.
 //!

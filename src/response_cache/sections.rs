@@ -233,6 +233,7 @@ impl ResponseCache {
         let combined = combine(sections, &revs);
         let key: Arc<str> = Arc::from(base.as_str());
         let mut forced = inner.forced(req);
+        let deadline = tokio::time::Instant::now() + inner.lock_timeout;
         loop {
             let now = inner.now();
             let entry = match inner.store.get(&key) {
@@ -335,12 +336,14 @@ impl ResponseCache {
                         Lead::new(base, key, guard, Some(combined), generation, None, "miss");
                     return self.build_detached(req, lead, revs, old).await;
                 }
-                Join::Wait(waiter) => match inner.wait(req, &key, waiter, generation).await {
-                    Some(Plan::Respond(res)) => return res,
-                    Some(Plan::Bypass(label)) => return labelled(build_all().await, label),
-                    Some(Plan::Lead(_)) => unreachable!("waiting never leads"),
-                    None => forced = false,
-                },
+                Join::Wait(waiter) => {
+                    match inner.wait(req, &key, waiter, generation, deadline).await {
+                        Some(Plan::Respond(res)) => return res,
+                        Some(Plan::Bypass(label)) => return labelled(build_all().await, label),
+                        Some(Plan::Lead(_)) => unreachable!("waiting never leads"),
+                        None => forced = false,
+                    }
+                }
             }
         }
     }
