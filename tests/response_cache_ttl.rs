@@ -363,3 +363,39 @@ async fn forced_refresh_can_be_turned_off() {
     assert_eq!(call(&app, no_cache).await.x_cache(), "hit");
     assert_eq!(builds.get(), 1);
 }
+
+/// Stale bytes look stale downstream (RFC 5861 §4): `Age` past the `max-age` they carry, so a
+/// CDN does not keep them fresh for another `max-age` (freshness counted twice, pitfall 23).
+#[actix_rt::test]
+async fn stale_answers_carry_an_age_past_their_max_age() {
+    let clock = ManualClock::new();
+    let cache = ResponseCache::ttl("ttl-stale-age", Duration::from_secs(30))
+        .clock(clock.clone())
+        .build();
+    let app = test::init_service(App::new().route(
+        "/a",
+        web::get().to({
+            let cache = cache.clone();
+            move |req: HttpRequest| {
+                let cache = cache.clone();
+                async move {
+                    cache
+                        .serve(&req, |_req| async {
+                            HttpResponse::Ok()
+                                .insert_header((header::CACHE_CONTROL, "max-age=60"))
+                                .body("a")
+                        })
+                        .await
+                }
+            }
+        }),
+    ))
+    .await;
+    assert_eq!(call(&app, get!("/a")).await.x_cache(), "miss");
+    clock.advance(Duration::from_secs(20));
+    let res = call(&app, get!("/a")).await;
+    assert_eq!((res.x_cache(), res.age()), ("hit", 20));
+    clock.advance(Duration::from_secs(11));
+    let res = call(&app, get!("/a")).await;
+    assert_eq!((res.x_cache(), res.age()), ("stale", 61));
+}

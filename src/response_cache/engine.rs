@@ -146,7 +146,10 @@ impl Inner {
                     Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req.headers()) => {
                         match self.state(&entry, now, revision.as_deref(), generation) {
                             State::Fresh(label) => {
-                                entry.verified(now);
+                                // Only a revision check verifies the bytes; a TTL hit does not.
+                                if revision.is_some() {
+                                    entry.verified(now);
+                                }
                                 self.stats.record(Event::Hit);
                                 tracing::debug!(cache = %self.name, %key, label, "response cache: hit");
                                 return Plan::Respond(entry.respond(

@@ -27,6 +27,8 @@ pub(crate) struct Snapshot {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     last_modified: Option<SystemTime>,
+    /// The longest freshness lifetime the response grants downstream (`max-age`, `s-maxage`).
+    lifetime: Option<u64>,
 }
 
 impl Snapshot {
@@ -42,11 +44,17 @@ impl Snapshot {
         let last_modified = headers
             .get(LAST_MODIFIED)
             .and_then(|value| preconditions::parse_http_date(value.as_bytes()));
+        let lifetime = crate::cache_control::cache_control_directives(headers)
+            .filter(|d| d.is("max-age") || d.is("s-maxage"))
+            .filter_map(|d| d.delta_seconds())
+            .max()
+            .map(u64::from);
         Self {
             status,
             headers: kept,
             body,
             last_modified,
+            lifetime,
         }
     }
 
@@ -152,9 +160,17 @@ impl Entry {
             .fetch_max(nanos(now), Ordering::Relaxed);
     }
 
-    /// Whole seconds since the bytes were built, for the `Age` header (RFC 9111 §5.1).
-    pub(crate) fn age_secs(&self, now: Duration) -> u64 {
-        now.saturating_sub(self.stored_at).as_secs()
+    /// The `Age` to send (RFC 9111 §5.1: time since the response was generated *or validated*
+    /// at the origin, which this cache is part of): seconds since the bytes were last known
+    /// current, so a `hit-revision` just checked is `0`. Stale bytes must look stale downstream
+    /// (RFC 5861 §4): at least one second past the lifetime their `Cache-Control` grants, or a
+    /// CDN would keep them fresh for another `max-age` (freshness counted twice).
+    pub(crate) fn age_for(&self, label: &str, now: Duration) -> u64 {
+        let age = now.saturating_sub(self.verified_at()).as_secs();
+        match (label, self.snapshot.lifetime) {
+            ("stale", Some(lifetime)) => age.max(lifetime.saturating_add(1)),
+            _ => age,
+        }
     }
 
     /// Byte-budget weight, capped to what moka's `u32` weigher holds.
@@ -178,7 +194,7 @@ impl Entry {
         let mut res = self.snapshot.to_response();
         let headers = res.headers_mut();
         headers.insert(X_CACHE, HeaderValue::from_static(label));
-        headers.insert(AGE, HeaderValue::from(self.age_secs(now)));
+        headers.insert(AGE, HeaderValue::from(self.age_for(label, now)));
         if let Some(revision) = self.revision.as_deref()
             && let Ok(value) = HeaderValue::from_str(revision)
         {

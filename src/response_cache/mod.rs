@@ -70,8 +70,10 @@
 //! Every response that went through the cache carries `X-Cache`: `hit`, `hit-revision`,
 //! `section`, `stale`, `miss`, `refresh` (the middleware's stale reader that refreshes),
 //! `coalesced` (waited for another request's build) or `bypass`. Served entries carry `Age`
-//! (RFC 9111 §5.1), so clients and CDNs do not count their freshness twice; revision-mode
-//! entries carry `X-Revision`.
+//! (RFC 9111 §5.1): seconds since the bytes were built or, in revision mode, last verified
+//! current (`0` on a `hit-revision`); `stale` answers carry an `Age` past the `max-age` /
+//! `s-maxage` they were stored with (RFC 5861 §4), so clients and CDNs never count freshness
+//! twice. Revision-mode entries carry `X-Revision`.
 //!
 //! # Single-flight
 //!
