@@ -354,14 +354,17 @@ async fn forced_refresh_can_be_turned_off() {
     ))
     .await;
     assert_eq!(call(&app, get!("/f")).await.x_cache(), "miss");
+    // `refresh=true` is then an ordinary query parameter: a URL (and key) of its own.
     let res = call(&app, get!("/f?refresh=true")).await;
-    assert_eq!((res.x_cache(), res.body.as_str()), ("hit", "v1"));
+    assert_eq!((res.x_cache(), res.body.as_str()), ("miss", "v2"));
+    let res = call(&app, get!("/f?refresh=true")).await;
+    assert_eq!((res.x_cache(), res.body.as_str()), ("hit", "v2"));
     let no_cache = TestRequest::get()
         .uri("/f")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .to_request();
     assert_eq!(call(&app, no_cache).await.x_cache(), "hit");
-    assert_eq!(builds.get(), 1);
+    assert_eq!(builds.get(), 2);
 }
 
 /// Stale bytes look stale downstream (RFC 5861 §4): `Age` past the `max-age` they carry, so a
@@ -399,3 +402,104 @@ async fn stale_answers_carry_an_age_past_their_max_age() {
     let res = call(&app, get!("/a")).await;
     assert_eq!((res.x_cache(), res.age()), ("stale", 61));
 }
+
+/// A route whose builds answer with the status `status_of(n)` (after `gate` when n > 1).
+fn status_route(
+    cache: &ResponseCache,
+    builds: &Counter,
+    gate: &Gate,
+    status_of: fn(usize) -> StatusCode,
+) -> actix_web::Route {
+    let (cache, builds, gate) = (cache.clone(), builds.clone(), gate.clone());
+    web::get().to(move |req: HttpRequest| {
+        let (cache, builds, gate) = (cache.clone(), builds.clone(), gate.clone());
+        async move {
+            cache
+                .serve(&req, move |_req| {
+                    let n = builds.bump();
+                    let gate = gate.clone();
+                    async move {
+                        if n > 1 {
+                            gate.pass().await;
+                        }
+                        HttpResponse::build(status_of(n)).body(format!("v{n}"))
+                    }
+                })
+                .await
+        }
+    })
+}
+
+/// A refresh answered 429 (or 408) is a transient failure like a 5xx: the stale bytes stay.
+#[actix_rt::test]
+async fn a_refresh_answered_429_keeps_the_stale_bytes() {
+    let clock = ManualClock::new();
+    let cache = ResponseCache::ttl("ttl-429", TTL)
+        .clock(clock.clone())
+        .build();
+    let (builds, gate) = (Counter::default(), Gate::new());
+    let app = test::init_service(App::new().route(
+        "/r",
+        status_route(&cache, &builds, &gate, |n| {
+            if n == 1 {
+                StatusCode::OK
+            } else {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+        }),
+    ))
+    .await;
+    assert_eq!(call(&app, get!("/r")).await.x_cache(), "miss");
+    clock.advance(TTL + SECOND_TTL);
+    gate.open();
+    assert_eq!(call(&app, get!("/r")).await.x_cache(), "stale");
+    until("the failed refresh", || cache.stats().refresh_failures == 1).await;
+    let res = call(&app, get!("/r")).await;
+    assert_eq!(
+        (res.status, res.x_cache(), res.body.as_str()),
+        (StatusCode::OK, "stale", "v1")
+    );
+}
+
+/// A request that joins a refresh after the stale window closed gets the refresh's error,
+/// not bytes older than `max_stale` allows, even though the refresh started inside the window.
+#[actix_rt::test]
+async fn a_refresh_that_ends_past_the_stale_window_does_not_serve_stale() {
+    let clock = ManualClock::new();
+    let cache = ResponseCache::ttl("ttl-window-end", TTL)
+        .max_stale(10 * SECOND_TTL)
+        .clock(clock.clone())
+        .build();
+    let (builds, gate) = (Counter::default(), Gate::new());
+    let app = test::init_service(App::new().route(
+        "/w",
+        status_route(&cache, &builds, &gate, |n| {
+            if n == 1 {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }),
+    ))
+    .await;
+    assert_eq!(call(&app, get!("/w")).await.x_cache(), "miss");
+    // t = 35 s: stale; the background refresh starts and blocks on the gate.
+    clock.advance(TTL + 5 * SECOND_TTL);
+    assert_eq!(call(&app, get!("/w")).await.x_cache(), "stale");
+    until("the refresh started", || builds.get() == 2).await;
+    // t = 50 s: past ttl + max_stale; this request waits for the running refresh.
+    clock.advance(15 * SECOND_TTL);
+    let app = std::rc::Rc::new(app);
+    let late = support::spawn_call(&app, get!("/w"));
+    actix_rt::task::yield_now().await;
+    gate.open();
+    let res = support::joined(late).await;
+    // It joined the refresh (`coalesced`) and got its error, not the 50 s old bytes.
+    assert_eq!(
+        (res.status, res.x_cache()),
+        (StatusCode::SERVICE_UNAVAILABLE, "coalesced")
+    );
+    assert_eq!(builds.get(), 2);
+}
+
+const SECOND_TTL: Duration = Duration::from_secs(1);

@@ -104,7 +104,7 @@ fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
             let ttl = proc_macro2::Literal::u64_unsuffixed(u64::from(ttl));
             quote! {
                 ::actix_conditional::response_cache::named_or_register(#name, || {
-                    ::actix_conditional::ResponseCache::ttl(#name, ::core::time::Duration::from_secs(#ttl)).build()
+                    ::actix_conditional::ResponseCache::ttl(#name, ::core::time::Duration::from_secs(#ttl))
                 })
             }
         }

@@ -79,7 +79,9 @@ mod handler;
 /// - `ttl = u32`: with `cache`, creates and registers a TTL cache of that many seconds on
 ///   first use, unless one is already registered under `name`.
 /// - `invalidates = "name"` or `"name:section"`: after a 2xx answer, invalidate the registered
-///   cache `name` (or one section of it), e.g. on a mutation handler.
+///   cache `name` (or one section of it), e.g. on a mutation handler. It runs when the handler
+///   returns: commit the write inside the handler, not in a middleware that commits later,
+///   or a reader could re-cache the old data.
 ///
 /// On an `impl` block the attribute applies to every `async fn` method (other items pass through
 /// untouched); a method's own `#[etag_cached(...)]` overrides or extends the block's options.

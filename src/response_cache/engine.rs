@@ -263,7 +263,7 @@ impl Inner {
             tracing::debug!(cache = %self.name, reason, "response cache: bypass");
             return Err("bypass");
         }
-        Ok(base_key(req, user.as_deref()))
+        Ok(base_key(req, user.as_deref(), self.forced_refresh))
     }
 
     /// Whether the client asked for a rebuild (`?refresh=true`, `Cache-Control: no-cache`).
@@ -359,6 +359,17 @@ impl Inner {
         }
     }
 
+    /// Whether stale bytes may still be served: within `max_stale` past the TTL (TTL mode),
+    /// or since they were last known current (revision modes).
+    fn within_stale_window(&self, entry: &Entry, now: Duration) -> bool {
+        match &self.freshness {
+            Freshness::Ttl(ttl) => now.saturating_sub(entry.stored_at) < *ttl + self.max_stale,
+            Freshness::Revision(_) | Freshness::Sections(_) => {
+                now.saturating_sub(entry.verified_at()) <= self.max_stale
+            }
+        }
+    }
+
     pub(crate) fn refresh_in_background(
         self: &Arc<Self>,
         req: &HttpRequest,
@@ -390,9 +401,16 @@ impl Inner {
         // Why `has_user`: `private` may be stored only under a user's own key. With `key_by`
         // set, an anonymous request's key is shared, and its `private` answer was stored there.
         let keyed_by_user = self.key_by.is_some() && has_user(&lead.base);
-        if status.is_server_error() {
+        // 5xx, and the transient 408/429: a failed build, shared, never stored, and covered by
+        // stale bytes while they are within the stale window.
+        if status.is_server_error() || matches!(status.as_u16(), 408 | 429) {
             self.stats.record(Event::RefreshFailure);
-            if let Some(stale) = lead.stale {
+            // The window is checked again now: a build that started inside it may end outside.
+            let now = self.now();
+            let stale = lead
+                .stale
+                .filter(|stale| self.within_stale_window(stale, now));
+            if let Some(stale) = stale {
                 tracing::warn!(cache = %self.name, key = %lead.key, status = status.as_u16(),
                     "response cache: refresh failed; serving stale");
                 lead.guard.complete(Outcome::Stale(Arc::clone(&stale)));

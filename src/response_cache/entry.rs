@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{
-    AGE, ETAG, HeaderMap, HeaderName, HeaderValue, LAST_MODIFIED, SET_COOKIE,
+    AGE, CONNECTION, ETAG, HeaderMap, HeaderName, HeaderValue, LAST_MODIFIED, SET_COOKIE,
 };
 use bytes::Bytes;
 
@@ -19,6 +19,18 @@ use crate::{not_modified, preconditions};
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// The `X-Revision` response header: the revision fingerprint of the bytes served.
 pub const X_REVISION: HeaderName = HeaderName::from_static("x-revision");
+
+/// Fields that belong to one connection (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+];
 
 /// A response as stored: status, headers, the whole body, its validators.
 #[derive(Debug)]
@@ -34,10 +46,21 @@ pub(crate) struct Snapshot {
 impl Snapshot {
     /// Takes the headers of `head` (minus the ones a cache must not replay) and `body`.
     pub(crate) fn new(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+        // Hop-by-hop fields (RFC 9110 §7.6.1, RFC 9111 §3.1) describe one connection, not the
+        // response: neither they nor the fields `Connection` names are stored.
+        let named_by_connection: Vec<String> = headers
+            .get_all(CONNECTION)
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect();
         let mut kept = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             // `Age` and `X-Cache` are ours to set per response; `Set-Cookie` is never shared.
-            if name != AGE && name != X_CACHE && name != SET_COOKIE {
+            let ours = name == AGE || name == X_CACHE || name == SET_COOKIE;
+            let hop_by_hop = HOP_BY_HOP.contains(&name.as_str())
+                || named_by_connection.iter().any(|n| n == name.as_str());
+            if !ours && !hop_by_hop {
                 kept.append(name.clone(), value.clone());
             }
         }
@@ -256,5 +279,36 @@ pub(crate) async fn capture(res: HttpResponse, limit: usize) -> Captured {
                 Captured::Passthrough(HttpResponse::InternalServerError().finish())
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_fields_and_our_own_are_not_stored() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-conn-token"),
+            ("keep-alive", "timeout=5"),
+            ("x-conn-token", "1"),
+            ("transfer-encoding", "chunked"),
+            ("set-cookie", "s=1"),
+            ("age", "7"),
+            ("x-cache", "hit"),
+            ("content-type", "application/json"),
+            ("cache-control", "max-age=60, s-maxage=90"),
+        ] {
+            headers.append(
+                HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let snapshot = Snapshot::new(StatusCode::OK, &headers, Bytes::from_static(b"{}"));
+        let kept: Vec<&str> = snapshot.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.contains(&"content-type") && kept.contains(&"cache-control"));
+        assert_eq!(snapshot.lifetime, Some(90));
     }
 }

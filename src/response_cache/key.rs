@@ -18,9 +18,10 @@ pub(crate) fn query_forces_refresh(query: &str) -> bool {
     query.split('&').any(|pair| REFRESH_PAIRS.contains(&pair))
 }
 
-/// The URL part of the key: `host path?query`, and the user key after a NUL (which a request
+/// The URL part of the key: `scheme://host path?query` (without `refresh=true` when
+/// `strip_refresh`, i.e. when it forces a refresh rather than being an ordinary parameter), and the user key after a NUL (which a request
 /// line cannot contain, so no URL can imitate another user's key).
-pub(crate) fn base_key(req: &HttpRequest, user: Option<&str>) -> String {
+pub(crate) fn base_key(req: &HttpRequest, user: Option<&str>, strip_refresh: bool) -> String {
     // The request's own authority (absolute-form or HTTP/2 `:authority`, else `Host`), not
     // `connection_info()`: that one parses `Forwarded` headers and allocates on every request,
     // and this is the hit path.
@@ -32,12 +33,18 @@ pub(crate) fn base_key(req: &HttpRequest, user: Option<&str>) -> String {
             .and_then(|host| host.to_str().ok())
             .unwrap_or(""),
     };
-    let mut key = String::with_capacity(host.len() + req.uri().path().len() + 32);
+    let mut key = String::with_capacity(host.len() + req.uri().path().len() + 40);
+    // The scheme too (http-spec §6.2): a TLS and a plain listener may serve different bytes.
+    key.push_str(if req.app_config().secure() {
+        "https://"
+    } else {
+        "http://"
+    });
     key.push_str(host);
     key.push_str(req.uri().path());
     let mut first = true;
     for pair in req.query_string().split('&') {
-        if pair.is_empty() || REFRESH_PAIRS.contains(&pair) {
+        if pair.is_empty() || (strip_refresh && REFRESH_PAIRS.contains(&pair)) {
             continue;
         }
         key.push(if first { '?' } else { '&' });
@@ -120,7 +127,7 @@ mod tests {
         let forced = TestRequest::get()
             .uri("/a?refresh=true&x=1")
             .to_http_request();
-        assert_eq!(base_key(&plain, None), base_key(&forced, None));
+        assert_eq!(base_key(&plain, None, true), base_key(&forced, None, true));
         assert!(query_forces_refresh("refresh=true&x=1"));
         assert!(!query_forces_refresh("refresh=false"));
         assert!(!query_forces_refresh("norefresh=true"));
@@ -129,10 +136,16 @@ mod tests {
     #[test]
     fn users_and_variants_get_their_own_keys() {
         let req = TestRequest::get().uri("/a").to_http_request();
-        assert_ne!(base_key(&req, Some("alice")), base_key(&req, Some("bob")));
-        assert_ne!(base_key(&req, Some("alice")), base_key(&req, None));
-        assert!(has_user(&base_key(&req, Some("alice"))));
-        assert!(!has_user(&base_key(&req, None)));
+        assert_ne!(
+            base_key(&req, Some("alice"), true),
+            base_key(&req, Some("bob"), true)
+        );
+        assert_ne!(
+            base_key(&req, Some("alice"), true),
+            base_key(&req, None, true)
+        );
+        assert!(has_user(&base_key(&req, Some("alice"), true)));
+        assert!(!has_user(&base_key(&req, None, true)));
 
         let names = [HeaderName::from_static("accept-language")];
         let fr = TestRequest::get()
@@ -141,7 +154,7 @@ mod tests {
         let de = TestRequest::get()
             .insert_header(("accept-language", "de"))
             .to_http_request();
-        let base = base_key(&req, None);
+        let base = base_key(&req, None, true);
         let fr_vary = vary_values(&names, fr.headers());
         let de_vary = vary_values(&names, de.headers());
         assert_ne!(full_key(&base, &fr_vary), full_key(&base, &de_vary));

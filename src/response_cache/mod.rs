@@ -304,7 +304,9 @@ impl ResponseCache {
     /// refresh a stale entry.
     ///
     /// `build` receives the request (a clone for background refreshes): take app data and
-    /// path parameters from it. It may be called again long after this request ended.
+    /// path parameters from it. It may be called again long after this request ended. It
+    /// should build the full response and leave preconditions to the cache: it sees the
+    /// client's `If-None-Match` and the like, and a 304 or 412 it answers is not stored.
     pub async fn serve<F, Fut, R>(&self, req: &HttpRequest, build: F) -> HttpResponse
     where
         F: Fn(HttpRequest) -> Fut + 'static,
@@ -492,7 +494,10 @@ impl ResponseCacheBuilder {
     }
 
     /// Whether `?refresh=true` or a request `Cache-Control: no-cache` forces a rebuild
-    /// (default: yes). Forced rebuilds still coalesce, so a burst of them builds once.
+    /// (default: yes). Forced rebuilds still coalesce, so a burst of them builds once, but any
+    /// client can ask for one (browsers send `no-cache` on a hard reload): on an expensive
+    /// endpoint exposed to the public, turn it off (http-spec pitfalls 7 and 27). Turned off,
+    /// `refresh=true` is an ordinary query parameter, part of the key.
     pub fn forced_refresh(mut self, enabled: bool) -> Self {
         self.forced_refresh = enabled;
         self
@@ -534,9 +539,16 @@ impl ResponseCacheBuilder {
 
     /// Builds the cache. Call it once, outside `HttpServer::new`'s closure.
     pub fn build(self) -> ResponseCache {
-        if std::thread::current()
-            .name()
-            .is_some_and(|name| name.starts_with("actix-server worker"))
+        self.build_checked(true)
+    }
+
+    /// `warn_on_worker`: a cache built on a worker for the process-wide registry is shared by
+    /// construction, so only direct builds warn.
+    pub(crate) fn build_checked(self, warn_on_worker: bool) -> ResponseCache {
+        if warn_on_worker
+            && std::thread::current()
+                .name()
+                .is_some_and(|name| name.starts_with("actix-server worker"))
         {
             tracing::warn!(cache = %self.name,
                 "response cache built on an actix worker thread: each worker gets its own cache; build it once before HttpServer::new and clone it in");
@@ -580,7 +592,16 @@ impl ResponseCacheBuilder {
                 clock: self.clock,
                 origin,
                 store,
-                learned_vary: moka::sync::Cache::builder().max_capacity(10_000).build(),
+                // In the byte budget's spirit: keys can be long (a full query string), so weigh
+                // them, cap the table at a sixteenth of the budget (at least 1 MiB) and forget
+                // URLs nobody asked for in a while.
+                learned_vary: moka::sync::Cache::builder()
+                    .weigher(|base: &Arc<str>, names: &Arc<[HeaderName]>| {
+                        u32::try_from(base.len() + 32 * names.len() + 64).unwrap_or(u32::MAX)
+                    })
+                    .max_capacity((self.max_bytes / 16).max(1 << 20))
+                    .time_to_idle(max_stale + Duration::from_secs(3600))
+                    .build(),
                 any_vary: AtomicBool::new(false),
                 flights: Arc::default(),
                 stats,

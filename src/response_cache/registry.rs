@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, PoisonError, RwLock};
 
-use super::{ResponseCache, Scope};
+use super::{ResponseCache, ResponseCacheBuilder, Scope};
 
 static NAMED: LazyLock<RwLock<HashMap<String, ResponseCache>>> = LazyLock::new(RwLock::default);
 
@@ -42,13 +42,17 @@ pub fn named(name: &str) -> Option<ResponseCache> {
         .cloned()
 }
 
-/// The registered cache called `name`, registering `init()` first if there is none.
-pub fn named_or_register(name: &str, init: impl FnOnce() -> ResponseCache) -> ResponseCache {
+/// The registered cache called `name`, building and registering `init()`'s cache first if
+/// there is none (what `#[etag_cached(cache = "…", ttl = N)]` calls on its first request).
+pub fn named_or_register(name: &str, init: impl FnOnce() -> ResponseCacheBuilder) -> ResponseCache {
     if let Some(cache) = named(name) {
         return cache;
     }
     let mut named = NAMED.write().unwrap_or_else(PoisonError::into_inner);
-    named.entry(name.to_owned()).or_insert_with(init).clone()
+    named
+        .entry(name.to_owned())
+        .or_insert_with(|| init().build_checked(false))
+        .clone()
 }
 
 /// Invalidates the registered cache `name` (one `section`, or all of it); logs a warning if

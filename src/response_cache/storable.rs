@@ -9,7 +9,9 @@
 //! credentialed requests, each under its own key.
 
 use actix_web::HttpRequest;
-use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap, RANGE, SET_COOKIE, VARY};
+use actix_web::http::header::{
+    AUTHORIZATION, COOKIE, HeaderMap, HeaderName, RANGE, SET_COOKIE, VARY,
+};
 use actix_web::http::{Method, StatusCode};
 
 use crate::cache_control::cache_control_contains;
@@ -56,6 +58,12 @@ pub(crate) fn response_unstorable(
     }
     if vary_names(headers).any(|name| name == "*") {
         return Some("vary *");
+    }
+    // Fail closed: a `Vary` we cannot read would otherwise share one variant with all.
+    let unreadable = headers.get_all(VARY).any(|value| value.to_str().is_err())
+        || vary_names(headers).any(|name| HeaderName::from_bytes(name.as_bytes()).is_err());
+    if unreadable {
+        return Some("unreadable vary");
     }
     None
 }
@@ -135,6 +143,19 @@ mod tests {
         assert_eq!(
             response_unstorable(ok, &with(VARY, "Accept, *"), false),
             Some("vary *")
+        );
+        assert_eq!(
+            response_unstorable(ok, &with(VARY, "Accept, bad name"), false),
+            Some("unreadable vary")
+        );
+        let mut obs_text = HeaderMap::new();
+        obs_text.insert(
+            VARY,
+            HeaderValue::from_bytes(b"Accept-\xffLanguage").unwrap(),
+        );
+        assert_eq!(
+            response_unstorable(ok, &obs_text, false),
+            Some("unreadable vary")
         );
     }
 }
