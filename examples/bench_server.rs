@@ -1,5 +1,6 @@
-//! The server that `benches/load.sh` puts under wrk: one 32 KiB JSON body served bare and
-//! through [`ConditionalGet`], with identical handlers so that only the middleware differs.
+//! The server that `benches/load.sh` puts under wrk: one 32 KiB JSON body served bare,
+//! through [`ConditionalGet`] and from a [`ResponseCache`], with identical handlers so that
+//! only the middleware or the cache differs.
 //!
 //! Routes, all `GET`, all answering the same `Bytes` built once at start
 //! (`content-type: application/json`):
@@ -11,9 +12,19 @@
 //!   [`HandlerPolicy::respond`] with the constant validator `"v1"`: a matching
 //!   `If-None-Match` is answered 304 *before* the handler (nothing built, nothing hashed); a
 //!   200 carries `ETag: "v1"` and `Cache-Control: max-age=60, must-revalidate`, and the
-//!   middleware, seeing the handler's ETag, hashes nothing.
+//!   middleware, seeing the handler's ETag, hashes nothing;
+//! - `/cache/32k`: [`ResponseCache::serve`] on a TTL cache (`bench`, TTL one hour) whose
+//!   build is the `/bare/32k` handler: after the first request every response is a hit
+//!   (`X-Cache: hit`, plus the `ETag` and `Age` the cache adds);
+//! - `/refresh/32k`: the same on a TTL cache (`bench-refresh`) with a short TTL
+//!   (`REFRESH_TTL_MS`, default 1000) whose build sleeps (`REFRESH_BUILD_MS`, default 200)
+//!   before answering the same bytes: under load a background refresh is in progress about
+//!   `BUILD / (TTL + BUILD)` of the time, while readers get the stale bytes (`X-Cache: stale`);
+//! - `/stats`: both caches' [`CacheStats`] as JSON (`{"bench":{"hits":…},…}`), so the load
+//!   script can check that the hit runs were all hits and that the refresh runs refreshed.
 //!
-//! Each route sits in its own `web::scope`, so routing costs the same for all four.
+//! Each route sits in its own `web::scope`, so routing costs the same for all of them. Both
+//! caches are built once, before `HttpServer::new`, and shared by every worker.
 //! `BIND` sets the address (default `127.0.0.1:8089`; port `0` picks a free one, and the line
 //! printed at start names the real one) and `WORKERS` the worker count (default 1).
 //!
@@ -25,9 +36,11 @@
 #![allow(clippy::print_stdout, reason = "prints the address it listens on")]
 
 use std::io;
+use std::time::Duration;
 
 use actix_conditional::condition::{HandlerPolicy, RequestValidators};
-use actix_conditional::{CachePolicy, ConditionalGet, ETagHasher};
+use actix_conditional::response_cache::CacheStats;
+use actix_conditional::{CachePolicy, ConditionalGet, ETagHasher, ResponseCache};
 use actix_web::web::{self, Bytes};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer};
 
@@ -74,8 +87,84 @@ async fn cond_32k(req: HttpRequest, body: web::Data<Bytes>) -> HttpResponse {
     COND_POLICY.respond(&req, validators, body_32k(body)).await
 }
 
+/// The two response caches, shared by every worker.
+#[derive(Debug, Clone)]
+struct Caches {
+    /// `/cache/32k`: fresh for an hour, so every request after the first is a hit.
+    hit: ResponseCache,
+    /// `/refresh/32k`: a short TTL and a slow build, so refreshes overlap the load.
+    refresh: ResponseCache,
+    /// How long a `/refresh/32k` build sleeps.
+    build_delay: Duration,
+}
+
+/// The body from app data, as [`body_32k`] takes it (a build receives only the request).
+fn body_of(req: &HttpRequest) -> web::Data<Bytes> {
+    req.app_data::<web::Data<Bytes>>()
+        .cloned()
+        .expect("the body is app data of every app")
+}
+
+/// `/cache/32k`: [`body_32k`] behind a TTL cache that stays fresh for the whole run.
+async fn cache_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse {
+    caches
+        .hit
+        .serve(&req, |req: HttpRequest| body_32k(body_of(&req)))
+        .await
+}
+
+/// `/refresh/32k`: [`body_32k`] after a sleep, behind a TTL cache that goes stale every
+/// `REFRESH_TTL_MS`; stale readers are answered at once while the refresh sleeps.
+async fn refresh_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse {
+    let delay = caches.build_delay;
+    caches
+        .refresh
+        .serve(&req, move |req: HttpRequest| async move {
+            actix_rt::time::sleep(delay).await;
+            body_32k(body_of(&req)).await
+        })
+        .await
+}
+
+/// One cache's counters as a JSON object.
+fn stats_json(stats: &CacheStats) -> String {
+    format!(
+        r#"{{"builds":{},"hits":{},"misses":{},"stale_served":{},"coalesced":{},"bypasses":{},"refresh_failures":{},"evictions":{}}}"#,
+        stats.builds,
+        stats.hits,
+        stats.misses,
+        stats.stale_served,
+        stats.coalesced,
+        stats.bypasses,
+        stats.refresh_failures,
+        stats.evictions,
+    )
+}
+
+/// `/stats`: the counters of both caches.
+async fn stats(caches: web::Data<Caches>) -> HttpResponse {
+    let body = format!(
+        r#"{{"{}":{},"{}":{}}}"#,
+        caches.hit.name(),
+        stats_json(&caches.hit.stats()),
+        caches.refresh.name(),
+        stats_json(&caches.refresh.stats()),
+    );
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body)
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+/// A whole number of milliseconds from the environment.
+fn env_millis(name: &str, default: &str) -> io::Result<Duration> {
+    env_or(name, default)
+        .parse()
+        .map(Duration::from_millis)
+        .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: {err}")))
 }
 
 #[actix_web::main]
@@ -84,11 +173,20 @@ async fn main() -> io::Result<()> {
     let workers: usize = env_or("WORKERS", "1")
         .parse()
         .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, format!("WORKERS: {err}")))?;
+    let refresh_ttl = env_millis("REFRESH_TTL_MS", "1000")?;
+    let build_delay = env_millis("REFRESH_BUILD_MS", "200")?;
     let body = web::Data::new(json_body(BODY_BYTES));
+    // Built here, outside the closure: one cache for every worker.
+    let caches = web::Data::new(Caches {
+        hit: ResponseCache::ttl("bench", Duration::from_secs(3600)).build(),
+        refresh: ResponseCache::ttl("bench-refresh", refresh_ttl).build(),
+        build_delay,
+    });
 
     let server = HttpServer::new(move || {
         App::new()
             .app_data(body.clone())
+            .app_data(caches.clone())
             .service(web::scope("/bare").route("/32k", web::get().to(body_32k)))
             // Registered before `/cg`, which would otherwise claim the path and answer 404.
             .service(
@@ -106,12 +204,17 @@ async fn main() -> io::Result<()> {
                     .wrap(ConditionalGet::default())
                     .route("/32k", web::get().to(cond_32k)),
             )
+            .service(web::scope("/cache").route("/32k", web::get().to(cache_32k)))
+            .service(web::scope("/refresh").route("/32k", web::get().to(refresh_32k)))
+            .service(web::scope("/stats").route("", web::get().to(stats)))
     })
     .workers(workers)
     .bind(&bind)?;
 
     for addr in server.addrs() {
-        println!("bench_server listening on http://{addr} (workers: {workers})");
+        println!(
+            "bench_server listening on http://{addr} (workers: {workers}, refresh TTL {refresh_ttl:?}, refresh build {build_delay:?})"
+        );
     }
     server.run().await
 }
