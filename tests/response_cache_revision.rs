@@ -585,3 +585,48 @@ async fn sectioned_builds_survive_a_cancelled_leader_and_a_panic() {
     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
     assert_eq!(runs.load(SeqCst), 2);
 }
+
+/// A request that saw a newer fingerprint than the build it waited for still gets those
+/// bytes (the freshest there are), but labelled `stale`, not presented as current.
+#[actix_rt::test]
+async fn a_waiter_with_a_newer_fingerprint_gets_the_older_build_as_stale() {
+    let backend = Backend::new(|n| n == 1);
+    let clock = ManualClock::new();
+    let cache = backend.cache("rev-newer-waiter", &clock);
+    let app = std::rc::Rc::new(
+        test::init_service(App::new().route("/data/{name}", backend.route(&cache))).await,
+    );
+    // The leader reads r1 and blocks in its build.
+    let leader = support::spawn_call(&app, get!("/data/a"));
+    until("the leader's build", || backend.builds.get() == 1).await;
+    // The data changes; this request reads r2 and waits for the r1 build.
+    backend.rev.bump();
+    let waiter = support::spawn_call(&app, get!("/data/a"));
+    until("the waiter joined", || {
+        cache.stats().misses == 1 && cache.stats().coalesced == 0
+    })
+    .await;
+    for _ in 0..10 {
+        actix_rt::task::yield_now().await;
+    }
+    backend.gate.open();
+    let leader = support::joined(leader).await;
+    assert_eq!(
+        (leader.x_cache(), leader.body.as_str()),
+        ("miss", "a r1 build 1")
+    );
+    let waiter = support::joined(waiter).await;
+    assert_eq!(
+        (waiter.x_cache(), waiter.body.as_str()),
+        ("stale", "a r1 build 1")
+    );
+    assert_eq!(backend.builds.get(), 1);
+    // The next request sees r2 != r1: stale and one background refresh, then current.
+    assert_eq!(call(&*app, get!("/data/a")).await.x_cache(), "stale");
+    until("the refresh stored", || cache.stats().builds == 2).await;
+    let res = call(&*app, get!("/data/a")).await;
+    assert_eq!(
+        (res.x_cache(), res.body.as_str()),
+        ("hit-revision", "a r2 build 2")
+    );
+}

@@ -235,7 +235,10 @@ impl Inner {
                     });
                 }
                 Join::Wait(waiter) => {
-                    match self.wait(req, &key, waiter, generation, deadline).await {
+                    match self
+                        .wait(req, &key, waiter, generation, revision.as_deref(), deadline)
+                        .await
+                    {
                         Some(plan) => return plan,
                         None => forced = false,
                     }
@@ -281,6 +284,7 @@ impl Inner {
         key: &str,
         waiter: Waiter,
         generation: u64,
+        revision: Option<&str>,
         deadline: tokio::time::Instant,
     ) -> Option<Plan> {
         match tokio::time::timeout_at(deadline, waiter.outcome()).await {
@@ -290,6 +294,14 @@ impl Inner {
             Ok(Some(Outcome::Fresh(entry))) if entry.generation < generation => {
                 tracing::debug!(cache = %self.name, %key, "response cache: flight predates an invalidation, retrying");
                 None
+            }
+            // Built under an older fingerprint than this request saw (the data changed while
+            // it was building): still the freshest bytes there are, but say so (`stale`, with
+            // an `Age` past their lifetime) rather than present them as current.
+            Ok(Some(Outcome::Fresh(entry)))
+                if revision.is_some() && entry.revision.as_deref() != revision =>
+            {
+                Some(self.coalesced(req, &entry, "stale"))
             }
             Ok(Some(Outcome::Fresh(entry))) => Some(self.coalesced(req, &entry, "coalesced")),
             Ok(Some(Outcome::Stale(entry))) => Some(self.coalesced(req, &entry, "stale")),

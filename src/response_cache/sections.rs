@@ -337,7 +337,17 @@ impl ResponseCache {
                     return self.build_detached(req, lead, revs, old).await;
                 }
                 Join::Wait(waiter) => {
-                    match inner.wait(req, &key, waiter, generation, deadline).await {
+                    match inner
+                        .wait(
+                            req,
+                            &key,
+                            waiter,
+                            generation,
+                            Some(combined.as_str()),
+                            deadline,
+                        )
+                        .await
+                    {
                         Some(Plan::Respond(res)) => return res,
                         Some(Plan::Bypass(label)) => return labelled(build_all().await, label),
                         Some(Plan::Lead(_)) => unreachable!("waiting never leads"),
