@@ -44,14 +44,15 @@ impl<V: Clone> ResolveSync for &Validator<Option<V>> {
     }
 }
 
-/// `#[etag_cached(invalidates = "name[:section]")]`: invalidate after a 2xx answer only.
-pub fn invalidate_on_success(
+/// `#[etag_cached(invalidates = "name[:section]")]`: invalidate after a 2xx answer only, and
+/// (with Redis) answer once the other instances have been told.
+pub async fn invalidate_on_success(
     res: &actix_web::HttpResponse,
     name: &str,
     section: Option<&'static str>,
 ) {
     if res.status().is_success() {
-        crate::response_cache::invalidate_named(name, section);
+        crate::response_cache::invalidate_named(name, section).await;
     }
 }
 

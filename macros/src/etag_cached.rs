@@ -163,7 +163,7 @@ fn with_invalidation(options: &Options, respond: &TokenStream) -> TokenStream {
     };
     quote! {
         let __ac_res: ::actix_web::HttpResponse = { #respond };
-        ::actix_conditional::__private::invalidate_on_success(&__ac_res, #name, #section);
+        ::actix_conditional::__private::invalidate_on_success(&__ac_res, #name, #section).await;
         __ac_res
     }
 }

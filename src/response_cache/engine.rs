@@ -18,10 +18,14 @@ use futures_util::future::LocalBoxFuture;
 use super::entry::{Captured, Entry, SectionPart, Snapshot, X_CACHE, capture};
 use super::flight::{FlightGuard, Join, Outcome, Waiter};
 use super::key::{base_key, full_key, has_user, query_forces_refresh, vary_matches, vary_values};
+use super::shared::{Claimed, Lease};
 use super::stats::Event;
 use super::storable::{request_bypass, response_unstorable, vary_names};
 use super::{Freshness, Inner, Slot};
 use crate::cache_control::cache_control_contains;
+
+/// Where the cache's clock starts: 2^30 s (34 years), so any entry's age fits before it.
+const EPOCH: Duration = Duration::from_secs(1 << 30);
 
 /// Re-runs the handler for a request: what a background refresh calls.
 pub(crate) type Refresher = Rc<dyn Fn(HttpRequest) -> LocalBoxFuture<'static, HttpResponse>>;
@@ -48,6 +52,8 @@ pub(crate) struct Lead {
     label: &'static str,
     /// Sections already built for this response (sectioned mode).
     pub(crate) sections: Vec<SectionPart>,
+    /// The claim on building this key across instances (Redis), released with the value.
+    pub(crate) lease: Option<Lease>,
 }
 
 impl Lead {
@@ -69,6 +75,7 @@ impl Lead {
             stale,
             label,
             sections: Vec::new(),
+            lease: None,
         }
     }
 }
@@ -94,9 +101,10 @@ enum State {
 }
 
 impl Inner {
-    /// The current time as an offset from the cache's origin.
+    /// The current time as an offset from the cache's origin, plus [`EPOCH`]: an entry
+    /// read from Redis may predate this process, and its build time must still fit.
     pub(crate) fn now(&self) -> Duration {
-        self.clock.now().saturating_duration_since(self.origin)
+        self.clock.now().saturating_duration_since(self.origin) + EPOCH
     }
 
     /// Decides how to answer `req`. `refresher` is given by [`serve`](super::ResponseCache::serve),
@@ -135,10 +143,17 @@ impl Inner {
         // that replaced the GET entry or marked the key hit-for-miss, uncaching its GETs.
         let may_lead = req.method() != Method::HEAD;
 
+        let fresh = |entry: &Entry| {
+            matches!(
+                self.state(entry, self.now(), revision.as_deref(), generation),
+                State::Fresh(_)
+            )
+        };
+
         loop {
             let now = self.now();
             if !forced {
-                match self.store.get(&key) {
+                match self.lookup(&key, req.headers(), &fresh).await {
                     Some(Slot::Unshared { until }) if now < until => {
                         self.stats.record(Event::Bypass);
                         return Plan::Bypass("miss");
@@ -161,24 +176,28 @@ impl Inner {
                             }
                             State::Stale => {
                                 if may_lead && let Some(guard) = self.flights.try_lead(&key) {
-                                    let lead = Lead {
-                                        base: base.clone(),
-                                        key: Arc::clone(&key),
-                                        guard,
-                                        revision: revision.clone(),
-                                        generation,
-                                        stale: Some(Arc::clone(&entry)),
-                                        label: "refresh",
-                                        sections: Vec::new(),
-                                    };
-                                    match refresher {
-                                        Some(refresher) => {
-                                            self.refresh_in_background(req, lead, refresher)
-                                        }
-                                        None => {
-                                            self.stats.record(Event::Miss);
-                                            tracing::debug!(cache = %self.name, %key, "response cache: stale, refreshing in this request");
-                                            return Plan::Lead(lead);
+                                    // Across instances too: if another one is refreshing this
+                                    // key, serve stale and let its result reach us via Redis.
+                                    if let Some(lease) = self.shared.try_claim(self, &key).await {
+                                        let mut lead = Lead::new(
+                                            base.clone(),
+                                            Arc::clone(&key),
+                                            guard,
+                                            revision.clone(),
+                                            generation,
+                                            Some(Arc::clone(&entry)),
+                                            "refresh",
+                                        );
+                                        lead.lease = lease;
+                                        match refresher {
+                                            Some(refresher) => {
+                                                self.refresh_in_background(req, lead, refresher)
+                                            }
+                                            None => {
+                                                self.stats.record(Event::Miss);
+                                                tracing::debug!(cache = %self.name, %key, "response cache: stale, refreshing in this request");
+                                                return Plan::Lead(lead);
+                                            }
                                         }
                                     }
                                 }
@@ -221,18 +240,34 @@ impl Inner {
                             self.now(),
                         ));
                     }
+                    // Then across instances: one of them builds, the others wait for it.
+                    let lease = if forced {
+                        self.shared.try_claim(self, &key).await.flatten()
+                    } else {
+                        let usable = |entry: &Entry| {
+                            vary_matches(&entry.vary, req.headers()) && fresh(entry)
+                        };
+                        match self.shared.claim(self, &key, deadline, &usable).await {
+                            Claimed::Build(lease) => lease,
+                            Claimed::Found(entry) => {
+                                self.keep(&key, &entry);
+                                guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+                                self.stats.record(Event::Coalesced);
+                                tracing::debug!(cache = %self.name, %key, "response cache: built by another instance");
+                                return Plan::Respond(entry.respond(
+                                    req.method(),
+                                    req.headers(),
+                                    "coalesced",
+                                    self.now(),
+                                ));
+                            }
+                        }
+                    };
                     self.stats.record(Event::Miss);
                     tracing::debug!(cache = %self.name, %key, forced, "response cache: miss");
-                    return Plan::Lead(Lead {
-                        base,
-                        key,
-                        guard,
-                        revision,
-                        generation,
-                        stale: None,
-                        label: "miss",
-                        sections: Vec::new(),
-                    });
+                    let mut lead = Lead::new(base, key, guard, revision, generation, None, "miss");
+                    lead.lease = lease;
+                    return Plan::Lead(lead);
                 }
                 Join::Wait(waiter) => {
                     match self
@@ -244,6 +279,53 @@ impl Inner {
                     }
                 }
             }
+        }
+    }
+
+    /// What the cache holds for `key`: this instance's entry if `fresh` says it is, else
+    /// (with Redis) the shared one when it is fresh or newer, else whatever is local.
+    pub(crate) async fn lookup(
+        &self,
+        key: &Arc<str>,
+        req_headers: &HeaderMap,
+        fresh: &dyn Fn(&Entry) -> bool,
+    ) -> Option<Slot> {
+        let local = self.store.get(key);
+        let local_entry = match &local {
+            Some(Slot::Unshared { until }) if self.now() < *until => return local,
+            Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req_headers) => {
+                if fresh(entry) {
+                    return local;
+                }
+                Some(Arc::clone(entry))
+            }
+            _ => None,
+        };
+        if !self.shared.is_shared() {
+            return local;
+        }
+        let Some(remote) = self.shared.get(self, key).await else {
+            return local;
+        };
+        if !vary_matches(&remote.vary, req_headers) {
+            return local;
+        }
+        let better = local_entry
+            .as_ref()
+            .is_none_or(|l| fresh(&remote) || remote.stored_at > l.stored_at);
+        if !better {
+            return local;
+        }
+        tracing::debug!(cache = %self.name, %key, "response cache: found in redis");
+        self.keep(key, &remote);
+        Some(Slot::Entry(remote))
+    }
+
+    /// Keeps an entry from the shared tier in this instance's memory, if it has one.
+    pub(crate) fn keep(&self, key: &Arc<str>, entry: &Arc<Entry>) {
+        if self.shared.l1 {
+            self.store
+                .insert(Arc::clone(key), Slot::Entry(Arc::clone(entry)));
         }
     }
 
@@ -501,15 +583,20 @@ impl Inner {
         ));
         // An invalidation that happened while this was building wins: keep the bytes out of
         // the store (the waiters, who asked before it, still get them).
-        if self.generation() == lead.generation {
-            self.store
-                .insert(Arc::clone(&key), Slot::Entry(Arc::clone(&entry)));
+        let current = self.generation() == lead.generation;
+        if current {
+            self.keep(&key, &entry);
             if key != lead.key {
                 self.store.invalidate(&lead.key);
             }
         }
         tracing::debug!(cache = %self.name, %key, bytes = entry.snapshot.body.len(), "response cache: stored");
         lead.guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+        if current {
+            // Awaited (bounded by the Redis timeout), so that when this client hears back, the
+            // other instances can find the entry; the lease is released only after the value.
+            self.shared.put(self, &key, &entry, lead.lease).await;
+        }
         entry.respond(method, req_headers, lead.label, now)
     }
 

@@ -170,9 +170,11 @@ where
         let config = self.config.clone();
         Box::pin(async move {
             let res = service.call(req).await?;
-            // Only after success: a failed write changed nothing worth rebuilding for.
+            // Only after success: a failed write changed nothing worth rebuilding for. Awaited,
+            // so that with Redis the other instances have been told before the client hears
+            // back (its next read, wherever it lands, sees the write).
             if res.status().is_success() {
-                config.cache.invalidate(&config.scope);
+                config.cache.invalidate(&config.scope).await;
             }
             Ok(res)
         })

@@ -124,8 +124,12 @@ mod entry;
 mod flight;
 mod key;
 mod middleware;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod registry;
 mod sections;
+mod shared;
 mod stats;
 mod storable;
 
@@ -144,13 +148,18 @@ use futures_util::future::LocalBoxFuture;
 pub use self::clock::{Clock, ManualClock, SystemClock};
 pub use self::entry::{X_CACHE, X_REVISION};
 pub use self::middleware::{InvalidateOnSuccess, ResponseCacheMiddleware};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use self::redis::{RedisBackend, RedisBackendBuilder, RedisBackendError};
 pub use self::registry::{invalidate_named, named, named_or_register};
 pub use self::sections::Section;
+pub use self::shared::Invalidation;
 pub use self::stats::CacheStats;
 
 use self::engine::{Plan, Refresher, labelled};
 use self::entry::Entry;
 use self::flight::Flights;
+use self::shared::Shared;
 use self::stats::{Event, Stats};
 use crate::{CachePolicy, ETagHasher};
 
@@ -232,6 +241,8 @@ pub(crate) struct Inner {
     pub(crate) hasher: ETagHasher,
     /// `Cache-Control` of sectioned responses.
     pub(crate) cache_control: HeaderValue,
+    /// The tier shared with other instances (Redis), if any.
+    pub(crate) shared: Shared,
     generation: AtomicU64,
 }
 
@@ -350,23 +361,28 @@ impl ResponseCache {
     /// Invalidates entries: for TTL and revision caches every entry (the next request is a
     /// miss, or in revision mode a stale-while-revalidate refresh); for a sectioned cache,
     /// every section or the one named. Call it *after* the write it reflects has committed.
-    pub fn invalidate(&self, scope: &Scope) {
+    ///
+    /// It applies to this process at once. With Redis ([`ResponseCacheBuilder::redis`]) it is
+    /// also counted there and broadcast to the other instances: await the returned
+    /// [`Invalidation`] to answer the write only once they have been told (what
+    /// [`invalidates`](Self::invalidates) and `#[etag_cached(invalidates = …)]` do), or drop
+    /// it.
+    pub fn invalidate(&self, scope: &Scope) -> Invalidation {
         let inner = &self.inner;
-        match (&inner.freshness, scope) {
+        let (section, value) = match (&inner.freshness, scope) {
             (Freshness::Sections(sections), Scope::Section(name)) => {
                 match sections.iter().find(|s| s.name() == name) {
-                    Some(section) => section.bump(),
+                    Some(section) => (Some(section.name()), section.bump()),
                     None => {
                         tracing::warn!(cache = %inner.name, section = %name, "response cache: no such section; invalidating all");
-                        inner.generation.fetch_add(1, Ordering::SeqCst);
+                        (None, inner.generation.fetch_add(1, Ordering::SeqCst) + 1)
                     }
                 }
             }
-            _ => {
-                inner.generation.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        tracing::debug!(cache = %inner.name, ?scope, "response cache: invalidated");
+            _ => (None, inner.generation.fetch_add(1, Ordering::SeqCst) + 1),
+        };
+        tracing::debug!(cache = %inner.name, ?scope, generation = value, "response cache: invalidated");
+        inner.shared.publish(inner, section, value)
     }
 
     /// A middleware that calls [`invalidate`](Self::invalidate) after each 2xx response of the
@@ -379,6 +395,51 @@ impl ResponseCache {
 impl Inner {
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
+    }
+
+    /// This instance's copy of the invalidation counter of `section` (or the whole cache).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn local_generation(&self, section: Option<&str>) -> u64 {
+        match self.section(section) {
+            Some(section) => section.generation(),
+            None => self.generation(),
+        }
+    }
+
+    /// Raises this instance's copy of an invalidation counter to `value` (learnt from Redis);
+    /// entries built under a lower one are then stale.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn observe_generation(&self, section: Option<&str>, value: u64) {
+        let previous = match self.section(section) {
+            Some(section) => section.observe(value),
+            None => self.generation.fetch_max(value, Ordering::SeqCst),
+        };
+        if previous < value {
+            tracing::debug!(cache = %self.name, ?section, value, "response cache: invalidation from another instance");
+            // TTL entries of an older generation are never served again: free their memory.
+            // (Revision-mode entries stay, to be served stale while one refresh runs.)
+            if section.is_none() && matches!(self.freshness, Freshness::Ttl(_)) {
+                self.store.invalidate_all();
+            }
+        }
+    }
+
+    /// The names of a sectioned cache's sections (none for the other modes).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn section_names(&self) -> Vec<String> {
+        match &self.freshness {
+            Freshness::Sections(sections) => sections.iter().map(|s| s.name().to_owned()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn section(&self, name: Option<&str>) -> Option<&Section> {
+        match (&self.freshness, name) {
+            (Freshness::Sections(sections), Some(name)) => {
+                sections.iter().find(|s| s.name() == name)
+            }
+            _ => None,
+        }
     }
 
     /// The fingerprint of the data behind `req` (revision mode), with the invalidation
@@ -414,6 +475,9 @@ pub struct ResponseCacheBuilder {
     forced_refresh: bool,
     hasher: ETagHasher,
     cache_control: CachePolicy,
+    #[cfg(feature = "redis")]
+    redis: Option<RedisBackend>,
+    l1: bool,
 }
 
 impl fmt::Debug for ResponseCacheBuilder {
@@ -440,7 +504,28 @@ impl ResponseCacheBuilder {
             forced_refresh: true,
             hasher: ETagHasher::default(),
             cache_control: CachePolicy::revalidate(0),
+            #[cfg(feature = "redis")]
+            redis: None,
+            l1: true,
         }
+    }
+
+    /// Shares the cache with other instances through Redis: entries, invalidations and
+    /// builds (see [`redis`](self::redis)). Give every instance the same cache name.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, backend: &RedisBackend) -> Self {
+        self.redis = Some(backend.clone());
+        self
+    }
+
+    /// Whether a cache with [Redis](Self::redis) also keeps entries in this process's memory
+    /// (default: yes). Off, every lookup asks Redis: for instances that must not hold copies,
+    /// and to measure what a Redis hit costs. Without Redis the memory tier is the cache, and
+    /// this setting is ignored.
+    pub fn memory_tier(mut self, enabled: bool) -> Self {
+        self.l1 = enabled;
+        self
     }
 
     /// How long stale bytes may still be served: past the TTL (TTL mode), or after the bytes
@@ -581,36 +666,44 @@ impl ResponseCacheBuilder {
         }
         .build();
         let origin = self.clock.now();
-        ResponseCache {
-            inner: Arc::new(Inner {
-                name,
-                freshness: self.freshness,
-                max_stale,
-                max_entry_bytes: self.max_entry_bytes,
-                lock_timeout: self.lock_timeout,
-                hit_for_miss: self.hit_for_miss,
-                clock: self.clock,
-                origin,
-                store,
-                // In the byte budget's spirit: keys can be long (a full query string), so weigh
-                // them, cap the table at a sixteenth of the budget (at least 1 MiB) and forget
-                // URLs nobody asked for in a while.
-                learned_vary: moka::sync::Cache::builder()
-                    .weigher(|base: &Arc<str>, names: &Arc<[HeaderName]>| {
-                        u32::try_from(base.len() + 32 * names.len() + 64).unwrap_or(u32::MAX)
-                    })
-                    .max_capacity((self.max_bytes / 16).max(1 << 20))
-                    .time_to_idle(max_stale + Duration::from_secs(3600))
-                    .build(),
-                any_vary: AtomicBool::new(false),
-                flights: Arc::default(),
-                stats,
-                key_by: self.key_by,
-                forced_refresh: self.forced_refresh,
-                hasher: self.hasher,
-                cache_control: self.cache_control.to_header_value(),
-                generation: AtomicU64::new(0),
-            }),
-        }
+        #[cfg(feature = "redis")]
+        let shared = match &self.redis {
+            Some(backend) => Shared::redis(Arc::clone(&backend.inner), self.l1),
+            None => Shared::local(),
+        };
+        #[cfg(not(feature = "redis"))]
+        let shared = Shared::local();
+        let inner = Arc::new(Inner {
+            name,
+            freshness: self.freshness,
+            max_stale,
+            max_entry_bytes: self.max_entry_bytes,
+            lock_timeout: self.lock_timeout,
+            hit_for_miss: self.hit_for_miss,
+            clock: self.clock,
+            origin,
+            store,
+            // In the byte budget's spirit: keys can be long (a full query string), so weigh
+            // them, cap the table at a sixteenth of the budget (at least 1 MiB) and forget
+            // URLs nobody asked for in a while.
+            learned_vary: moka::sync::Cache::builder()
+                .weigher(|base: &Arc<str>, names: &Arc<[HeaderName]>| {
+                    u32::try_from(base.len() + 32 * names.len() + 64).unwrap_or(u32::MAX)
+                })
+                .max_capacity((self.max_bytes / 16).max(1 << 20))
+                .time_to_idle(max_stale + Duration::from_secs(3600))
+                .build(),
+            any_vary: AtomicBool::new(false),
+            flights: Arc::default(),
+            stats,
+            key_by: self.key_by,
+            forced_refresh: self.forced_refresh,
+            hasher: self.hasher,
+            cache_control: self.cache_control.to_header_value(),
+            shared,
+            generation: AtomicU64::new(0),
+        });
+        inner.shared.register(&inner);
+        ResponseCache { inner }
     }
 }

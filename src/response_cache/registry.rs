@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, PoisonError, RwLock};
 
-use super::{ResponseCache, ResponseCacheBuilder, Scope};
+use super::{Invalidation, ResponseCache, ResponseCacheBuilder, Scope};
 
 static NAMED: LazyLock<RwLock<HashMap<String, ResponseCache>>> = LazyLock::new(RwLock::default);
 
@@ -56,16 +56,20 @@ pub fn named_or_register(name: &str, init: impl FnOnce() -> ResponseCacheBuilder
 }
 
 /// Invalidates the registered cache `name` (one `section`, or all of it); logs a warning if
-/// there is no such cache.
-pub fn invalidate_named(name: &str, section: Option<&'static str>) {
+/// there is no such cache. Await the result to wait for the broadcast to other instances
+/// (see [`ResponseCache::invalidate`]).
+pub fn invalidate_named(name: &str, section: Option<&'static str>) -> Invalidation {
     match named(name) {
         Some(cache) => cache.invalidate(&match section {
             Some(section) => Scope::section(section),
             None => Scope::All,
         }),
-        None => tracing::warn!(
-            cache = name,
-            "response cache: nothing registered under this name to invalidate"
-        ),
+        None => {
+            tracing::warn!(
+                cache = name,
+                "response cache: nothing registered under this name to invalidate"
+            );
+            Invalidation::ready()
+        }
     }
 }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::engine::{Lead, Plan, labelled, spawn_refresh};
 use super::entry::{Entry, SectionPart};
 use super::flight::{Join, Outcome};
+use super::shared::Claimed;
 use super::stats::Event;
 use super::{Freshness, Inner, ResponseCache, RevisionFn, Slot};
 
@@ -92,8 +93,19 @@ impl Section {
         &self.name
     }
 
-    pub(crate) fn bump(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
+    /// Invalidates the section on this instance; returns its new generation.
+    pub(crate) fn bump(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// The section's invalidation generation on this instance.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Raises the generation to `value` (learnt from another instance); returns the old one.
+    pub(crate) fn observe(&self, value: u64) -> u64 {
+        self.generation.fetch_max(value, Ordering::SeqCst)
     }
 
     /// The user's fingerprint with this section's and the cache's invalidations mixed in.
@@ -234,11 +246,23 @@ impl ResponseCache {
         let key: Arc<str> = Arc::from(base.as_str());
         let mut forced = inner.forced(req);
         let deadline = tokio::time::Instant::now() + inner.lock_timeout;
+        let current = |entry: &Entry| {
+            entry.sections.len() == revs.len()
+                && entry
+                    .sections
+                    .iter()
+                    .zip(&revs)
+                    .all(|(p, r)| *p.revision == **r)
+        };
         loop {
             let now = inner.now();
-            let entry = match inner.store.get(&key) {
-                Some(Slot::Entry(entry)) => Some(entry),
-                _ => None,
+            let entry = if forced {
+                None
+            } else {
+                match inner.lookup(&key, req.headers(), &current).await {
+                    Some(Slot::Entry(entry)) => Some(entry),
+                    _ => None,
+                }
             };
             let mut reuse: Option<Arc<Entry>> = None;
             if let Some(entry) = entry {
@@ -276,8 +300,17 @@ impl ResponseCache {
                     }
                     // Someone is already rebuilding: wait for it below.
                 } else if now.saturating_sub(entry.verified_at()) <= inner.max_stale {
-                    if let Some(guard) = inner.flights.try_lead(&key) {
-                        let lead = Lead::new(
+                    // Refreshed here unless another instance is already at it (Redis).
+                    let claim = match inner.flights.try_lead(&key) {
+                        Some(guard) => inner
+                            .shared
+                            .try_claim(inner, &key)
+                            .await
+                            .map(|lease| (guard, lease)),
+                        None => None,
+                    };
+                    if let Some((guard, lease)) = claim {
+                        let mut lead = Lead::new(
                             base.clone(),
                             Arc::clone(&key),
                             guard,
@@ -286,6 +319,7 @@ impl ResponseCache {
                             Some(Arc::clone(&entry)),
                             "refresh",
                         );
+                        lead.lease = lease;
                         let this = self.clone();
                         let (req2, revs2, old) =
                             (req.clone(), revs.clone(), entry.sections.clone());
@@ -310,12 +344,7 @@ impl ResponseCache {
                     // sections and ended its flight since the lookup above.
                     if !forced
                         && let Some(Slot::Entry(entry)) = inner.store.get(&key)
-                        && entry.sections.len() == revs.len()
-                        && entry
-                            .sections
-                            .iter()
-                            .zip(&revs)
-                            .all(|(p, r)| *p.revision == **r)
+                        && current(&entry)
                     {
                         guard.complete(Outcome::Fresh(Arc::clone(&entry)));
                         inner.stats.record(Event::Hit);
@@ -326,14 +355,34 @@ impl ResponseCache {
                             inner.now(),
                         );
                     }
+                    // Then across instances: one of them builds, the others wait for it.
+                    let lease = if forced {
+                        inner.shared.try_claim(inner, &key).await.flatten()
+                    } else {
+                        match inner.shared.claim(inner, &key, deadline, &current).await {
+                            Claimed::Build(lease) => lease,
+                            Claimed::Found(entry) => {
+                                inner.keep(&key, &entry);
+                                guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+                                inner.stats.record(Event::Coalesced);
+                                return entry.respond(
+                                    req.method(),
+                                    req.headers(),
+                                    "coalesced",
+                                    inner.now(),
+                                );
+                            }
+                        }
+                    };
                     inner.stats.record(Event::Miss);
                     tracing::debug!(cache = %inner.name, %key, forced, "response cache: miss");
                     let old = match (&reuse, forced) {
                         (Some(entry), false) => entry.sections.clone(),
                         _ => Vec::new(),
                     };
-                    let lead =
+                    let mut lead =
                         Lead::new(base, key, guard, Some(combined), generation, None, "miss");
+                    lead.lease = lease;
                     return self.build_detached(req, lead, revs, old).await;
                 }
                 Join::Wait(waiter) => {

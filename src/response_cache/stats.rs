@@ -17,6 +17,9 @@ pub(crate) enum Event {
     Bypass,
     RefreshFailure,
     Eviction,
+    L2Hit,
+    L2Write,
+    L2Undecodable,
 }
 
 impl Event {
@@ -30,6 +33,9 @@ impl Event {
             Self::Bypass => "actix_conditional_cache_bypasses_total",
             Self::RefreshFailure => "actix_conditional_cache_refresh_failures_total",
             Self::Eviction => "actix_conditional_cache_evictions_total",
+            Self::L2Hit => "actix_conditional_cache_redis_hits_total",
+            Self::L2Write => "actix_conditional_cache_redis_writes_total",
+            Self::L2Undecodable => "actix_conditional_cache_redis_undecodable_total",
         }
     }
 }
@@ -54,10 +60,17 @@ pub struct CacheStats {
     pub refresh_failures: u64,
     /// Entries evicted to keep the byte budget.
     pub evictions: u64,
+    /// Entries read back from Redis (another instance's builds, or this one's after its
+    /// memory lost them).
+    pub redis_hits: u64,
+    /// Entries written to Redis.
+    pub redis_writes: u64,
+    /// Values in Redis that could not be read (another layout version, corrupt): misses.
+    pub redis_undecodable: u64,
 }
 
 /// Every event, in `Event as usize` order.
-const EVENTS: [Event; 8] = [
+const EVENTS: [Event; 11] = [
     Event::Build,
     Event::Hit,
     Event::Miss,
@@ -66,12 +79,15 @@ const EVENTS: [Event; 8] = [
     Event::Bypass,
     Event::RefreshFailure,
     Event::Eviction,
+    Event::L2Hit,
+    Event::L2Write,
+    Event::L2Undecodable,
 ];
 
 #[derive(Debug)]
 pub(crate) struct Stats {
     name: metrics::SharedString,
-    counters: [AtomicU64; 8],
+    counters: [AtomicU64; 11],
     /// The metrics handles, registered with the recorder at the first event (so a recorder
     /// installed before serving, after the cache was built, still gets them) rather than per
     /// event, which would build a labelled key and look it up on every hit.
@@ -110,6 +126,9 @@ impl Stats {
             bypasses: get(Event::Bypass),
             refresh_failures: get(Event::RefreshFailure),
             evictions: get(Event::Eviction),
+            redis_hits: get(Event::L2Hit),
+            redis_writes: get(Event::L2Write),
+            redis_undecodable: get(Event::L2Undecodable),
         }
     }
 }

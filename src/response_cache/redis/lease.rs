@@ -1,0 +1,205 @@
+//! Build leases: which instance builds a cold key (`SET NX PX` with a random token, renewed
+//! while the build runs, deleted only by its holder).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Backend, Stored, millis};
+
+/// Extends the lease only if `token` still holds it: a holder whose lease expired and was
+/// taken over must not extend the new holder's.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+/// Deletes the lease only if `token` still holds it (a late release must not free a lease
+/// another instance took over after ours expired).
+const RELEASE: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// The release command, for pipelining after the value's `SET`.
+pub(crate) fn release_cmd(key: &str, token: &str) -> ::redis::Cmd {
+    let mut cmd = ::redis::cmd("EVAL");
+    cmd.arg(RELEASE).arg(1).arg(key).arg(token);
+    cmd
+}
+
+/// A held build lease. Renewed in the background until it is dropped or
+/// [disarmed](Self::disarm); dropping it releases it.
+pub(crate) struct Lease {
+    backend: Arc<Backend>,
+    key: String,
+    token: String,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("key", &self.key).finish()
+    }
+}
+
+/// What trying to take a lease found.
+pub(crate) struct Attempt {
+    /// The lease, if this instance took it.
+    pub(crate) lease: Option<Lease>,
+    /// The value stored under the entry key at the same moment, if any.
+    pub(crate) stored: Option<Stored>,
+}
+
+/// What a waiter's poll found.
+pub(crate) struct Polled {
+    pub(crate) stored: Option<Stored>,
+    pub(crate) lease_held: bool,
+}
+
+impl Lease {
+    /// Tries to take the lease `lease_key`, reading `entry_key` in the same round trip (a
+    /// build that finished just before must not be repeated). `None`: Redis unavailable.
+    pub(crate) async fn try_acquire(
+        backend: &Arc<Backend>,
+        lease_key: String,
+        entry_key: String,
+    ) -> Option<Attempt> {
+        let token = new_token();
+        let px = millis(backend.lease_ttl);
+        let (key, tok) = (lease_key.clone(), token.clone());
+        let (acquired, value, pttl): (Option<String>, Option<Vec<u8>>, i64) = backend
+            .run("lease", move |mut conn| {
+                Box::pin(async move {
+                    ::redis::pipe()
+                        .cmd("SET")
+                        .arg(&key)
+                        .arg(&tok)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(px)
+                        .get(&entry_key)
+                        .pttl(&entry_key)
+                        .query_async(&mut conn)
+                        .await
+                })
+            })
+            .await?;
+        let stored = value.map(|value| (bytes::Bytes::from(value), pttl));
+        let lease = acquired.map(|_| Self::held(backend, lease_key, token));
+        Some(Attempt { lease, stored })
+    }
+
+    /// Whether the lease is still held and what is stored meanwhile. `None`: unavailable.
+    pub(crate) async fn poll(
+        backend: &Arc<Backend>,
+        lease_key: String,
+        entry_key: String,
+    ) -> Option<Polled> {
+        let (value, pttl, held): (Option<Vec<u8>>, i64, bool) = backend
+            .run("poll", move |mut conn| {
+                Box::pin(async move {
+                    ::redis::pipe()
+                        .get(&entry_key)
+                        .pttl(&entry_key)
+                        .exists(&lease_key)
+                        .query_async(&mut conn)
+                        .await
+                })
+            })
+            .await?;
+        Some(Polled {
+            stored: value.map(|value| (bytes::Bytes::from(value), pttl)),
+            lease_held: held,
+        })
+    }
+
+    fn held(backend: &Arc<Backend>, key: String, token: String) -> Self {
+        let every = (backend.lease_ttl / 3).max(Duration::from_millis(10));
+        let px = millis(backend.lease_ttl);
+        let renewal = {
+            let (backend2, key, token) = (Arc::clone(backend), key.clone(), token.clone());
+            backend.spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    let (key, token) = (key.clone(), token.clone());
+                    let renewed: Option<i64> = backend2
+                        .run("renew", move |mut conn| {
+                            Box::pin(async move {
+                                ::redis::cmd("EVAL")
+                                    .arg(RENEW)
+                                    .arg(1)
+                                    .arg(key)
+                                    .arg(token)
+                                    .arg(px)
+                                    .query_async(&mut conn)
+                                    .await
+                            })
+                        })
+                        .await;
+                    if renewed == Some(0) {
+                        tracing::warn!("response cache: build lease lost (expired and taken over); another instance builds too");
+                        return;
+                    }
+                }
+            })
+        };
+        Self {
+            backend: Arc::clone(backend),
+            key,
+            token,
+            renewal: Some(renewal),
+        }
+    }
+
+    /// Stops renewing and hands back `(key, token)` for a release sent with the value.
+    pub(crate) fn disarm(mut self) -> (String, String) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        )
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(renewal) = self.renewal.take() else {
+            return; // disarmed: released with the value
+        };
+        renewal.abort();
+        let (backend, key, token) = (
+            Arc::clone(&self.backend),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        // The build ended without storing (an error, not shareable, cancelled): free the key
+        // for the next instance now rather than after the lease's life.
+        self.backend.spawn(async move {
+            let _: Option<i64> = backend
+                .run("release", move |mut conn| {
+                    Box::pin(async move { release_cmd(&key, &token).query_async(&mut conn).await })
+                })
+                .await;
+        });
+    }
+}
+
+/// A token no other holder has: process id, wall-clock nanoseconds and a counter.
+fn new_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}

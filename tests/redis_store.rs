@@ -1,0 +1,539 @@
+//! Several instances sharing one real `redis-server` (feature `redis`): shared entries,
+//! invalidations seen by the other instance, one build for a cold burst across instances, a
+//! killed lease holder taken over, and Redis killed, paused and restarted under load.
+//!
+//! Each test starts its own `redis-server` on a free 127.0.0.1 port (see `common/redis.rs`)
+//! and two instances: two real `HttpServer`s, each with its own `RedisBackend` (its own
+//! connections and subscription, as two processes have) and its own memory tier. The killed
+//! lease holder is a real second process: this test binary, re-run as `lease_holder_child`.
+
+#[path = "common/http.rs"]
+mod http;
+#[path = "common/redis.rs"]
+mod redis_server;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use actix_conditional::response_cache::{RedisBackend, ResponseCache, Scope};
+use actix_web::{App, HttpRequest, HttpResponse, web};
+use redis::Commands as _;
+
+use self::http::Server;
+use self::redis_server::RedisServer;
+
+/// The "database" every instance reads: one version number, bumped by writes.
+#[derive(Debug, Default)]
+struct Db {
+    version: AtomicU64,
+}
+
+/// One app instance: a server, its cache and backend, and how often it ran the handler.
+struct Instance {
+    server: Server,
+    cache: ResponseCache,
+    backend: RedisBackend,
+    builds: Arc<AtomicUsize>,
+}
+
+impl Instance {
+    fn builds(&self) -> usize {
+        self.builds.load(Ordering::SeqCst)
+    }
+
+    fn get(&self, path: &str) -> http::Response {
+        self.server.connect().get(path)
+    }
+
+    fn write(&self) -> http::Response {
+        self.server.connect().send("POST", "/write", &[], None)
+    }
+}
+
+fn backend(redis: &RedisServer, prefix: &str) -> RedisBackend {
+    RedisBackend::builder(&redis.url())
+        .prefix(prefix)
+        .timeout(Duration::from_millis(100))
+        .retry_interval(Duration::from_millis(200))
+        .sync_interval(Duration::from_millis(200))
+        .lease_ttl(Duration::from_millis(600))
+        .build()
+        .expect("valid url")
+}
+
+/// `GET /data` (TTL cache, 60 s, a build that takes `build`), `POST /write` (bumps the
+/// version, invalidates the cache after its 2xx).
+fn instance(redis: &RedisServer, prefix: &str, db: &Arc<Db>, build: Duration) -> Instance {
+    let backend = backend(redis, prefix);
+    let cache = ResponseCache::ttl("data", Duration::from_secs(60))
+        .redis(&backend)
+        .build();
+    start(cache, backend, db, build)
+}
+
+fn start(cache: ResponseCache, backend: RedisBackend, db: &Arc<Db>, build: Duration) -> Instance {
+    let builds = Arc::new(AtomicUsize::new(0));
+    let (c, d, b) = (cache.clone(), Arc::clone(db), Arc::clone(&builds));
+    let server = Server::start_with_workers(2, move || {
+        let (read_cache, read_db, read_builds) = (c.clone(), Arc::clone(&d), Arc::clone(&b));
+        let write_db = Arc::clone(&d);
+        App::new()
+            .route(
+                "/data",
+                web::get().to(move |req: HttpRequest| {
+                    let (cache, db, builds) = (
+                        read_cache.clone(),
+                        Arc::clone(&read_db),
+                        Arc::clone(&read_builds),
+                    );
+                    async move {
+                        cache
+                            .serve(&req, move |_req| {
+                                let (db, builds) = (Arc::clone(&db), Arc::clone(&builds));
+                                async move {
+                                    builds.fetch_add(1, Ordering::SeqCst);
+                                    actix_rt::time::sleep(build).await;
+                                    let version = db.version.load(Ordering::SeqCst);
+                                    HttpResponse::Ok()
+                                        .json(serde_json::json!({ "version": version }))
+                                }
+                            })
+                            .await
+                    }
+                }),
+            )
+            .service(
+                web::resource("/write")
+                    .wrap(c.invalidates(Scope::All))
+                    .route(web::post().to(move || {
+                        write_db.version.fetch_add(1, Ordering::SeqCst);
+                        async { HttpResponse::NoContent().finish() }
+                    })),
+            )
+    });
+    Instance {
+        server,
+        cache,
+        backend,
+        builds,
+    }
+}
+
+fn version(res: &http::Response) -> u64 {
+    res.json()["version"].as_u64().expect("a version")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+#[test]
+fn two_instances_share_entries() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "share", &db, Duration::ZERO);
+    let b = instance(&redis, "share", &db, Duration::ZERO);
+
+    let first = a.get("/data");
+    assert_eq!((first.status, first.header("x-cache")), (200, "miss"));
+    let from_b = b.get("/data");
+    assert_eq!(from_b.status, 200);
+    assert_eq!(from_b.header("x-cache"), "hit", "{from_b:#?}");
+    assert_eq!(from_b.body, first.body);
+    assert_eq!(from_b.etag(), first.etag(), "one ETag on every instance");
+    assert_eq!((a.builds(), b.builds()), (1, 0));
+    assert_eq!(b.cache.stats().redis_hits, 1);
+    assert_eq!(a.cache.stats().redis_writes, 1);
+
+    // B kept it in memory: the next hit does not ask Redis.
+    assert_eq!(b.get("/data").header("x-cache"), "hit");
+    assert_eq!(b.cache.stats().redis_hits, 1);
+
+    // A conditional request on B is answered from the shared validators.
+    let etag = first.etag().to_owned();
+    let res = b
+        .server
+        .connect()
+        .send("GET", "/data", &[("If-None-Match", etag.as_bytes())], None);
+    assert_eq!(res.status, 304);
+
+    // Stored with a PX: the entry dies in Redis by itself.
+    let mut conn = redis.connection();
+    let keys: Vec<String> = conn.keys("share:data:e:*").unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let pttl: i64 = conn.pttl(&keys[0]).unwrap();
+    assert!(pttl > 0 && pttl <= 360_000, "ttl + max stale: {pttl}");
+}
+
+#[test]
+fn an_invalidation_on_one_instance_is_seen_by_the_other_on_its_next_request() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "inval", &db, Duration::ZERO);
+    let b = instance(&redis, "inval", &db, Duration::ZERO);
+    wait_until("both subscribed", Duration::from_secs(5), || {
+        a.backend.is_subscribed() && b.backend.is_subscribed()
+    });
+
+    for round in 1..=20 {
+        assert_eq!(version(&a.get("/data")), round - 1);
+        assert_eq!(version(&b.get("/data")), round - 1);
+        assert_eq!(b.get("/data").header("x-cache"), "hit");
+        assert_eq!(a.write().status, 204);
+        // B's very next request: not the old bytes.
+        let res = b.get("/data");
+        assert_eq!(version(&res), round, "round {round}: {res:#?}");
+        assert_eq!(res.header("x-cache"), "miss");
+    }
+}
+
+#[test]
+fn a_lost_broadcast_is_caught_by_the_counter_sync() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "lost", &db, Duration::ZERO);
+    assert_eq!(a.get("/data").header("x-cache"), "miss");
+    assert_eq!(a.get("/data").header("x-cache"), "hit");
+
+    // Another instance's invalidation whose message never arrived: the counter moved in
+    // Redis, nothing was published.
+    let mut conn = redis.connection();
+    let _: u64 = conn.incr("lost:data:gen", 1).unwrap();
+    db.version.fetch_add(1, Ordering::SeqCst);
+
+    // Within the sync interval (200 ms here) the instance stops serving the old bytes.
+    wait_until(
+        "the sync to retire the entry",
+        Duration::from_secs(3),
+        || version(&a.get("/data")) == 1,
+    );
+}
+
+#[test]
+fn a_hundred_cold_requests_across_two_instances_build_once() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "cold", &db, Duration::from_millis(300));
+    let b = instance(&redis, "cold", &db, Duration::from_millis(300));
+    let labels: Vec<(u16, String, Vec<u8>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100)
+            .map(|i| {
+                let target = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || {
+                    let res = target.get("/data");
+                    (res.status, res.header("x-cache").to_owned(), res.body)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(a.builds() + b.builds(), 1, "one build for both instances");
+    assert!(labels.iter().all(|(status, _, _)| *status == 200));
+    assert!(labels.iter().all(|(_, _, body)| *body == labels[0].2));
+    let misses = labels.iter().filter(|(_, l, _)| l == "miss").count();
+    assert_eq!(misses, 1, "{labels:?}");
+    assert!(
+        labels
+            .iter()
+            .all(|(_, l, _)| matches!(l.as_str(), "miss" | "coalesced" | "hit")),
+        "{labels:?}"
+    );
+}
+
+/// Kills the child process when dropped, so a failing test leaves nothing running.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    // The holder: this binary again, as a separate process, whose build never ends.
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["lease_holder_child", "--exact", "--ignored", "--nocapture"])
+        .env("AC_TEST_REDIS_URL", redis.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the child starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut child = ChildGuard(child);
+    let mut addr = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("CHILD_ADDR=") {
+            addr = Some(rest.to_owned());
+            break;
+        }
+    }
+    let addr = addr.expect("the child prints its address");
+    // Start its build (the response never comes; the stream is dropped with the child).
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    stream
+        .write_all(b"GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+
+    let mut conn = redis.connection();
+    let mut lease_key = String::new();
+    wait_until("the child's lease", Duration::from_secs(5), || {
+        let keys: Vec<String> = conn.keys("lease:data:lease:*").unwrap();
+        keys.first().is_some_and(|k| {
+            lease_key = k.clone();
+            true
+        })
+    });
+    // Alive, the holder renews: the lease outlives its 600 ms.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(
+        conn.exists::<_, bool>(&lease_key).unwrap(),
+        "a live holder keeps its lease"
+    );
+
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let killed = Instant::now();
+
+    let db = Arc::new(Db::default());
+    let b = instance(&redis, "lease", &db, Duration::ZERO);
+    let res = b.get("/data");
+    let waited = killed.elapsed();
+    assert_eq!((res.status, res.header("x-cache")), (200, "miss"));
+    assert_eq!(b.builds(), 1);
+    // It waited for the lease to expire (600 ms after the last renewal), not for its own
+    // lock timeout (10 s).
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert!(!conn.exists::<_, bool>(&lease_key).unwrap());
+    assert_eq!(b.get("/data").header("x-cache"), "hit");
+}
+
+/// The lease holder of the test above, run as a child process; does nothing when run
+/// directly (`cargo test -- --ignored`).
+#[test]
+#[ignore = "run as a child process by a_killed_lease_holder_is_taken_over_after_its_lease_expires"]
+fn lease_holder_child() {
+    let Ok(url) = std::env::var("AC_TEST_REDIS_URL") else {
+        return;
+    };
+    let backend = RedisBackend::builder(&url)
+        .prefix("lease")
+        .lease_ttl(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let cache = ResponseCache::ttl("data", Duration::from_secs(60))
+        .redis(&backend)
+        .build();
+    let db = Arc::new(Db::default());
+    let holder = start(cache, backend, &db, Duration::from_secs(3600));
+    println!("CHILD_ADDR={}", holder.server.addr());
+    std::io::stdout().flush().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn redis_killed_mid_load_every_request_is_answered_then_the_cache_works_again() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "outage", &db, Duration::from_millis(2));
+    let b = instance(&redis, "outage", &db, Duration::from_millis(2));
+    let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let (target, stop, answered) = (if i % 2 == 0 { &a } else { &b }, &stop, &answered);
+                s.spawn(move || {
+                    let mut bad = Vec::new();
+                    let mut conn = target.server.connect();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        n += 1;
+                        let res = if n.is_multiple_of(10) {
+                            conn.send("POST", "/write", &[], None)
+                        } else {
+                            conn.get(&format!("/data?k={}", n % 7))
+                        };
+                        if !(200..300).contains(&res.status) {
+                            bad.push(res.status);
+                        }
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    bad
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(700));
+        redis.kill();
+        std::thread::sleep(Duration::from_millis(1000));
+        // A write while Redis is down: the other instance must learn of it once it is back.
+        assert_eq!(a.write().status, 204);
+        redis.restart();
+        std::thread::sleep(Duration::from_millis(1200));
+        stop.store(true, Ordering::SeqCst);
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    });
+    assert!(statuses.is_empty(), "non-2xx answers: {statuses:?}");
+    assert!(answered.load(Ordering::SeqCst) > 100);
+    assert!(a.backend.errors() > 0 && b.backend.errors() > 0);
+
+    wait_until(
+        "both instances back on Redis",
+        Duration::from_secs(5),
+        || {
+            a.get("/data?probe");
+            b.get("/data?probe");
+            a.backend.is_available()
+                && b.backend.is_available()
+                && a.backend.is_subscribed()
+                && b.backend.is_subscribed()
+        },
+    );
+    // The invalidations made during the outage reached the other instance.
+    let current = db.version.load(Ordering::SeqCst);
+    assert_eq!(version(&b.get("/data?k=1")), current);
+    assert_eq!(version(&a.get("/data?k=1")), current);
+    // Shared again: A builds, B finds it in Redis.
+    let builds_b = b.builds();
+    assert_eq!(a.get("/data?after=restart").header("x-cache"), "miss");
+    assert_eq!(b.get("/data?after=restart").header("x-cache"), "hit");
+    assert_eq!(b.builds(), builds_b);
+    // And invalidations travel again.
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data?after=restart")), current + 1);
+}
+
+#[test]
+fn a_paused_redis_costs_a_timeout_not_an_error() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "paused", &db, Duration::ZERO);
+    assert_eq!(a.get("/data").header("x-cache"), "miss");
+    redis.pause();
+    let started = Instant::now();
+    for k in 0..5 {
+        let res = a.get(&format!("/data?k={k}"));
+        assert_eq!((res.status, res.header("x-cache")), (200, "miss"));
+    }
+    // The first call waits out its 100 ms timeout; then Redis is skipped for 200 ms.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!a.backend.is_available());
+    assert_eq!(
+        a.get("/data").header("x-cache"),
+        "hit",
+        "memory still serves"
+    );
+    redis.resume();
+    wait_until("redis back", Duration::from_secs(5), || {
+        a.get("/data?again");
+        a.backend.is_available()
+    });
+}
+
+#[test]
+fn an_unreadable_value_is_a_miss() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "garbage", &db, Duration::ZERO);
+    assert_eq!(a.get("/data").header("x-cache"), "miss");
+    let mut conn = redis.connection();
+    let keys: Vec<String> = conn.keys("garbage:data:e:*").unwrap();
+    assert_eq!(keys.len(), 1);
+    let _: () = conn
+        .set(&keys[0], b"acE\x01not an entry".as_slice())
+        .unwrap();
+
+    let b = instance(&redis, "garbage", &db, Duration::ZERO);
+    let res = b.get("/data");
+    assert_eq!((res.status, res.header("x-cache")), (200, "miss"));
+    assert_eq!(b.builds(), 1);
+    assert!(b.cache.stats().redis_undecodable >= 1);
+    // Its build replaced the bad value.
+    let c = instance(&redis, "garbage", &db, Duration::ZERO);
+    assert_eq!(c.get("/data").header("x-cache"), "hit");
+}
+
+#[test]
+fn revision_mode_shares_entries_and_etags() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let revision_cache = |backend: &RedisBackend| {
+        let db = Arc::clone(&db);
+        ResponseCache::revision("docs", move |_req: HttpRequest| {
+            let version = db.version.load(Ordering::SeqCst);
+            async move { Ok::<_, actix_web::Error>(format!("v{version}")) }
+        })
+        .redis(backend)
+        .build()
+    };
+    let backend_a = backend(&redis, "rev");
+    let a = start(revision_cache(&backend_a), backend_a, &db, Duration::ZERO);
+    let backend_b = backend(&redis, "rev");
+    let b = start(revision_cache(&backend_b), backend_b, &db, Duration::ZERO);
+
+    let first = a.get("/data");
+    assert_eq!(first.header("x-cache"), "miss");
+    let res = b.get("/data");
+    assert_eq!(res.header("x-cache"), "hit-revision", "{res:#?}");
+    assert_eq!(res.etag(), first.etag());
+    assert_eq!(res.header("x-revision"), "v0");
+    assert_eq!(b.builds(), 0);
+    let etag = first.etag().to_owned();
+    let res = b
+        .server
+        .connect()
+        .send("GET", "/data", &[("If-None-Match", etag.as_bytes())], None);
+    assert_eq!(res.status, 304);
+
+    // A write on A: B serves its old bytes as stale while one refresh runs, then the new.
+    assert_eq!(a.write().status, 204);
+    let res = b.get("/data");
+    assert_eq!(res.header("x-cache"), "stale", "{res:#?}");
+    assert_eq!(res.header("x-revision"), "v0");
+    wait_until("B's refresh", Duration::from_secs(3), || {
+        b.get("/data").header("x-revision").starts_with("v1")
+    });
+    // And A finds B's refreshed entry instead of building its own.
+    let res = a.get("/data");
+    assert!(res.header("x-revision").starts_with("v1"), "{res:#?}");
+    assert_eq!(a.builds(), 1, "A built once, B refreshed once");
+}
