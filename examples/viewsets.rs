@@ -60,12 +60,17 @@
 //! cargo run --example viewsets
 //! BIND=127.0.0.1:18090 DATABASE_URL=/tmp/vs.sqlite3 cargo run --example viewsets
 //! cargo run --example viewsets -- --database /tmp/other.sqlite3
+//! # two instances on one database, sharing their caches through one Redis:
+//! REDIS_URL=redis://127.0.0.1:6379/ BIND=127.0.0.1:8081 DATABASE_URL=/tmp/vs.sqlite3 cargo run --features redis --example viewsets
+//! REDIS_URL=redis://127.0.0.1:6379/ BIND=127.0.0.1:8082 DATABASE_URL=/tmp/vs.sqlite3 cargo run --features redis --example viewsets
 //! ```
 //!
 //! `BIND` sets the listen address (default `127.0.0.1:8080`). The database is a SQLite file
 //! chosen by `--database <path>`, else `DATABASE_URL` (a path; a `sqlite://` prefix is
 //! accepted), else `viewsets.sqlite3` in the current directory; it is created, migrated and
 //! seeded with a few rows at start. `RUST_LOG=actix_conditional=debug` logs each 304/412.
+//! Built with `--features redis` and given `REDIS_URL`, the two caches are shared with every
+//! instance on the same Redis ([`caches_on_redis`]; see `docs/redis.md`).
 //!
 //! The app is split so a test can reuse it (`tests/viewsets_over_http.rs` and
 //! `tests/caches_over_http.rs` include this file): [`open_database`], [`caches`],
@@ -77,6 +82,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "redis")]
+use actix_conditional::response_cache::RedisBackend;
+use actix_conditional::response_cache::ResponseCacheBuilder;
 use actix_conditional::viewset::{self, ViewSet, json_body};
 use actix_conditional::{CachePolicy, ConditionalGet, ResponseCache, Scope, Section, etag_cached};
 use actix_web::body::MessageBody;
@@ -615,8 +623,25 @@ pub fn caches(db: &Db) -> Caches {
 /// The caches under other names: metrics are one registry per process, so tests that start
 /// several servers give each its own names to read its own counters.
 pub fn caches_named(db: &Db, challenges: &str, summary: &str) -> Caches {
+    caches_configured(db, challenges, summary, |builder| builder)
+}
+
+/// The caches shared with the app's other instances through Redis (`--features redis` and
+/// `REDIS_URL`): a build on one instance is a hit on the others, `POST /progress` on one is
+/// seen by all, and a cold key is built by one instance for all of them.
+#[cfg(feature = "redis")]
+pub fn caches_on_redis(db: &Db, redis: &RedisBackend) -> Caches {
+    caches_configured(db, "challenges", "summary", |builder| builder.redis(redis))
+}
+
+fn caches_configured(
+    db: &Db,
+    challenges: &str,
+    summary: &str,
+    configure: impl Fn(ResponseCacheBuilder) -> ResponseCacheBuilder,
+) -> Caches {
     let metrics = prometheus();
-    let challenges = ResponseCache::ttl(challenges, CHALLENGES_TTL).build();
+    let challenges = configure(ResponseCache::ttl(challenges, CHALLENGES_TTL)).build();
 
     let core = {
         let (rev_db, build_db) = (Arc::clone(db), Arc::clone(db));
@@ -641,8 +666,8 @@ pub fn caches_named(db: &Db, challenges: &str, summary: &str) -> Caches {
         // changes, readers get the previous bytes at once while one refresh rebuilds it.
         .section(core)
         // The progress tail moves fast and costs one indexed query: rebuilt in the request.
-        .inline_section(recent_progress)
-        .build();
+        .inline_section(recent_progress);
+    let summary = configure(summary).build();
 
     Caches {
         db: Arc::clone(db),
@@ -1031,9 +1056,12 @@ pub fn curl_lines(url: &str) -> Vec<String> {
 
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
-    // Logs go to stderr, so stdout holds only the lines below.
+    // Logs go to stderr, so stdout holds only the lines below. Without `RUST_LOG`, warnings
+    // (a Redis outage, a failed refresh) and errors.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
 
@@ -1048,7 +1076,28 @@ async fn main() -> std::io::Result<()> {
     let bind = std::env::var("BIND").unwrap_or_else(|_| DEFAULT_BIND.to_owned());
     // Built outside the factory closure: every worker shares this one connection and these
     // caches (one cache for all workers: one build per key, invalidations seen everywhere).
-    let caches = caches(&db);
+    let redis_url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    #[cfg(feature = "redis")]
+    let caches = match &redis_url {
+        Some(url) => {
+            let redis =
+                RedisBackend::new(url).map_err(|err| invalid(format!("REDIS_URL: {err}")))?;
+            println!("Sharing the caches with other instances through {url}");
+            caches_on_redis(&db, &redis)
+        }
+        None => caches(&db),
+    };
+    #[cfg(not(feature = "redis"))]
+    let caches = {
+        if redis_url.is_some() {
+            tracing::warn!(
+                "REDIS_URL is set but the example was built without `--features redis`: the caches stay in this process"
+            );
+        }
+        caches(&db)
+    };
     let server = HttpServer::new(move || app_with_caches(caches.clone())).bind(&bind)?;
     for addr in server.addrs() {
         let url = format!("http://{addr}");

@@ -511,7 +511,7 @@ impl ResponseCacheBuilder {
     }
 
     /// Shares the cache with other instances through Redis: entries, invalidations and
-    /// builds (see [`redis`](self::redis)). Give every instance the same cache name.
+    /// builds (see the [`redis`] module). Give every instance the same cache name.
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn redis(mut self, backend: &RedisBackend) -> Self {

@@ -1,17 +1,43 @@
-//! Redis as the shared second tier of [`ResponseCache`]s, for apps that run on several
+//! Redis as the shared second tier of [`ResponseCache`](super::ResponseCache)s, for apps that run on several
 //! instances (feature `redis`).
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
-//! use actix_conditional::response_cache::{RedisBackend, ResponseCache};
+//! use actix_conditional::response_cache::{RedisBackend, RedisBackendError, ResponseCache};
+//! use actix_web::{App, HttpRequest, HttpResponse, test, web};
 //!
-//! # fn main() -> Result<(), actix_conditional::response_cache::RedisBackendError> {
+//! # actix_web::rt::System::new().block_on(async {
+//! assert!(matches!(RedisBackend::new("not a url"), Err(RedisBackendError::InvalidUrl(_))));
+//!
 //! // One backend per process (one connection, one subscription), shared by every cache.
-//! let redis = RedisBackend::builder("redis://127.0.0.1:6379/").prefix("myapp").build()?;
-//! let challenges = ResponseCache::ttl("challenges", Duration::from_secs(30))
+//! // Nothing listens on port 1 here: the cache runs on local memory, as during an outage.
+//! let redis = RedisBackend::builder("redis://127.0.0.1:1/")
+//!     .prefix("myapp")
+//!     .timeout(Duration::from_millis(50))
+//!     .build()
+//!     .unwrap();
+//! let cache = ResponseCache::ttl("challenges", Duration::from_secs(30))
 //!     .redis(&redis)
 //!     .build();
-//! # let _ = challenges; Ok(()) }
+//!
+//! let app = test::init_service(App::new().route(
+//!     "/challenges/active",
+//!     web::get().to(move |req: HttpRequest| {
+//!         let cache = cache.clone();
+//!         async move {
+//!             cache.serve(&req, |_req| async { HttpResponse::Ok().body("[1, 2, 3]") }).await
+//!         }
+//!     }),
+//! ))
+//! .await;
+//! let get = || test::TestRequest::get().uri("/challenges/active").to_request();
+//! let res = test::call_service(&app, get()).await;
+//! assert_eq!(res.status(), 200); // never a 5xx because of Redis
+//! assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+//! let res = test::call_service(&app, get()).await;
+//! assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+//! assert!(!redis.is_available());
+//! # });
 //! ```
 //!
 //! What each instance does with it:
@@ -21,7 +47,7 @@
 //!   entry's useful life (TTL mode: TTL + max stale; revision modes: max stale + 1 h) and in
 //!   the layout of `codec` (versioned: a value from another version is a miss).
 //! - **Invalidations and revisions in Redis.** Each cache (and each section) has a counter;
-//!   [`invalidate`](ResponseCache::invalidate) increments it and publishes the new value on
+//!   [`invalidate`](super::ResponseCache::invalidate) increments it and publishes the new value on
 //!   one pub/sub channel in the same script. Every instance raises its own copy on the
 //!   message, which retires its L1 entries; a lost message is caught by re-reading the
 //!   counters every [`sync_interval`](RedisBackendBuilder::sync_interval), by any stored
