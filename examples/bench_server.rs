@@ -20,8 +20,13 @@
 //!   (`REFRESH_TTL_MS`, default 1000) whose build sleeps (`REFRESH_BUILD_MS`, default 200)
 //!   before answering the same bytes: under load a background refresh is in progress about
 //!   `BUILD / (TTL + BUILD)` of the time, while readers get the stale bytes (`X-Cache: stale`);
-//! - `/stats`: both caches' [`CacheStats`] as JSON (`{"bench":{"hits":…},…}`), so the load
-//!   script can check that the hit runs were all hits and that the refresh runs refreshed.
+//! - with `--features redis` and `REDIS_URL` (what `benches/redis_load.sh` runs):
+//!   `/l1/32k`, the `/cache/32k` cache shared through Redis (`bench-l1`: hits come from
+//!   process memory, Redis holds a copy), and `/l2/32k`, the same with
+//!   [`memory_tier(false)`](actix_conditional::response_cache::ResponseCacheBuilder::memory_tier)
+//!   (`bench-l2`: every hit is a Redis `GET`);
+//! - `/stats`: the caches' [`CacheStats`] as JSON (`{"bench":{"hits":…},…}`), so the load
+//!   scripts can check that the hit runs were all hits and that the refresh runs refreshed.
 //!
 //! Each route sits in its own `web::scope`, so routing costs the same for all of them. Both
 //! caches are built once, before `HttpServer::new`, and shared by every worker.
@@ -96,6 +101,8 @@ struct Caches {
     refresh: ResponseCache,
     /// How long a `/refresh/32k` build sleeps.
     build_delay: Duration,
+    /// `/l1/32k` and `/l2/32k`, with `REDIS_URL`: memory in front of Redis, and Redis only.
+    redis: Option<(ResponseCache, ResponseCache)>,
 }
 
 /// The body from app data, as [`body_32k`] takes it (a build receives only the request).
@@ -111,6 +118,52 @@ async fn cache_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse 
         .hit
         .serve(&req, |req: HttpRequest| body_32k(body_of(&req)))
         .await
+}
+
+/// `/l1/32k` and `/l2/32k`: [`body_32k`] behind a cache shared through Redis.
+async fn redis_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse {
+    let Some((l1, l2)) = &caches.redis else {
+        return HttpResponse::NotFound().body("start with --features redis and REDIS_URL");
+    };
+    let cache = if req.path().starts_with("/l1") {
+        l1
+    } else {
+        l2
+    };
+    cache
+        .serve(&req, |req: HttpRequest| body_32k(body_of(&req)))
+        .await
+}
+
+/// The Redis-backed caches, when built with the feature and given `REDIS_URL`.
+fn redis_caches() -> io::Result<Option<(ResponseCache, ResponseCache)>> {
+    let Some(url) = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        return Ok(None);
+    };
+    #[cfg(feature = "redis")]
+    {
+        let backend = actix_conditional::response_cache::RedisBackend::builder(&url)
+            .prefix("bench")
+            .build()
+            .map_err(|err| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("REDIS_URL: {err}"))
+            })?;
+        let hour = Duration::from_secs(3600);
+        let l1 = ResponseCache::ttl("bench-l1", hour).redis(&backend).build();
+        let l2 = ResponseCache::ttl("bench-l2", hour)
+            .redis(&backend)
+            .memory_tier(false)
+            .build();
+        Ok(Some((l1, l2)))
+    }
+    #[cfg(not(feature = "redis"))]
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("REDIS_URL={url} needs `--features redis`"),
+    ))
 }
 
 /// `/refresh/32k`: [`body_32k`] after a sleep, behind a TTL cache that goes stale every
@@ -129,7 +182,7 @@ async fn refresh_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpRespons
 /// One cache's counters as a JSON object.
 fn stats_json(stats: &CacheStats) -> String {
     format!(
-        r#"{{"builds":{},"hits":{},"misses":{},"stale_served":{},"coalesced":{},"bypasses":{},"refresh_failures":{},"evictions":{}}}"#,
+        r#"{{"builds":{},"hits":{},"misses":{},"stale_served":{},"coalesced":{},"bypasses":{},"refresh_failures":{},"evictions":{},"redis_hits":{},"redis_writes":{}}}"#,
         stats.builds,
         stats.hits,
         stats.misses,
@@ -138,18 +191,22 @@ fn stats_json(stats: &CacheStats) -> String {
         stats.bypasses,
         stats.refresh_failures,
         stats.evictions,
+        stats.redis_hits,
+        stats.redis_writes,
     )
 }
 
-/// `/stats`: the counters of both caches.
+/// `/stats`: the counters of every cache.
 async fn stats(caches: web::Data<Caches>) -> HttpResponse {
-    let body = format!(
-        r#"{{"{}":{},"{}":{}}}"#,
-        caches.hit.name(),
-        stats_json(&caches.hit.stats()),
-        caches.refresh.name(),
-        stats_json(&caches.refresh.stats()),
-    );
+    let mut all = vec![&caches.hit, &caches.refresh];
+    if let Some((l1, l2)) = &caches.redis {
+        all.extend([l1, l2]);
+    }
+    let members: Vec<String> = all
+        .iter()
+        .map(|cache| format!(r#""{}":{}"#, cache.name(), stats_json(&cache.stats())))
+        .collect();
+    let body = format!("{{{}}}", members.join(","));
     HttpResponse::Ok()
         .content_type("application/json")
         .body(body)
@@ -181,6 +238,7 @@ async fn main() -> io::Result<()> {
         hit: ResponseCache::ttl("bench", Duration::from_secs(3600)).build(),
         refresh: ResponseCache::ttl("bench-refresh", refresh_ttl).build(),
         build_delay,
+        redis: redis_caches()?,
     });
 
     let server = HttpServer::new(move || {
@@ -206,6 +264,8 @@ async fn main() -> io::Result<()> {
             )
             .service(web::scope("/cache").route("/32k", web::get().to(cache_32k)))
             .service(web::scope("/refresh").route("/32k", web::get().to(refresh_32k)))
+            .service(web::scope("/l1").route("/32k", web::get().to(redis_32k)))
+            .service(web::scope("/l2").route("/32k", web::get().to(redis_32k)))
             .service(web::scope("/stats").route("", web::get().to(stats)))
     })
     .workers(workers)

@@ -648,24 +648,26 @@ impl Backend {
         caches.iter().filter_map(Weak::upgrade).collect()
     }
 
-    /// A broadcast: `"<value>\n<cache>[\n<section>]"`.
+    /// Applies a broadcast to the caches it names.
     fn on_message(&self, payload: &str) {
-        let mut parts = payload.splitn(3, '\n');
-        let (Some(value), Some(cache)) = (parts.next(), parts.next()) else {
+        let Some((value, cache, section)) = parse_message(payload) else {
             tracing::debug!(payload, "response cache: ignoring a malformed invalidation");
             return;
         };
-        let Ok(value) = value.parse::<u64>() else {
-            tracing::debug!(payload, "response cache: ignoring a malformed invalidation");
-            return;
-        };
-        let section = parts.next();
         for inner in self.live_caches() {
             if &*inner.name == cache {
                 inner.observe_generation(section, value);
             }
         }
     }
+}
+
+/// A broadcast, `"<value>\n<cache>[\n<section>]"`: the new counter, the cache, the section.
+fn parse_message(payload: &str) -> Option<(u64, &str, Option<&str>)> {
+    let mut parts = payload.splitn(3, '\n');
+    let value = parts.next()?.parse().ok()?;
+    let cache = parts.next()?;
+    Some((value, cache, parts.next()))
 }
 
 /// Keeps one subscription to the invalidation channel, reconnecting after every loss; each
@@ -735,4 +737,59 @@ fn hash(key: &str) -> u128 {
 
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn messages_name_a_value_a_cache_and_maybe_a_section() {
+        assert_eq!(parse_message("7\nsummary"), Some((7, "summary", None)));
+        assert_eq!(
+            parse_message("8\nsummary\nrecent_progress"),
+            Some((8, "summary", Some("recent_progress")))
+        );
+        assert_eq!(parse_message("x\nsummary"), None);
+        assert_eq!(parse_message("9"), None);
+        assert_eq!(parse_message(""), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_payload_parses_or_is_refused_without_panic(payload in "\\PC{0,64}") {
+            let _ = parse_message(&payload);
+        }
+
+        #[test]
+        fn published_payloads_round_trip(value in any::<u64>(), cache in "[a-z-]{1,20}", section in proptest::option::of("[a-z_]{1,20}")) {
+            let payload = match &section {
+                Some(section) => format!("{value}\n{cache}\n{section}"),
+                None => format!("{value}\n{cache}"),
+            };
+            prop_assert_eq!(parse_message(&payload), Some((value, cache.as_str(), section.as_deref())));
+        }
+    }
+
+    #[actix_rt::test]
+    async fn after_a_failure_redis_is_left_alone_until_the_retry_interval() {
+        // Nothing listens on port 1: every call that is made fails at once.
+        let backend = RedisBackend::builder("redis://127.0.0.1:1/")
+            .timeout(Duration::from_millis(200))
+            .retry_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let inner = &backend.inner;
+        let lookup = || inner.lookup("k".to_owned());
+        assert!(lookup().await.is_none());
+        assert!(!backend.is_available());
+        let errors = backend.errors();
+        assert!(errors >= 1);
+        for _ in 0..10 {
+            assert!(lookup().await.is_none());
+        }
+        assert_eq!(backend.errors(), errors, "skipped, not tried");
+    }
 }
