@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use actix_conditional::response_cache::{RedisBackend, ResponseCache, Scope};
+use actix_conditional::response_cache::{RedisBackend, RedisBackendBuilder, ResponseCache, Scope};
 use actix_web::{App, HttpRequest, HttpResponse, web};
 use redis::Commands as _;
 
@@ -54,21 +54,28 @@ impl Instance {
     }
 }
 
-fn backend(redis: &RedisServer, prefix: &str) -> RedisBackend {
+/// The tests' settings: short intervals so outages and leases play out in a second; a call
+/// timeout generous enough for a loaded machine (the paused-Redis test sets its own).
+fn backend_builder(redis: &RedisServer, prefix: &str) -> RedisBackendBuilder {
     RedisBackend::builder(&redis.url())
         .prefix(prefix)
-        .timeout(Duration::from_millis(100))
+        .timeout(Duration::from_secs(1))
         .retry_interval(Duration::from_millis(200))
         .sync_interval(Duration::from_millis(200))
         .lease_ttl(Duration::from_millis(600))
-        .build()
-        .expect("valid url")
+}
+
+fn backend(redis: &RedisServer, prefix: &str) -> RedisBackend {
+    backend_builder(redis, prefix).build().expect("valid url")
 }
 
 /// `GET /data` (TTL cache, 60 s, a build that takes `build`), `POST /write` (bumps the
 /// version, invalidates the cache after its 2xx).
 fn instance(redis: &RedisServer, prefix: &str, db: &Arc<Db>, build: Duration) -> Instance {
-    let backend = backend(redis, prefix);
+    instance_on(backend(redis, prefix), db, build)
+}
+
+fn instance_on(backend: RedisBackend, db: &Arc<Db>, build: Duration) -> Instance {
     let cache = ResponseCache::ttl("data", Duration::from_secs(60))
         .redis(&backend)
         .build();
@@ -203,7 +210,7 @@ fn an_invalidation_on_one_instance_is_seen_by_the_other_on_its_next_request() {
 }
 
 #[test]
-fn a_lost_broadcast_is_caught_by_the_counter_sync() {
+fn an_invalidation_whose_broadcast_was_lost_is_seen_on_the_next_request() {
     let Some(redis) = RedisServer::start() else {
         return;
     };
@@ -211,19 +218,133 @@ fn a_lost_broadcast_is_caught_by_the_counter_sync() {
     let a = instance(&redis, "lost", &db, Duration::ZERO);
     assert_eq!(a.get("/data").header("x-cache"), "miss");
     assert_eq!(a.get("/data").header("x-cache"), "hit");
-
     // Another instance's invalidation whose message never arrived: the counter moved in
-    // Redis, nothing was published.
+    // Redis, nothing was published. Each request reads the counters (read-your-writes).
     let mut conn = redis.connection();
     let _: u64 = conn.incr("lost:data:gen", 1).unwrap();
     db.version.fetch_add(1, Ordering::SeqCst);
+    let res = a.get("/data");
+    assert_eq!((res.header("x-cache"), version(&res)), ("miss", 1));
+}
 
+#[test]
+fn without_read_your_writes_a_lost_broadcast_is_caught_by_the_periodic_sync() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let backend = backend_builder(&redis, "lazy")
+        .read_your_writes(false)
+        .build()
+        .unwrap();
+    let a = instance_on(backend, &db, Duration::ZERO);
+    assert_eq!(a.get("/data").header("x-cache"), "miss");
+    assert_eq!(a.get("/data").header("x-cache"), "hit");
+    let mut conn = redis.connection();
+    let _: u64 = conn.incr("lazy:data:gen", 1).unwrap();
+    db.version.fetch_add(1, Ordering::SeqCst);
     // Within the sync interval (200 ms here) the instance stops serving the old bytes.
     wait_until(
         "the sync to retire the entry",
         Duration::from_secs(3),
         || version(&a.get("/data")) == 1,
     );
+}
+
+#[test]
+fn invalidations_still_reach_everyone_after_redis_lost_its_counters() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "flushed", &db, Duration::ZERO);
+    for _ in 0..3 {
+        assert_eq!(a.write().status, 204);
+    }
+    assert_eq!(version(&a.get("/data")), 3);
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis.connection())
+        .unwrap();
+    // A new instance starts from nothing; its invalidation must not look old to A.
+    let c = instance(&redis, "flushed", &db, Duration::ZERO);
+    assert_eq!(version(&c.get("/data")), 3);
+    assert_eq!(c.write().status, 204);
+    let res = a.get("/data");
+    assert_eq!((res.header("x-cache"), version(&res)), ("miss", 4));
+    let res = c.get("/data");
+    assert_eq!(version(&res), 4);
+    assert_eq!(res.header("x-cache"), "hit", "C finds A's build: {res:#?}");
+}
+
+#[test]
+fn a_varying_response_is_found_by_an_instance_that_never_saw_it() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let vary_instance = || {
+        let backend = backend(&redis, "vary");
+        let cache = ResponseCache::ttl("lang", Duration::from_secs(60))
+            .redis(&backend)
+            .build();
+        let builds = Arc::new(AtomicUsize::new(0));
+        let (c, b) = (cache.clone(), Arc::clone(&builds));
+        let server = Server::start(move || {
+            let (cache, builds) = (c.clone(), Arc::clone(&b));
+            App::new().route(
+                "/greeting",
+                web::get().to(move |req: HttpRequest| {
+                    let (cache, builds) = (cache.clone(), Arc::clone(&builds));
+                    async move {
+                        cache
+                            .serve(&req, move |req: HttpRequest| {
+                                builds.fetch_add(1, Ordering::SeqCst);
+                                let fr = req
+                                    .headers()
+                                    .get("accept-language")
+                                    .is_some_and(|v| v.as_bytes().starts_with(b"fr"));
+                                async move {
+                                    HttpResponse::Ok()
+                                        .insert_header(("vary", "accept-language"))
+                                        .body(if fr { "bonjour" } else { "hello" })
+                                }
+                            })
+                            .await
+                    }
+                }),
+            )
+        });
+        (server, cache, builds)
+    };
+    let get = |server: &Server, lang: &str| {
+        server.connect().send(
+            "GET",
+            "/greeting",
+            &[("Accept-Language", lang.as_bytes())],
+            None,
+        )
+    };
+    let (a, _a_cache, a_builds) = vary_instance();
+    assert_eq!(get(&a, "fr").body_str(), "bonjour");
+    assert_eq!(get(&a, "en").body_str(), "hello");
+    assert_eq!(a_builds.load(Ordering::SeqCst), 2);
+
+    let (b, b_cache, b_builds) = vary_instance();
+    for (lang, body) in [("fr", "bonjour"), ("en", "hello"), ("fr", "bonjour")] {
+        let res = get(&b, lang);
+        assert_eq!(
+            (res.body_str(), res.header("x-cache")),
+            (body, "hit"),
+            "{lang}"
+        );
+    }
+    assert_eq!(
+        b_builds.load(Ordering::SeqCst),
+        0,
+        "both variants came from Redis"
+    );
+    assert!(b_cache.stats().redis_hits >= 2);
+    let res = get(&b, "de");
+    assert_eq!((res.body_str(), res.header("x-cache")), ("hello", "miss"));
 }
 
 #[test]
@@ -318,6 +439,12 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
     let _ = child.0.kill();
     let _ = child.0.wait();
     let killed = Instant::now();
+    // Its last renewal is at most 200 ms old: the dead holder's lease still blocks the key.
+    let left: i64 = conn.pttl(&lease_key).unwrap();
+    assert!(
+        left > 0,
+        "the lease outlives its holder for a while: {left}"
+    );
 
     let db = Arc::new(Db::default());
     let b = instance(&redis, "lease", &db, Duration::ZERO);
@@ -327,6 +454,11 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
     assert_eq!(b.builds(), 1);
     // It waited for the lease to expire (600 ms after the last renewal), not for its own
     // lock timeout (10 s).
+    let left = Duration::from_millis(u64::try_from(left).unwrap());
+    assert!(
+        waited + Duration::from_millis(150) >= left,
+        "built before the lease expired: {waited:?} < {left:?}"
+    );
     assert!(waited < Duration::from_secs(3), "{waited:?}");
     assert!(!conn.exists::<_, bool>(&lease_key).unwrap());
     assert_eq!(b.get("/data").header("x-cache"), "hit");
@@ -438,7 +570,11 @@ fn a_paused_redis_costs_a_timeout_not_an_error() {
         return;
     };
     let db = Arc::new(Db::default());
-    let a = instance(&redis, "paused", &db, Duration::ZERO);
+    let backend = backend_builder(&redis, "paused")
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let a = instance_on(backend, &db, Duration::ZERO);
     assert_eq!(a.get("/data").header("x-cache"), "miss");
     redis.pause();
     let started = Instant::now();

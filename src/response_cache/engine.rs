@@ -120,6 +120,8 @@ impl Inner {
             Err(label) => return Plan::Bypass(label),
         };
         let mut forced = self.forced(req);
+        // With Redis: the invalidations other instances made up to now (read-your-writes).
+        self.shared.sync_counters(self).await;
         let generation = self.generation();
         let revision = match self.current_revision(req, generation).await {
             Ok(revision) => revision,
@@ -247,10 +249,14 @@ impl Inner {
                         let usable = |entry: &Entry| {
                             vary_matches(&entry.vary, req.headers()) && fresh(entry)
                         };
-                        match self.shared.claim(self, &key, deadline, &usable).await {
+                        match self
+                            .shared
+                            .claim(self, &key, req.headers(), deadline, &usable)
+                            .await
+                        {
                             Claimed::Build(lease) => lease,
-                            Claimed::Found(entry) => {
-                                self.keep(&key, &entry);
+                            Claimed::Found(found_key, entry) => {
+                                self.keep(&found_key, &entry);
                                 guard.complete(Outcome::Fresh(Arc::clone(&entry)));
                                 self.stats.record(Event::Coalesced);
                                 tracing::debug!(cache = %self.name, %key, "response cache: built by another instance");
@@ -301,10 +307,12 @@ impl Inner {
             }
             _ => None,
         };
-        if !self.shared.is_shared() {
+        // Why not while this instance builds the key: its waiters get the result, and a stale
+        // reader is answered from memory; asking Redis for every such read would only load it.
+        if !self.shared.is_shared() || self.flights.in_progress(key) {
             return local;
         }
-        let Some(remote) = self.shared.get(self, key).await else {
+        let Some((remote_key, remote)) = self.shared.get(self, key, req_headers).await else {
             return local;
         };
         if !vary_matches(&remote.vary, req_headers) {
@@ -316,8 +324,8 @@ impl Inner {
         if !better {
             return local;
         }
-        tracing::debug!(cache = %self.name, %key, "response cache: found in redis");
-        self.keep(key, &remote);
+        tracing::debug!(cache = %self.name, key = %remote_key, "response cache: found in redis");
+        self.keep(&remote_key, &remote);
         Some(Slot::Entry(remote))
     }
 
@@ -557,7 +565,7 @@ impl Inner {
             Arc::clone(&lead.key)
         } else {
             self.learned_vary
-                .insert(Arc::from(lead.base.as_str()), Arc::from(names));
+                .insert(Arc::from(lead.base.as_str()), Arc::from(names.clone()));
             self.any_vary
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             full_key(&lead.base, &vary)
@@ -595,7 +603,8 @@ impl Inner {
         if current {
             // Awaited (bounded by the Redis timeout), so that when this client hears back, the
             // other instances can find the entry; the lease is released only after the value.
-            self.shared.put(self, &key, &entry, lead.lease).await;
+            let vary = (!names.is_empty()).then_some((lead.base.as_str(), names.as_slice()));
+            self.shared.put(self, &key, &entry, lead.lease, vary).await;
         }
         entry.respond(method, req_headers, lead.label, now)
     }

@@ -71,6 +71,14 @@ impl Flights {
         }
     }
 
+    /// Whether a flight for `key` is in progress.
+    pub(crate) fn in_progress(&self, key: &str) -> bool {
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(key)
+    }
+
     fn remove(&self, key: &str, tx: &watch::Sender<Option<Outcome>>) {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         // Only our own slot: a new leader may already have taken the key over.

@@ -398,7 +398,7 @@ impl Inner {
     }
 
     /// This instance's copy of the invalidation counter of `section` (or the whole cache).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) fn local_generation(&self, section: Option<&str>) -> u64 {
         match self.section(section) {
             Some(section) => section.generation(),
@@ -407,12 +407,18 @@ impl Inner {
     }
 
     /// Raises this instance's copy of an invalidation counter to `value` (learnt from Redis);
-    /// entries built under a lower one are then stale.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// entries built under a lower one are then stale. Sections this instance does not have
+    /// (another version of the app, mid-deploy) and absurd values are ignored.
+    #[cfg(feature = "redis")]
     pub(crate) fn observe_generation(&self, section: Option<&str>, value: u64) {
-        let previous = match self.section(section) {
-            Some(section) => section.observe(value),
-            None => self.generation.fetch_max(value, Ordering::SeqCst),
+        if value > redis::MAX_COUNTER {
+            tracing::warn!(cache = %self.name, ?section, value, "response cache: ignoring an out-of-range invalidation counter from redis");
+            return;
+        }
+        let previous = match (section, self.section(section)) {
+            (None, _) => self.generation.fetch_max(value, Ordering::SeqCst),
+            (Some(_), Some(section)) => section.observe(value),
+            (Some(_), None) => return,
         };
         if previous < value {
             tracing::debug!(cache = %self.name, ?section, value, "response cache: invalidation from another instance");
@@ -425,7 +431,7 @@ impl Inner {
     }
 
     /// The names of a sectioned cache's sections (none for the other modes).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) fn section_names(&self) -> Vec<String> {
         match &self.freshness {
             Freshness::Sections(sections) => sections.iter().map(|s| s.name().to_owned()).collect(),
@@ -433,6 +439,7 @@ impl Inner {
         }
     }
 
+    #[cfg(feature = "redis")]
     fn section(&self, name: Option<&str>) -> Option<&Section> {
         match (&self.freshness, name) {
             (Freshness::Sections(sections), Some(name)) => {

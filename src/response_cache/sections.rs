@@ -99,11 +99,13 @@ impl Section {
     }
 
     /// The section's invalidation generation on this instance.
+    #[cfg(feature = "redis")]
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
     }
 
     /// Raises the generation to `value` (learnt from another instance); returns the old one.
+    #[cfg(feature = "redis")]
     pub(crate) fn observe(&self, value: u64) -> u64 {
         self.generation.fetch_max(value, Ordering::SeqCst)
     }
@@ -233,6 +235,8 @@ impl ResponseCache {
             Ok(base) => base,
             Err(label) => return labelled(build_all().await, label),
         };
+        // With Redis: the invalidations other instances made up to now (read-your-writes).
+        inner.shared.sync_counters(inner).await;
         let generation = inner.generation();
         let revs = match revisions(sections, req, generation).await {
             Ok(revs) => revs,
@@ -359,10 +363,14 @@ impl ResponseCache {
                     let lease = if forced {
                         inner.shared.try_claim(inner, &key).await.flatten()
                     } else {
-                        match inner.shared.claim(inner, &key, deadline, &current).await {
+                        match inner
+                            .shared
+                            .claim(inner, &key, req.headers(), deadline, &current)
+                            .await
+                        {
                             Claimed::Build(lease) => lease,
-                            Claimed::Found(entry) => {
-                                inner.keep(&key, &entry);
+                            Claimed::Found(found_key, entry) => {
+                                inner.keep(&found_key, &entry);
                                 guard.complete(Outcome::Fresh(Arc::clone(&entry)));
                                 inner.stats.record(Event::Coalesced);
                                 return entry.respond(

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 #[cfg(feature = "redis")]
 use std::time::Duration;
 
+use actix_web::http::header::{HeaderMap, HeaderName};
 use futures_util::future::BoxFuture;
 
 use super::Inner;
@@ -22,7 +23,7 @@ use super::stats::Event;
 /// The second tier of one cache.
 pub(crate) struct Shared {
     #[cfg(feature = "redis")]
-    backend: Option<Arc<Backend>>,
+    backend: Option<(Arc<Backend>, Arc<redis::Gate>)>,
     /// Whether entries are kept in this instance's memory too (the L1).
     pub(crate) l1: bool,
 }
@@ -38,9 +39,10 @@ pub(crate) enum Lease {
 pub(crate) enum Claimed {
     /// Build it here (under a lease when Redis is reachable).
     Build(Option<Lease>),
-    /// Another instance built it.
+    /// Another instance built it; stored under this key (the request's variant, when the
+    /// response varies).
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    Found(Arc<Entry>),
+    Found(Arc<str>, Arc<Entry>),
 }
 
 impl Shared {
@@ -56,7 +58,7 @@ impl Shared {
     #[cfg(feature = "redis")]
     pub(crate) fn redis(backend: Arc<Backend>, l1: bool) -> Self {
         Self {
-            backend: Some(backend),
+            backend: Some((backend, Arc::default())),
             l1,
         }
     }
@@ -72,41 +74,85 @@ impl Shared {
     /// Called once the cache exists: it joins the backend's counter sync.
     pub(crate) fn register(&self, inner: &Arc<Inner>) {
         #[cfg(feature = "redis")]
-        if let Some(backend) = &self.backend {
+        if let Some((backend, _)) = &self.backend {
             backend.register(inner);
         }
         let _ = inner;
     }
 
-    /// The entry other instances stored under `key`, if any and readable.
-    pub(crate) async fn get(&self, inner: &Inner, key: &str) -> Option<Arc<Entry>> {
+    /// Before a request is answered from a shared cache: the invalidation counters as Redis
+    /// has them now, unless `read_your_writes` is off (see
+    /// [`RedisBackendBuilder::read_your_writes`](super::RedisBackendBuilder::read_your_writes)).
+    pub(crate) async fn sync_counters(&self, inner: &Arc<Inner>) {
         #[cfg(feature = "redis")]
-        if let Some(backend) = &self.backend {
+        if let Some((backend, gate)) = &self.backend
+            && backend.read_your_writes
+        {
+            backend.fresh_counters(inner, gate).await;
+        }
+        let _ = inner;
+    }
+
+    /// The entry other instances stored under `key`, if any and readable, and the key it is
+    /// under: when `key` is a URL whose response varies (and this instance had not learnt
+    /// on what), the variant for `req_headers`.
+    pub(crate) async fn get(
+        &self,
+        inner: &Inner,
+        key: &str,
+        req_headers: &HeaderMap,
+    ) -> Option<(Arc<str>, Arc<Entry>)> {
+        #[cfg(feature = "redis")]
+        if let Some((backend, _)) = &self.backend {
             let stored = backend
                 .lookup(backend.entry_key(&inner.name, key))
                 .await??;
-            return inner.decoded(key, stored);
+            return match inner.decoded(key, stored)? {
+                Fetched::Entry(entry) => Some((Arc::from(key), entry)),
+                Fetched::Vary(names) => follow(backend, inner, key, &names, req_headers).await,
+            };
         }
-        let _ = (inner, key);
+        let _ = (inner, key, req_headers);
         None
     }
 
-    /// Stores `entry` for the other instances, releasing `lease` in the same round trip.
-    pub(crate) async fn put(&self, inner: &Inner, key: &str, entry: &Entry, lease: Option<Lease>) {
+    /// Stores `entry` under `key` for the other instances, releasing `lease` in the same round
+    /// trip. `vary`: the base key and the header names, when the response varies, so other
+    /// instances find the variants.
+    pub(crate) async fn put(
+        &self,
+        inner: &Inner,
+        key: &str,
+        entry: &Entry,
+        lease: Option<Lease>,
+        vary: Option<(&str, &[HeaderName])>,
+    ) {
         #[cfg(feature = "redis")]
-        if let Some(backend) = &self.backend {
+        if let Some((backend, _)) = &self.backend {
             let life = inner.shared_life();
             let value = redis::encode(key, entry, redis::millis(life));
             let lease = lease.map(|Lease::Redis(lease)| lease);
+            let pointer = vary.map(|(base, names)| {
+                (
+                    backend.entry_key(&inner.name, base),
+                    redis::encode_vary(base, names),
+                )
+            });
             if backend
-                .store(backend.entry_key(&inner.name, key), value, life, lease)
+                .store(
+                    backend.entry_key(&inner.name, key),
+                    value,
+                    life,
+                    lease,
+                    pointer,
+                )
                 .await
             {
                 inner.stats.record(Event::L2Write);
             }
             return;
         }
-        let _ = (inner, key, entry, lease);
+        let _ = (inner, key, entry, lease, vary);
     }
 
     /// Decides who builds a key nobody has: this instance (under a lease), or another one
@@ -116,14 +162,15 @@ impl Shared {
         &self,
         inner: &Inner,
         key: &str,
+        req_headers: &HeaderMap,
         deadline: tokio::time::Instant,
         usable: &dyn Fn(&Entry) -> bool,
     ) -> Claimed {
         #[cfg(feature = "redis")]
-        if let Some(backend) = &self.backend {
-            return claim_redis(backend, inner, key, deadline, usable).await;
+        if let Some((backend, _)) = &self.backend {
+            return claim_redis(backend, inner, key, req_headers, deadline, usable).await;
         }
-        let _ = (inner, key, deadline, usable);
+        let _ = (inner, key, req_headers, deadline, usable);
         Claimed::Build(None)
     }
 
@@ -131,7 +178,7 @@ impl Shared {
     /// reachable), `None` when another instance is already refreshing this key.
     pub(crate) async fn try_claim(&self, inner: &Inner, key: &str) -> Option<Option<Lease>> {
         #[cfg(feature = "redis")]
-        if let Some(backend) = &self.backend {
+        if let Some((backend, _)) = &self.backend {
             let attempt = redis::Lease::try_acquire(
                 backend,
                 backend.lease_key(&inner.name, key),
@@ -156,7 +203,7 @@ impl Shared {
         value: u64,
     ) -> Invalidation {
         #[cfg(feature = "redis")]
-        if let Some(backend) = &self.backend {
+        if let Some((backend, _)) = &self.backend {
             return backend.publish(inner, section.map(str::to_owned), value);
         }
         let _ = (inner, section, value);
@@ -169,15 +216,25 @@ async fn claim_redis(
     backend: &Arc<Backend>,
     inner: &Inner,
     key: &str,
+    req_headers: &HeaderMap,
     deadline: tokio::time::Instant,
     usable: &dyn Fn(&Entry) -> bool,
 ) -> Claimed {
     let lease_key = backend.lease_key(&inner.name, key);
     let entry_key = backend.entry_key(&inner.name, key);
-    let found = |stored: Option<redis::Stored>| {
-        stored
-            .and_then(|stored| inner.decoded(key, stored))
-            .filter(|entry| usable(entry))
+    // What a stored value means for this request: `Some` ends the wait (an entry to use, or
+    // a variant of this URL that is not ours: then build it here), `None` keeps waiting.
+    let examine = async |stored: Option<redis::Stored>| -> Option<Claimed> {
+        match inner.decoded(key, stored?)? {
+            Fetched::Entry(entry) if usable(&entry) => Some(Claimed::Found(Arc::from(key), entry)),
+            Fetched::Entry(_) => None,
+            Fetched::Vary(names) => Some(
+                match follow(backend, inner, key, &names, req_headers).await {
+                    Some((full, entry)) if usable(&entry) => Claimed::Found(full, entry),
+                    _ => Claimed::Build(None),
+                },
+            ),
+        }
     };
     let mut delay = Duration::from_millis(5);
     loop {
@@ -187,8 +244,8 @@ async fn claim_redis(
             return Claimed::Build(None);
         };
         // Stored just before we asked: take it (a lease taken with it is released on drop).
-        if let Some(entry) = found(attempt.stored) {
-            return Claimed::Found(entry);
+        if let Some(claimed) = examine(attempt.stored).await {
+            return claimed;
         }
         if let Some(lease) = attempt.lease {
             return Claimed::Build(Some(Lease::Redis(lease)));
@@ -208,8 +265,8 @@ async fn claim_redis(
             else {
                 return Claimed::Build(None);
             };
-            if let Some(entry) = found(polled.stored) {
-                return Claimed::Found(entry);
+            if let Some(claimed) = examine(polled.stored).await {
+                return claimed;
             }
             if !polled.lease_held {
                 // Its holder finished without storing, or died and the lease expired: one
@@ -217,6 +274,28 @@ async fn claim_redis(
                 break;
             }
         }
+    }
+}
+
+/// Follows a Vary pointer: learns the header names, then reads this request's variant.
+#[cfg(feature = "redis")]
+async fn follow(
+    backend: &Arc<Backend>,
+    inner: &Inner,
+    base: &str,
+    names: &[HeaderName],
+    req_headers: &HeaderMap,
+) -> Option<(Arc<str>, Arc<Entry>)> {
+    let full = inner.learn_vary(base, names, req_headers);
+    if &*full == base {
+        return None;
+    }
+    let stored = backend
+        .lookup(backend.entry_key(&inner.name, &full))
+        .await??;
+    match inner.decoded(&full, stored)? {
+        Fetched::Entry(entry) => Some((full, entry)),
+        Fetched::Vary(_) => None,
     }
 }
 
@@ -279,12 +358,14 @@ impl Inner {
         }
     }
 
-    /// An entry read from the shared tier: times set from its remaining life there (Redis's
-    /// clock, so instances need not agree on theirs), or `None` if it cannot be read.
+    /// A value read from the shared tier: an entry, its times set from its remaining life
+    /// there (Redis's clock, so instances need not agree on theirs), or a Vary pointer;
+    /// `None` if it cannot be read.
     #[cfg(feature = "redis")]
-    pub(crate) fn decoded(&self, key: &str, (value, pttl): redis::Stored) -> Option<Arc<Entry>> {
+    pub(crate) fn decoded(&self, key: &str, (value, pttl): redis::Stored) -> Option<Fetched> {
         let decoded = match redis::decode(key, value) {
-            Ok(decoded) => decoded,
+            Ok(redis::Value::Entry(decoded)) => decoded,
+            Ok(redis::Value::Vary(names)) => return Some(Fetched::Vary(names)),
             Err(err) => {
                 tracing::warn!(cache = %self.name, key, error = %err, "response cache: unreadable value in redis; treated as a miss");
                 self.stats.record(Event::L2Undecodable);
@@ -293,8 +374,6 @@ impl Inner {
         };
         let remaining = u64::try_from(pttl).unwrap_or(decoded.life_ms);
         let elapsed = Duration::from_millis(decoded.life_ms.saturating_sub(remaining));
-        // An entry built under a newer invalidation than we know of: we missed a broadcast.
-        self.observe_generation(None, decoded.generation);
         let snapshot = super::entry::Snapshot::new(decoded.status, &decoded.headers, decoded.body);
         let entry = Entry::new(
             snapshot,
@@ -305,6 +384,28 @@ impl Inner {
             decoded.generation,
         );
         self.stats.record(Event::L2Hit);
-        Some(Arc::new(entry))
+        Some(Fetched::Entry(Arc::new(entry)))
     }
+
+    /// Remembers that responses under `base` vary on `names` (learnt from another
+    /// instance); returns the key of the variant `req_headers` select.
+    #[cfg(feature = "redis")]
+    fn learn_vary(&self, base: &str, names: &[HeaderName], req_headers: &HeaderMap) -> Arc<str> {
+        if names.is_empty() {
+            return Arc::from(base);
+        }
+        self.learned_vary
+            .insert(Arc::from(base), Arc::from(names.to_vec()));
+        self.any_vary
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        super::key::full_key(base, &super::key::vary_values(names, req_headers))
+    }
+}
+
+/// A value read from the shared tier.
+#[cfg(feature = "redis")]
+pub(crate) enum Fetched {
+    Entry(Arc<Entry>),
+    /// The response under this base key varies on these request headers.
+    Vary(Vec<HeaderName>),
 }

@@ -18,6 +18,14 @@
 //! bytes body
 //! ```
 //!
+//! A URL whose response varies gets a second, small value under its *base* key (host, path,
+//! query; no header values), so an instance that has not seen it yet learns which request
+//! headers select the variant, and where to look:
+//!
+//! ```text
+//! "acV" 0x01   str key   u16 n { str name }     the names in the response's `Vary`
+//! ```
+//!
 //! Integers are big-endian; `str`/`bytes` are a `u32` length and the bytes; `opt` is a `u8`
 //! (0 absent, 1 present) before the value.
 
@@ -30,9 +38,19 @@ use bytes::{Buf, BufMut, Bytes};
 use crate::response_cache::entry::{Entry, SectionPart};
 
 const MAGIC: &[u8; 3] = b"acE";
+const VARY_MAGIC: &[u8; 3] = b"acV";
 /// Bumped whenever the layout changes: an old instance reading a new value (or the reverse)
 /// sees a miss, never a misread entry.
 pub(crate) const VERSION: u8 = 1;
+
+/// A value as read back from Redis.
+#[derive(Debug)]
+pub(crate) enum Value {
+    /// A stored response.
+    Entry(Decoded),
+    /// The response under this base key varies on these request headers.
+    Vary(Vec<HeaderName>),
+}
 
 /// An entry as read back from Redis.
 #[derive(Debug)]
@@ -101,13 +119,49 @@ pub(crate) fn encode(key: &str, entry: &Entry, life_ms: u64) -> Vec<u8> {
     out
 }
 
-/// Reads a value written by [`encode`] for `key`. The body is a slice of `value`: no copy.
-pub(crate) fn decode(key: &str, value: Bytes) -> Result<Decoded, DecodeError> {
+/// The stored form of "the response under `key` varies on `names`".
+pub(crate) fn encode_vary(key: &str, names: &[HeaderName]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 32 * names.len() + 16);
+    out.put_slice(VARY_MAGIC);
+    out.put_u8(VERSION);
+    put_bytes(&mut out, key.as_bytes());
+    out.put_u16(count(names.len()));
+    for name in names.iter().take(usize::from(u16::MAX)) {
+        put_bytes(&mut out, name.as_str().as_bytes());
+    }
+    out
+}
+
+/// Reads a value written by [`encode`] or [`encode_vary`] for `key`. An entry's body is a
+/// slice of `value`: no copy.
+pub(crate) fn decode(key: &str, value: Bytes) -> Result<Value, DecodeError> {
     let mut buf = value;
-    if buf.len() < 4 || &buf[..3] != MAGIC || buf[3] != VERSION {
+    if buf.len() < 4 || buf[3] != VERSION {
         return Err(DecodeError::Version);
     }
-    buf.advance(4);
+    let magic = buf.split_to(4);
+    match &magic[..3] {
+        m if m == MAGIC => decode_entry(key, buf).map(Value::Entry),
+        m if m == VARY_MAGIC => decode_vary(key, buf).map(Value::Vary),
+        _ => Err(DecodeError::Version),
+    }
+}
+
+fn decode_vary(key: &str, mut buf: Bytes) -> Result<Vec<HeaderName>, DecodeError> {
+    if take_bytes(&mut buf)? != key.as_bytes() {
+        return Err(DecodeError::OtherKey);
+    }
+    let mut names = Vec::new();
+    for _ in 0..take_u16(&mut buf)? {
+        names.push(header_name(&take_bytes(&mut buf)?)?);
+    }
+    if buf.has_remaining() {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(names)
+}
+
+fn decode_entry(key: &str, mut buf: Bytes) -> Result<Decoded, DecodeError> {
     let generation = take_u64(&mut buf)?;
     let life_ms = take_u64(&mut buf)?;
     let status =
@@ -258,11 +312,38 @@ mod tests {
         )
     }
 
+    fn entry_of(value: Value) -> Decoded {
+        match value {
+            Value::Entry(decoded) => decoded,
+            Value::Vary(names) => panic!("a vary pointer: {names:?}"),
+        }
+    }
+
+    #[test]
+    fn vary_pointers_round_trip_and_check_their_key() {
+        let names = [
+            HeaderName::from_static("accept-language"),
+            HeaderName::from_static("accept"),
+        ];
+        let bytes = encode_vary("http://h/a", &names);
+        match decode("http://h/a", Bytes::from(bytes.clone())).unwrap() {
+            Value::Vary(got) => assert_eq!(got, names),
+            Value::Entry(_) => panic!("an entry"),
+        }
+        assert_eq!(
+            decode("http://h/b", Bytes::from(bytes.clone())).unwrap_err(),
+            DecodeError::OtherKey
+        );
+        for cut in 0..bytes.len() {
+            assert!(decode("http://h/a", Bytes::copy_from_slice(&bytes[..cut])).is_err());
+        }
+    }
+
     #[test]
     fn round_trips_every_field() {
         let original = entry(b"[1,2,3]", Some("rev-9"));
         let bytes = encode("http://h/a", &original, 30_000);
-        let decoded = decode("http://h/a", Bytes::from(bytes)).unwrap();
+        let decoded = entry_of(decode("http://h/a", Bytes::from(bytes)).unwrap());
         assert_eq!(decoded.generation, 7);
         assert_eq!(decoded.life_ms, 30_000);
         assert_eq!(decoded.status, StatusCode::OK);
@@ -311,9 +392,11 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
-            let mut value = b"acE\x01".to_vec();
-            value.extend_from_slice(&tail);
-            let _ = decode("k", Bytes::from(value));
+            for magic in [b"acE\x01", b"acV\x01"] {
+                let mut value = magic.to_vec();
+                value.extend_from_slice(&tail);
+                let _ = decode("k", Bytes::from(value));
+            }
             let _ = decode("k", Bytes::from(tail));
         }
 
@@ -331,7 +414,7 @@ mod tests {
             revision in proptest::option::of("[ -~]{0,40}"),
         ) {
             let original = entry(&body, revision.as_deref());
-            let decoded = decode("k", Bytes::from(encode("k", &original, 9))).unwrap();
+            let decoded = entry_of(decode("k", Bytes::from(encode("k", &original, 9))).unwrap());
             prop_assert_eq!(&decoded.body[..], &body[..]);
             prop_assert_eq!(decoded.revision.as_deref(), revision.as_deref());
         }

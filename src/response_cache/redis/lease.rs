@@ -70,6 +70,15 @@ impl Lease {
         entry_key: String,
     ) -> Option<Attempt> {
         let token = new_token();
+        // Why a guard: a `SET NX` that times out here (or whose request goes away) may still
+        // have been applied. Unless the reply says we did not get it, the token is released,
+        // or nobody would build while the others wait out the lease's life.
+        let mut unclaimed = Unclaimed {
+            backend: Arc::clone(backend),
+            key: lease_key.clone(),
+            token: token.clone(),
+            armed: true,
+        };
         let px = millis(backend.lease_ttl);
         let (key, tok) = (lease_key.clone(), token.clone());
         let (acquired, value, pttl): (Option<String>, Option<Vec<u8>>, i64) = backend
@@ -89,6 +98,7 @@ impl Lease {
                 })
             })
             .await?;
+        unclaimed.armed = false;
         let stored = value.map(|value| (bytes::Bytes::from(value), pttl));
         let lease = acquired.map(|_| Self::held(backend, lease_key, token));
         Some(Attempt { lease, stored })
@@ -174,21 +184,46 @@ impl Drop for Lease {
             return; // disarmed: released with the value
         };
         renewal.abort();
-        let (backend, key, token) = (
-            Arc::clone(&self.backend),
+        // The build ended without storing (an error, not shareable, cancelled): free the key
+        // for the next instance now rather than after the lease's life.
+        release_later(
+            &self.backend,
             std::mem::take(&mut self.key),
             std::mem::take(&mut self.token),
         );
-        // The build ended without storing (an error, not shareable, cancelled): free the key
-        // for the next instance now rather than after the lease's life.
-        self.backend.spawn(async move {
-            let _: Option<i64> = backend
-                .run("release", move |mut conn| {
-                    Box::pin(async move { release_cmd(&key, &token).query_async(&mut conn).await })
-                })
-                .await;
-        });
     }
+}
+
+/// A lease `SET NX` sent but not yet known to have failed; see [`Lease::try_acquire`].
+struct Unclaimed {
+    backend: Arc<Backend>,
+    key: String,
+    token: String,
+    armed: bool,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if self.armed {
+            release_later(
+                &self.backend,
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+            );
+        }
+    }
+}
+
+/// Releases `key` if `token` holds it, on the backend's thread, without waiting.
+pub(crate) fn release_later(backend: &Arc<Backend>, key: String, token: String) {
+    let this = Arc::clone(backend);
+    backend.spawn(async move {
+        let _: Option<i64> = this
+            .run("release", move |mut conn| {
+                Box::pin(async move { release_cmd(&key, &token).query_async(&mut conn).await })
+            })
+            .await;
+    });
 }
 
 /// A token no other holder has: process id, wall-clock nanoseconds and a counter.

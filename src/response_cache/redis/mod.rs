@@ -47,12 +47,15 @@
 //!   entry's useful life (TTL mode: TTL + max stale; revision modes: max stale + 1 h) and in
 //!   the layout of `codec` (versioned: a value from another version is a miss).
 //! - **Invalidations and revisions in Redis.** Each cache (and each section) has a counter;
-//!   [`invalidate`](super::ResponseCache::invalidate) increments it and publishes the new value on
-//!   one pub/sub channel in the same script. Every instance raises its own copy on the
-//!   message, which retires its L1 entries; a lost message is caught by re-reading the
-//!   counters every [`sync_interval`](RedisBackendBuilder::sync_interval), by any stored
-//!   entry built under a newer counter, and on every reconnect. The counter is part of the
-//!   revision fingerprint, so all instances hand out the same ETags.
+//!   [`invalidate`](super::ResponseCache::invalidate) increments it and publishes the new value
+//!   on one pub/sub channel in the same script, and the write answers once that is done. Every
+//!   request first waits for a read of the counters that began after it arrived (one read
+//!   shared by concurrent requests; see
+//!   [`read_your_writes`](RedisBackendBuilder::read_your_writes)), so an invalidation on one
+//!   instance is seen by the others on their next request. The broadcast retires memory-tier
+//!   entries at once; a re-read every [`sync_interval`](RedisBackendBuilder::sync_interval)
+//!   and on every reconnect covers lost messages and repairs counters Redis lost. The counter
+//!   is part of the revision fingerprint, so all instances hand out the same ETags.
 //! - **Single-flight across instances.** An instance that misses takes a lease
 //!   (`SET lease NX PX`, a random token, renewed every third of its life while the build runs,
 //!   deleted only by a script that checks the token). The others poll for the value, up to the
@@ -71,6 +74,7 @@
 //! asked, nor on the main thread being polled.
 
 mod codec;
+mod counters;
 mod lease;
 
 use std::collections::HashSet;
@@ -83,13 +87,13 @@ use std::time::{Duration, Instant};
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, RedisResult};
 use bytes::Bytes;
-use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 
-pub(crate) use self::codec::{decode, encode};
+pub(crate) use self::codec::{Value, decode, encode, encode_vary};
+pub(crate) use self::counters::{Gate, MAX_COUNTER};
+use self::counters::{subscribe_loop, sync_loop};
 pub(crate) use self::lease::Lease;
 use super::Inner;
-use super::shared::Invalidation;
 
 /// Default key prefix: `actix-conditional`.
 pub const DEFAULT_PREFIX: &str = "actix-conditional";
@@ -170,6 +174,7 @@ impl RedisBackend {
             retry_interval: DEFAULT_RETRY_INTERVAL,
             sync_interval: DEFAULT_SYNC_INTERVAL,
             lease_ttl: DEFAULT_LEASE_TTL,
+            read_your_writes: true,
         }
     }
 
@@ -199,6 +204,7 @@ pub struct RedisBackendBuilder {
     retry_interval: Duration,
     sync_interval: Duration,
     lease_ttl: Duration,
+    read_your_writes: bool,
 }
 
 impl RedisBackendBuilder {
@@ -235,6 +241,20 @@ impl RedisBackendBuilder {
     /// holder that died before one of them builds. Default [`DEFAULT_LEASE_TTL`].
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// Whether every request a shared cache answers first waits for a read of the cache's
+    /// invalidation counters that began after it arrived (default: yes). Concurrent requests
+    /// share one read (a small script), so it costs about one Redis round trip of latency; in
+    /// exchange an invalidation is seen by every instance on its next request, and a client
+    /// whose write was answered reads it back wherever its next request lands.
+    ///
+    /// Off, requests never wait for Redis on a memory hit: other instances learn of an
+    /// invalidation from its broadcast (usually within a millisecond, but pub/sub is best
+    /// effort) or at the latest after [`sync_interval`](Self::sync_interval).
+    pub fn read_your_writes(mut self, enabled: bool) -> Self {
+        self.read_your_writes = enabled;
         self
     }
 
@@ -295,6 +315,7 @@ impl RedisBackendBuilder {
             retry_interval: self.retry_interval,
             sync_interval: self.sync_interval,
             lease_ttl: self.lease_ttl,
+            read_your_writes: self.read_your_writes,
             up: AtomicBool::new(true),
             retry_at: Mutex::new(None),
             errors: AtomicU64::new(0),
@@ -322,6 +343,7 @@ pub(crate) struct Backend {
     retry_interval: Duration,
     sync_interval: Duration,
     pub(crate) lease_ttl: Duration,
+    pub(crate) read_your_writes: bool,
     up: AtomicBool,
     /// While Redis is down: when the next call may probe it.
     retry_at: Mutex<Option<Instant>>,
@@ -345,20 +367,6 @@ impl Drop for Backend {
     }
 }
 
-/// Increments a counter, to at least `floor` (the caller's copy after its own bump: a Redis
-/// that lost its data restarts counters at 0, and the instances' copies must still see the
-/// value move up), and publishes the new value.
-const BUMP: &str = r"
-local v = redis.call('INCR', KEYS[1])
-local floor = tonumber(ARGV[1])
-if v < floor then
-  v = floor
-  redis.call('SET', KEYS[1], v)
-end
-redis.call('PUBLISH', ARGV[2], v .. '\n' .. ARGV[3])
-return v
-";
-
 /// One response of [`Backend::lookup`]: the stored bytes and their remaining `PTTL`.
 pub(crate) type Stored = (Bytes, i64);
 
@@ -369,13 +377,6 @@ impl Backend {
 
     pub(crate) fn lease_key(&self, cache: &str, key: &str) -> String {
         format!("{}:{cache}:lease:{:032x}", self.prefix, hash(key))
-    }
-
-    fn generation_key(&self, cache: &str, section: Option<&str>) -> String {
-        match section {
-            Some(section) => format!("{}:{cache}:gen:{section}", self.prefix),
-            None => format!("{}:{cache}:gen", self.prefix),
-        }
     }
 
     /// Runs one Redis operation on the backend's thread, bounded by the timeout; `None` when
@@ -487,247 +488,52 @@ impl Backend {
         .await
     }
 
-    /// Stores `value` for `life`, then (in the same round trip, in order) releases `lease`,
-    /// so waiters that see the lease gone find the value.
+    /// Stores `value` for `life` (and a Vary `pointer` beside it), then, in the same round
+    /// trip and in that order, releases `lease`, so waiters that see the lease gone find the
+    /// value. Whether Redis took it.
     pub(crate) async fn store(
         self: &Arc<Self>,
         entry_key: String,
         value: Vec<u8>,
         life: Duration,
         lease: Option<Lease>,
+        pointer: Option<(String, Vec<u8>)>,
     ) -> bool {
         let release = lease.map(Lease::disarm);
         let px = millis(life);
-        self.run("set", move |mut conn| {
-            Box::pin(async move {
-                let mut pipe = ::redis::pipe();
-                pipe.cmd("SET")
-                    .arg(&entry_key)
-                    .arg(value)
-                    .arg("PX")
-                    .arg(px)
-                    .ignore();
-                if let Some((key, token)) = &release {
-                    pipe.add_command(lease::release_cmd(key, token)).ignore();
-                }
-                pipe.exec_async(&mut conn).await
-            })
-        })
-        .await
-        .is_some()
-    }
-
-    /// Bumps the counter of `cache` (or of one section) past `floor` and broadcasts the new
-    /// value; the caller's own copy is raised to it. Queued for replay if Redis is down.
-    pub(crate) fn publish(
-        self: &Arc<Self>,
-        inner: &Arc<Inner>,
-        section: Option<String>,
-        floor: u64,
-    ) -> Invalidation {
-        let this = Arc::clone(self);
-        let inner = Arc::downgrade(inner);
-        let task = self.handle.spawn(async move {
-            let Some(inner) = inner.upgrade() else { return };
-            let cache = inner.name.to_string();
-            if let Some(value) = this.bump(&cache, section.as_deref(), floor).await {
-                inner.observe_generation(section.as_deref(), value);
-                tracing::debug!(cache, ?section, value, "response cache: invalidation published");
-            } else {
-                tracing::warn!(cache, ?section,
-                    "response cache: invalidation not published (redis unavailable); other instances learn of it when it is back");
-                this.pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert((cache, section));
-            }
-        });
-        Invalidation::waiting(async move {
-            let _ = task.await;
-        })
-    }
-
-    async fn bump(self: &Arc<Self>, cache: &str, section: Option<&str>, floor: u64) -> Option<u64> {
-        let key = self.generation_key(cache, section);
-        let channel = self.channel.clone();
-        let payload = match section {
-            Some(section) => format!("{cache}\n{section}"),
-            None => cache.to_owned(),
-        };
-        self.run("publish", move |mut conn| {
-            Box::pin(async move {
-                ::redis::cmd("EVAL")
-                    .arg(BUMP)
-                    .arg(1)
-                    .arg(key)
-                    .arg(floor)
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async(&mut conn)
-                    .await
-            })
-        })
-        .await
-    }
-
-    /// Adds a cache to those this backend keeps in step, and reads its counters now (bounded
-    /// by the timeout), so its first requests already use the shared generation.
-    pub(crate) fn register(self: &Arc<Self>, inner: &Arc<Inner>) {
-        self.caches
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(inner));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (this, cache) = (Arc::clone(self), Arc::clone(inner));
-        self.handle.spawn(async move {
-            this.sync_cache(&cache).await;
-            let _ = tx.send(());
-        });
-        if rx.recv_timeout(self.timeout * 2).is_err() {
-            tracing::warn!(cache = %inner.name, "response cache: redis counters not read at start; using local ones until they are");
-        }
-    }
-
-    /// Replays the invalidations Redis missed, then re-reads every cache's counters.
-    async fn resync(self: &Arc<Self>) {
-        let pending: Vec<(String, Option<String>)> = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
-            .collect();
-        for (cache, section) in pending {
-            let Some(inner) = self.cache(&cache) else {
-                continue;
-            };
-            let floor = inner.local_generation(section.as_deref());
-            match self.bump(&cache, section.as_deref(), floor).await {
-                Some(value) => inner.observe_generation(section.as_deref(), value),
-                None => {
-                    self.pending
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert((cache, section));
-                }
-            }
-        }
-        for inner in self.live_caches() {
-            self.sync_cache(&inner).await;
-        }
-    }
-
-    async fn sync_cache(self: &Arc<Self>, inner: &Arc<Inner>) {
-        let scopes: Vec<Option<String>> = std::iter::once(None)
-            .chain(inner.section_names().into_iter().map(Some))
-            .collect();
-        let keys: Vec<String> = scopes
-            .iter()
-            .map(|s| self.generation_key(&inner.name, s.as_deref()))
-            .collect();
-        let values: Option<Vec<Option<u64>>> = self
-            .run("sync", move |mut conn| {
-                Box::pin(async move { ::redis::cmd("MGET").arg(keys).query_async(&mut conn).await })
-            })
-            .await;
-        for (scope, value) in scopes.iter().zip(values.unwrap_or_default()) {
-            if let Some(value) = value {
-                inner.observe_generation(scope.as_deref(), value);
-            }
-        }
-    }
-
-    fn cache(&self, name: &str) -> Option<Arc<Inner>> {
-        self.live_caches()
-            .into_iter()
-            .find(|inner| &*inner.name == name)
-    }
-
-    fn live_caches(&self) -> Vec<Arc<Inner>> {
-        let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
-        caches.retain(|weak| weak.strong_count() > 0);
-        caches.iter().filter_map(Weak::upgrade).collect()
-    }
-
-    /// Applies a broadcast to the caches it names.
-    fn on_message(&self, payload: &str) {
-        let Some((value, cache, section)) = parse_message(payload) else {
-            tracing::debug!(payload, "response cache: ignoring a malformed invalidation");
-            return;
-        };
-        for inner in self.live_caches() {
-            if &*inner.name == cache {
-                inner.observe_generation(section, value);
-            }
-        }
-    }
-}
-
-/// A broadcast, `"<value>\n<cache>[\n<section>]"`: the new counter, the cache, the section.
-fn parse_message(payload: &str) -> Option<(u64, &str, Option<&str>)> {
-    let mut parts = payload.splitn(3, '\n');
-    let value = parts.next()?.parse().ok()?;
-    let cache = parts.next()?;
-    Some((value, cache, parts.next()))
-}
-
-/// Keeps one subscription to the invalidation channel, reconnecting after every loss; each
-/// (re)connect re-reads the counters, since messages sent while it was away are gone.
-async fn subscribe_loop(backend: Weak<Backend>, client: Client) {
-    loop {
-        let Some(this) = backend.upgrade() else {
-            return;
-        };
-        let (channel, timeout, retry) = (this.channel.clone(), this.timeout, this.retry_interval);
-        drop(this);
-        let connected = tokio::time::timeout(timeout, async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, RedisError>(pubsub)
-        })
-        .await;
-        if let Ok(Ok(pubsub)) = connected {
-            let Some(this) = backend.upgrade() else {
-                return;
-            };
-            this.subscribed.store(true, Ordering::Relaxed);
-            tracing::debug!(channel, "response cache: subscribed to invalidations");
-            this.resync().await;
-            drop(this);
-            let mut messages = pubsub.into_on_message();
-            while let Some(msg) = messages.next().await {
-                let Some(this) = backend.upgrade() else {
-                    return;
-                };
-                match msg.get_payload::<String>() {
-                    Ok(payload) => this.on_message(&payload),
-                    Err(err) => {
-                        tracing::debug!(error = %err, "response cache: unreadable invalidation")
+        let released = release.clone();
+        let stored = self
+            .run("set", move |mut conn| {
+                Box::pin(async move {
+                    let mut pipe = ::redis::pipe();
+                    pipe.cmd("SET")
+                        .arg(&entry_key)
+                        .arg(value)
+                        .arg("PX")
+                        .arg(px)
+                        .ignore();
+                    if let Some((key, pointer)) = pointer {
+                        pipe.cmd("SET")
+                            .arg(key)
+                            .arg(pointer)
+                            .arg("PX")
+                            .arg(px)
+                            .ignore();
                     }
-                }
-            }
-            if let Some(this) = backend.upgrade() {
-                this.subscribed.store(false, Ordering::Relaxed);
-                tracing::warn!(
-                    channel,
-                    "response cache: invalidation subscription lost; reconnecting"
-                );
-            }
+                    if let Some((key, token)) = &released {
+                        pipe.add_command(lease::release_cmd(key, token)).ignore();
+                    }
+                    pipe.exec_async(&mut conn).await
+                })
+            })
+            .await
+            .is_some();
+        if !stored && let Some((key, token)) = release {
+            // The pipeline may not have reached Redis: free the lease on its own, so the
+            // other instances need not wait out its life.
+            lease::release_later(self, key, token);
         }
-        tokio::time::sleep(retry).await;
-    }
-}
-
-/// The safety net for lost broadcasts: re-reads every counter each `sync_interval`.
-async fn sync_loop(backend: Weak<Backend>) {
-    loop {
-        let Some(interval) = backend.upgrade().map(|b| b.sync_interval) else {
-            return;
-        };
-        tokio::time::sleep(interval).await;
-        let Some(this) = backend.upgrade() else {
-            return;
-        };
-        this.resync().await;
+        stored
     }
 }
 
@@ -738,40 +544,9 @@ fn hash(key: &str) -> u128 {
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
-
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
     use super::*;
-
-    #[test]
-    fn messages_name_a_value_a_cache_and_maybe_a_section() {
-        assert_eq!(parse_message("7\nsummary"), Some((7, "summary", None)));
-        assert_eq!(
-            parse_message("8\nsummary\nrecent_progress"),
-            Some((8, "summary", Some("recent_progress")))
-        );
-        assert_eq!(parse_message("x\nsummary"), None);
-        assert_eq!(parse_message("9"), None);
-        assert_eq!(parse_message(""), None);
-    }
-
-    proptest! {
-        #[test]
-        fn any_payload_parses_or_is_refused_without_panic(payload in "\\PC{0,64}") {
-            let _ = parse_message(&payload);
-        }
-
-        #[test]
-        fn published_payloads_round_trip(value in any::<u64>(), cache in "[a-z-]{1,20}", section in proptest::option::of("[a-z_]{1,20}")) {
-            let payload = match &section {
-                Some(section) => format!("{value}\n{cache}\n{section}"),
-                None => format!("{value}\n{cache}"),
-            };
-            prop_assert_eq!(parse_message(&payload), Some((value, cache.as_str(), section.as_deref())));
-        }
-    }
 
     #[actix_rt::test]
     async fn after_a_failure_redis_is_left_alone_until_the_retry_interval() {
