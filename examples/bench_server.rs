@@ -22,7 +22,9 @@
 //!   `BUILD / (TTL + BUILD)` of the time, while readers get the stale bytes (`X-Cache: stale`);
 //! - with `--features redis` and `REDIS_URL` (what `benches/redis_load.sh` runs):
 //!   `/l1/32k`, the `/cache/32k` cache shared through Redis (`bench-l1`: hits come from
-//!   process memory, Redis holds a copy), and `/l2/32k`, the same with
+//!   process memory, Redis holds a copy; each request first waits for the shared counter read
+//!   of read-your-writes), `/l1-lazy/32k`, the same without that read (`bench-l1-lazy`,
+//!   `read_your_writes(false)`), and `/l2/32k`, the same as `/l1/32k` with
 //!   [`memory_tier(false)`](actix_conditional::response_cache::ResponseCacheBuilder::memory_tier)
 //!   (`bench-l2`: every hit is a Redis `GET`);
 //! - `/stats`: the caches' [`CacheStats`] as JSON (`{"bench":{"hits":…},…}`), so the load
@@ -101,8 +103,8 @@ struct Caches {
     refresh: ResponseCache,
     /// How long a `/refresh/32k` build sleeps.
     build_delay: Duration,
-    /// `/l1/32k` and `/l2/32k`, with `REDIS_URL`: memory in front of Redis, and Redis only.
-    redis: Option<(ResponseCache, ResponseCache)>,
+    /// `/l1/32k`, `/l1-lazy/32k` and `/l2/32k`, with `REDIS_URL`.
+    redis: Option<[ResponseCache; 3]>,
 }
 
 /// The body from app data, as [`body_32k`] takes it (a build receives only the request).
@@ -120,12 +122,14 @@ async fn cache_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse 
         .await
 }
 
-/// `/l1/32k` and `/l2/32k`: [`body_32k`] behind a cache shared through Redis.
+/// `/l1/32k`, `/l1-lazy/32k` and `/l2/32k`: [`body_32k`] behind a cache shared through Redis.
 async fn redis_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse {
-    let Some((l1, l2)) = &caches.redis else {
+    let Some([l1, lazy, l2]) = &caches.redis else {
         return HttpResponse::NotFound().body("start with --features redis and REDIS_URL");
     };
-    let cache = if req.path().starts_with("/l1") {
+    let cache = if req.path().starts_with("/l1-lazy") {
+        lazy
+    } else if req.path().starts_with("/l1") {
         l1
     } else {
         l2
@@ -136,7 +140,7 @@ async fn redis_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse 
 }
 
 /// The Redis-backed caches, when built with the feature and given `REDIS_URL`.
-fn redis_caches() -> io::Result<Option<(ResponseCache, ResponseCache)>> {
+fn redis_caches() -> io::Result<Option<[ResponseCache; 3]>> {
     let Some(url) = std::env::var("REDIS_URL")
         .ok()
         .filter(|url| !url.is_empty())
@@ -145,19 +149,29 @@ fn redis_caches() -> io::Result<Option<(ResponseCache, ResponseCache)>> {
     };
     #[cfg(feature = "redis")]
     {
-        let backend = actix_conditional::response_cache::RedisBackend::builder(&url)
+        use actix_conditional::response_cache::RedisBackend;
+        let invalid = |err: actix_conditional::response_cache::RedisBackendError| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("REDIS_URL: {err}"))
+        };
+        let backend = RedisBackend::builder(&url)
             .prefix("bench")
             .build()
-            .map_err(|err| {
-                io::Error::new(io::ErrorKind::InvalidInput, format!("REDIS_URL: {err}"))
-            })?;
+            .map_err(invalid)?;
+        let lazy_backend = RedisBackend::builder(&url)
+            .prefix("bench")
+            .read_your_writes(false)
+            .build()
+            .map_err(invalid)?;
         let hour = Duration::from_secs(3600);
         let l1 = ResponseCache::ttl("bench-l1", hour).redis(&backend).build();
+        let lazy = ResponseCache::ttl("bench-l1-lazy", hour)
+            .redis(&lazy_backend)
+            .build();
         let l2 = ResponseCache::ttl("bench-l2", hour)
             .redis(&backend)
             .memory_tier(false)
             .build();
-        Ok(Some((l1, l2)))
+        Ok(Some([l1, lazy, l2]))
     }
     #[cfg(not(feature = "redis"))]
     Err(io::Error::new(
@@ -199,8 +213,8 @@ fn stats_json(stats: &CacheStats) -> String {
 /// `/stats`: the counters of every cache.
 async fn stats(caches: web::Data<Caches>) -> HttpResponse {
     let mut all = vec![&caches.hit, &caches.refresh];
-    if let Some((l1, l2)) = &caches.redis {
-        all.extend([l1, l2]);
+    if let Some(redis) = &caches.redis {
+        all.extend(redis);
     }
     let members: Vec<String> = all
         .iter()
@@ -264,6 +278,7 @@ async fn main() -> io::Result<()> {
             )
             .service(web::scope("/cache").route("/32k", web::get().to(cache_32k)))
             .service(web::scope("/refresh").route("/32k", web::get().to(refresh_32k)))
+            .service(web::scope("/l1-lazy").route("/32k", web::get().to(redis_32k)))
             .service(web::scope("/l1").route("/32k", web::get().to(redis_32k)))
             .service(web::scope("/l2").route("/32k", web::get().to(redis_32k)))
             .service(web::scope("/stats").route("", web::get().to(stats)))
