@@ -45,6 +45,7 @@
 //! | `GET`/`HEAD /state/summary` | 200 `{"core":{…},"recent_progress":[…]}`; revision-gated, in two sections |
 //! | `POST /progress` `{"event":"…"}` | 201 + the row; invalidates the `recent_progress` section |
 //! | `GET /metrics` | the caches' counters in the Prometheus text format |
+//! | `GET /demo` | a page that fetches `/state/summary` twice: the browser's second fetch is a conditional request, answered 304 |
 //!
 //! Every cached response says what happened in `X-Cache`: `miss`, `hit` (TTL),
 //! `hit-revision` (the fingerprint is unchanged), `section` (only `recent_progress` changed:
@@ -634,7 +635,9 @@ pub fn caches_on_redis(db: &Db, redis: &RedisBackend) -> Caches {
     caches_configured(db, "challenges", "summary", |builder| builder.redis(redis))
 }
 
-fn caches_configured(
+/// The caches, each builder passed through `configure` first (say, a shorter
+/// `cache_control` for the summary, or `.redis(…)`).
+pub fn caches_configured(
     db: &Db,
     challenges: &str,
     summary: &str,
@@ -928,8 +931,46 @@ pub fn configure_caches(cfg: &mut ServiceConfig, caches: &Caches) {
                 )
                 .post(progress_handler),
         )
-        .service(web::resource("/metrics").get(metrics_handler));
+        .service(web::resource("/metrics").get(metrics_handler))
+        .service(web::resource("/demo").get(demo_handler));
 }
+
+/// `GET /demo`: a page that fetches `/state/summary` twice and shows both answers. Its
+/// `Cache-Control: max-age=0, must-revalidate` and ETag make the browser's second fetch a
+/// conditional request (`If-None-Match`), answered 304 from the cache's entry; the browser
+/// then hands the page the body it kept. `tests/real_clients.rs` loads it in Chromium.
+async fn demo_handler() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(DEMO_PAGE)
+}
+
+/// The page [`demo_handler`] serves.
+pub const DEMO_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>actix-conditional: two fetches</title></head>
+<body>
+<h1>/state/summary, fetched twice</h1>
+<p>first: <output id="first">loading</output></p>
+<p>second: <output id="second">loading</output></p>
+<p id="status">running</p>
+<script>
+async function show(id) {
+  const res = await fetch("/state/summary");
+  const body = await res.json();
+  const uploads = body.core.uploads.count;
+  document.getElementById(id).textContent =
+    `${res.status} uploads=${uploads} progress=${body.recent_progress.length}`;
+}
+show("first")
+  .then(() => show("second"))
+  .then(() => { document.getElementById("status").textContent = "done"; })
+  .catch((err) => { document.getElementById("status").textContent = `failed: ${err}`; });
+</script>
+</body>
+</html>
+"#;
 
 // ---------------------------------------------------------------------------------------------
 // The app
@@ -1051,6 +1092,7 @@ pub fn curl_lines(url: &str) -> Vec<String> {
         format!("curl -i {url}/state/summary  # X-Cache: section (only recent_progress rebuilt)"),
         format!("curl -i '{url}/state/summary?refresh=true'  # X-Cache: miss (forced rebuild)"),
         format!("curl -s {url}/metrics | grep actix_conditional_cache"),
+        format!("open {url}/demo in a browser: its second fetch of /state/summary is a 304"),
     ]
 }
 

@@ -107,16 +107,20 @@ impl HandlerPolicy {
 
     /// Applies the policy to a finished response: `read` for GET/HEAD answered 2xx or 304,
     /// [`MUTATION_POLICY`] for every other method and status, then the `Vary` names.
+    ///
+    /// A read answered to a request with `Authorization` also gets `private`, unless `read`
+    /// is explicitly `public`: RFC 9111 §3.5 lets a shared cache reuse such a response for
+    /// *other* users when it carries `must-revalidate` (which `read` usually does) or
+    /// `s-maxage`, and proxies such as nginx do not look at `Authorization` at all.
     pub fn apply(&self, req: &HttpRequest, res: &mut HttpResponse) {
         let status = res.status();
         let is_read = matches!(*req.method(), Method::GET | Method::HEAD)
             && (status.is_success() || status == StatusCode::NOT_MODIFIED);
-        let policy = if is_read {
-            &self.read
-        } else {
-            &MUTATION_POLICY
-        };
-        patch_cache_control(res.headers_mut(), policy);
+        let mut policy = if is_read { self.read } else { MUTATION_POLICY };
+        if is_read && !policy.is_public() && req.headers().contains_key(header::AUTHORIZATION) {
+            policy = policy.private();
+        }
+        patch_cache_control(res.headers_mut(), &policy);
         if !self.vary.is_empty() {
             patch_vary_headers(res.headers_mut(), self.vary);
         }

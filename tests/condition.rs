@@ -64,6 +64,47 @@ async fn get_runs_handler_and_gets_validators_and_read_policy() {
 }
 
 #[actix_rt::test]
+async fn a_read_with_authorization_is_private_unless_the_policy_is_public() {
+    let runs = Rc::new(Cell::new(0));
+    let authorized = || TestRequest::get().insert_header((header::AUTHORIZATION, "Bearer alice"));
+    let res = call(authorized(), Rc::clone(&runs)).await;
+    assert_eq!(
+        header(&res, header::CACHE_CONTROL),
+        Some("private, max-age=60, must-revalidate"),
+        "RFC 9111 §3.5: must-revalidate alone would let a shared cache reuse it for others"
+    );
+    // Its 304 too.
+    let res = call(
+        authorized().insert_header((header::IF_NONE_MATCH, "\"r1\"")),
+        Rc::clone(&runs),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        header(&res, header::CACHE_CONTROL),
+        Some("private, max-age=60, must-revalidate")
+    );
+
+    // A policy that says `public` means it: shared caches may keep it.
+    const PUBLIC: HandlerPolicy = HandlerPolicy::new(CachePolicy::revalidate(60).public());
+    let app = test::init_service(App::new().default_service(web::to(
+        |req: HttpRequest| async move {
+            PUBLIC
+                .respond(&req, RequestValidators::new(), async {
+                    HttpResponse::Ok().body("open")
+                })
+                .await
+        },
+    )))
+    .await;
+    let res = app.call(authorized().to_request()).await.unwrap();
+    assert_eq!(
+        header(&res, header::CACHE_CONTROL),
+        Some("public, max-age=60, must-revalidate")
+    );
+}
+
+#[actix_rt::test]
 async fn matching_if_none_match_is_304_without_running_the_handler() {
     let runs = Rc::new(Cell::new(0));
     let req = TestRequest::get().insert_header((header::IF_NONE_MATCH, "W/\"r1\""));

@@ -123,8 +123,9 @@ impl CachePolicy {
     /// `max-age=N, must-revalidate`: fresh for `max_age` seconds, then revalidate.
     ///
     /// This is what `#[etag_cached]` gives reads. `must-revalidate` also lets shared caches
-    /// store responses to requests with `Authorization` (RFC 9111 §3.5), so add
-    /// [`private`](Self::private) to authenticated or per-user endpoints.
+    /// store responses to requests with `Authorization` (RFC 9111 §3.5): `HandlerPolicy` (and
+    /// so `#[etag_cached]`) adds [`private`](Self::private) to reads answered to such
+    /// requests; elsewhere, add it to authenticated or per-user endpoints yourself.
     #[must_use]
     pub const fn revalidate(max_age: u32) -> Self {
         Self::new().max_age(max_age).must_revalidate()
