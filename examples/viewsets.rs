@@ -57,6 +57,19 @@
 //! The fingerprints come from a `revisions` table of per-table counters that SQLite triggers
 //! bump on every `INSERT`, `UPDATE` and `DELETE` (see [`table_revisions`]).
 //!
+//! # Faults
+//!
+//! - Another connection holds the database's write lock (a long transaction, `sqlite3` with
+//!   a `BEGIN IMMEDIATE` left open): a write waits [`BUSY_TIMEOUT`] (250 ms), then answers
+//!   `503` with `Retry-After: 1`, `Cache-Control: no-store` and `{"error":"database busy"}`,
+//!   invalidating nothing. Reads go on (WAL: readers never wait for writers), cached ones from
+//!   their entries. Any other database error is a `500` with `{"error":"database error"}`, and
+//!   the caches serve their stale bytes over either while they are within their stale window.
+//! - A database path that cannot be opened (a missing directory) stops the server at start
+//!   with the path and SQLite's message, before it listens.
+//! - Redis down or slow (with `--features redis`): the caches run on this process's memory;
+//!   see `docs/redis.md`.
+//!
 //! ```text
 //! cargo run --example viewsets
 //! BIND=127.0.0.1:18090 DATABASE_URL=/tmp/vs.sqlite3 cargo run --example viewsets
@@ -97,6 +110,9 @@ use actix_web::{App, Error, HttpRequest, HttpResponse, HttpServer};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
+
+/// How long a query waits for another connection's lock before answering 503.
+pub const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The address used when `BIND` is not set.
 pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -185,7 +201,9 @@ pub fn open_database(path: impl AsRef<Path>) -> rusqlite::Result<Db> {
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     tracing::debug!(journal_mode = mode, "viewsets: database opened");
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    // Short: the connection is used on the worker thread, so a wait for another process's
+    // lock holds up that worker's requests; past it the request answers 503 (`database_error`).
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     for table in TABLES {
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (
@@ -463,9 +481,28 @@ fn not_found(id: &str) -> HttpResponse {
     HttpResponse::NotFound().json(serde_json::json!({ "error": "not found", "id": id }))
 }
 
+/// A database error as a response: 503 with `Retry-After` while another connection holds the
+/// database locked past [`BUSY_TIMEOUT`] (a transient state: retrying is right), else 500.
 fn database_error(err: &rusqlite::Error) -> HttpResponse {
+    if is_busy(err) {
+        tracing::warn!(%err, "viewsets: database locked by another connection");
+        return HttpResponse::ServiceUnavailable()
+            .insert_header((header::RETRY_AFTER, "1"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .json(serde_json::json!({ "error": "database busy" }));
+    }
     tracing::error!(%err, "viewsets: database error");
-    HttpResponse::InternalServerError().json(serde_json::json!({ "error": "database error" }))
+    HttpResponse::InternalServerError()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(serde_json::json!({ "error": "database error" }))
+}
+
+/// Whether SQLite gave up waiting for a lock (`SQLITE_BUSY`, `SQLITE_LOCKED`).
+fn is_busy(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Every action answers through `#[etag_cached]`: the method's validator (if any) runs first,
@@ -771,14 +808,11 @@ fn lock(db: &Db) -> MutexGuard<'_, Connection> {
     db.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A database error as a 500 (the cache keeps serving stale bytes over it, if it has any).
-#[allow(
-    clippy::needless_pass_by_value,
-    reason = "a `map_err` adapter takes the error by value"
-)]
+/// A database error as an actix error answered like [`database_error`] (503 while locked,
+/// else 500); the cache keeps serving stale bytes over it, if it has any.
 fn internal_error(err: rusqlite::Error) -> Error {
-    tracing::error!(%err, "viewsets: database error");
-    actix_web::error::ErrorInternalServerError("database error")
+    let res = database_error(&err);
+    actix_web::error::InternalError::from_response(err, res).into()
 }
 
 fn active_challenges(db: &Db) -> rusqlite::Result<Vec<Challenge>> {

@@ -163,6 +163,40 @@ mod tests {
         assert!(!vary_matches(&fr_vary, req.headers()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_query_gives_a_bounded_key_without_panic(
+            query in "[A-Za-z0-9=&%._~+-]{0,400}",
+            refresh in proptest::bool::ANY,
+        ) {
+            let req = TestRequest::get().uri(&format!("/a?{query}")).to_http_request();
+            let key = base_key(&req, None, refresh);
+            proptest::prop_assert!(key.len() <= "http:///a?".len() + query.len() + 16);
+            let _ = query_forces_refresh(&query);
+            // Stripped, no query pair of the key forces a refresh any more.
+            if refresh && let Some((_, key_query)) = key.split_once('?') {
+                proptest::prop_assert!(!query_forces_refresh(key_query));
+            }
+        }
+
+        #[test]
+        fn any_header_bytes_in_vary_values_never_panic(
+            lines in proptest::collection::vec(proptest::collection::vec(
+                proptest::prop_oneof![proptest::strategy::Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff],
+                0..64,
+            ), 0..4),
+        ) {
+            let mut headers = HeaderMap::new();
+            let name = HeaderName::from_static("accept-language");
+            for line in &lines {
+                headers.append(name.clone(), HeaderValue::from_bytes(line).unwrap());
+            }
+            let values = vary_values(std::slice::from_ref(&name), &headers);
+            let _ = full_key("http://h/a", &values);
+            proptest::prop_assert!(vary_matches(&values, &headers));
+        }
+    }
+
     #[test]
     fn repeated_field_lines_are_joined() {
         let mut headers = HeaderMap::new();

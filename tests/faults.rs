@@ -1,0 +1,119 @@
+//! Faults around the viewsets example, answered as its docs say: a SQLite file another
+//! process holds locked, and a database path that cannot be opened. (Slow, failing and
+//! panicking builders and cancelled leaders are in `tests/response_cache*.rs`; Redis stopped,
+//! paused and restarted in `tests/redis_store.rs`.)
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+#[path = "common/http.rs"]
+mod http;
+
+#[path = "../examples/viewsets.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod viewsets;
+
+struct Example {
+    server: http::Server,
+    path: PathBuf,
+}
+
+impl Example {
+    fn start(test: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "faults-{test}-{}-{}.sqlite3",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let db = viewsets::open_database(&path).expect("database");
+        let caches = viewsets::caches_named(
+            &db,
+            &format!("challenges-{test}"),
+            &format!("summary-{test}"),
+        );
+        let server = http::Server::start(move || viewsets::app_with_caches(caches.clone()));
+        Self { server, path }
+    }
+
+    fn send(&self, method: &str, path: &str, body: Option<&str>) -> (http::Response, Duration) {
+        let started = Instant::now();
+        let res = self.server.connect().send(method, path, &[], body);
+        (res, started.elapsed())
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+/// Another process's connection in the middle of a long write transaction (as `sqlite3`
+/// with a `BEGIN IMMEDIATE` left open would be): it holds the write lock.
+fn hold_write_lock(path: &PathBuf) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).expect("open");
+    conn.execute_batch("BEGIN IMMEDIATE; UPDATE uploads SET name = name WHERE id = 1;")
+        .unwrap();
+    conn
+}
+
+#[test]
+fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on() {
+    let app = Example::start("locked");
+    let (warm, _) = app.send("GET", "/challenges/active", None);
+    assert_eq!((warm.status, warm.header("x-cache")), (200, "miss"));
+    let (summary, _) = app.send("GET", "/state/summary", None);
+    assert_eq!(summary.status, 200);
+
+    let holder = hold_write_lock(&app.path);
+    // Writes wait out the busy timeout, then answer 503 + Retry-After: not a hang, not a 500,
+    // and nothing is invalidated.
+    for (method, path, body) in [
+        ("POST", "/uploads", Some(r#"{"name":"x.csv"}"#)),
+        ("PUT", "/uploads/1", Some(r#"{"name":"y.csv"}"#)),
+        ("DELETE", "/uploads/2", None),
+        ("POST", "/progress", Some(r#"{"event":"blocked"}"#)),
+    ] {
+        let (res, took) = app.send(method, path, body);
+        assert_eq!(res.status, 503, "{method} {path}: {res:?}");
+        assert_eq!(res.header("retry-after"), "1");
+        assert_eq!(res.json()["error"], "database busy");
+        assert!(
+            took >= viewsets::BUSY_TIMEOUT && took < Duration::from_secs(2),
+            "{method} {path} took {took:?}"
+        );
+        assert!(
+            res.cache_control().contains(&"no-store"),
+            "errors are never cached"
+        );
+    }
+    // Reads go on (WAL: readers do not wait for writers), cached ones from their entries.
+    let (res, took) = app.send("GET", "/uploads", None);
+    assert_eq!(res.status, 200);
+    assert!(took < viewsets::BUSY_TIMEOUT, "{took:?}");
+    let (res, _) = app.send("GET", "/challenges/active", None);
+    assert_eq!((res.status, res.header("x-cache")), (200, "hit"));
+    let (res, _) = app.send("GET", "/state/summary", None);
+    assert_eq!((res.status, res.header("x-cache")), (200, "hit-revision"));
+
+    drop(holder);
+    let (res, _) = app.send("POST", "/uploads", Some(r#"{"name":"x.csv"}"#));
+    assert_eq!(
+        res.status, 201,
+        "writes work again once the lock is released"
+    );
+}
+
+#[test]
+fn a_database_path_that_cannot_be_opened_is_an_error_at_start() {
+    let missing = std::env::temp_dir().join("no-such-dir-actix-conditional/app.sqlite3");
+    let err = viewsets::open_database(&missing).expect_err("no directory, no database");
+    assert!(
+        err.to_string().contains("unable to open"),
+        "a clear message for `main` to print: {err}"
+    );
+}
