@@ -1,0 +1,316 @@
+#!/usr/bin/env python3
+"""Soak test: the viewsets example under mixed reads and writes for a bounded time.
+
+Starts `target/<profile>/examples/viewsets` (building it first) on a free 127.0.0.1 port and a
+fresh SQLite file, drives it from several threads with keep-alive connections, prints
+progress every few seconds, and checks at the end:
+
+- no 5xx (and no connection error);
+- no cached answer older than its configured stale bound (`Age` <= TTL + max stale for
+  `/challenges/active`, <= max stale for `/state/summary`);
+- read-your-writes: right after its own `POST /progress`, a thread's `GET /state/summary`
+  holds the new event (the `recent_progress` section is rebuilt in the request);
+- every `If-None-Match` with the ETag just received is a 304, and every `PUT` with the current
+  `If-Match` is a 200 unless another thread wrote the row first (then a 412, never a lost
+  update);
+- memory flat after warm-up: the server's RSS at the end within 1.25x + 8 MiB of its RSS
+  right after the warm-up (the first fifth of the run, at least 5 s).
+
+Usage:
+  python3 benches/soak.py                 # 60 s, 8 threads, debug build (what CI runs)
+  python3 benches/soak.py --duration 600 --threads 16 --release
+  python3 benches/soak.py --write-doc docs/proof.md   # replace the soak section there
+
+Exit status 0 when every check passed, 1 otherwise. Standard library only.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+# The example's cache settings (examples/viewsets.rs): CHALLENGES_TTL and the default
+# max stale age of response_cache (DEFAULT_MAX_STALE).
+CHALLENGES_TTL = 30
+MAX_STALE = 300
+BOUNDS = {"/challenges/active": CHALLENGES_TTL + MAX_STALE, "/state/summary": MAX_STALE}
+# How many events the summary's `recent_progress` section lists (RECENT_PROGRESS there).
+RECENT_PROGRESS = 10
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def log(msg):
+    print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.by_status = {}
+        self.failures = []
+        self.max_age = {path: 0 for path in BOUNDS}
+        self.not_modified = 0
+        self.conflicts = 0
+        self.labels = {}
+
+    def record(self, status):
+        with self.lock:
+            self.requests += 1
+            self.by_status[status] = self.by_status.get(status, 0) + 1
+
+    def fail(self, what):
+        with self.lock:
+            if len(self.failures) < 50:
+                self.failures.append(what)
+
+    def age(self, path, age):
+        with self.lock:
+            self.max_age[path] = max(self.max_age[path], age)
+
+
+class Client:
+    """One keep-alive connection, reopened when the server closes it."""
+
+    def __init__(self, port, stats):
+        self.port, self.stats, self.conn = port, stats, None
+
+    def send(self, method, path, body=None, headers=None):
+        headers = dict(headers or {})
+        if body is not None:
+            body = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        for attempt in range(2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                res = self.conn.getresponse()
+                data = res.read()
+                if res.getheader("Connection", "").lower() == "close":
+                    self.conn.close()
+                    self.conn = None
+                self.stats.record(res.status)
+                if res.status >= 500:
+                    self.stats.fail(f"{method} {path}: {res.status} {data[:200]!r}")
+                return res, data
+            except (OSError, http.client.HTTPException) as err:
+                self.conn.close()
+                self.conn = None
+                if attempt == 1:
+                    self.stats.record("error")
+                    self.stats.fail(f"{method} {path}: {err!r}")
+                    return None, b""
+        return None, b""
+
+
+def worker(port, stats, stop, seed):
+    rnd = random.Random(seed)
+    client = Client(port, stats)
+    tag = f"w{seed}"
+    n = 0
+    while not stop.is_set():
+        n += 1
+        roll = rnd.random()
+        if roll < 0.25:
+            res, data = client.send("GET", "/uploads")
+            if res and res.status == 200:
+                etag = res.getheader("ETag")
+                again, _ = client.send("GET", "/uploads", headers={"If-None-Match": etag})
+                if again and again.status == 304:
+                    with stats.lock:
+                        stats.not_modified += 1
+                elif again and again.status != 200:
+                    stats.fail(f"GET /uploads with its own ETag: {again.status}")
+        elif roll < 0.45:
+            path = "/challenges/active"
+            res, _ = client.send("GET", path)
+            check_age(stats, path, res)
+        elif roll < 0.70:
+            path = "/state/summary"
+            res, _ = client.send("GET", path)
+            check_age(stats, path, res)
+        elif roll < 0.80:
+            event = f"{tag}-{n}"
+            res, data = client.send("POST", "/progress", body={"event": event})
+            if res and res.status == 201:
+                mine = json.loads(data)["id"]
+                res, data = client.send("GET", "/state/summary")
+                if res and res.status == 200:
+                    tail = json.loads(data).get("recent_progress", [])
+                    ids = [p["id"] for p in tail]
+                    # Other threads' newer events may have pushed ours out of the tail; if
+                    # not, it must be there, unless the answer says it is stale.
+                    pushed_out = len(ids) >= RECENT_PROGRESS and min(ids) > mine
+                    label = res.getheader("X-Cache")
+                    if mine not in ids and not pushed_out and label != "stale":
+                        stats.fail(f"read-your-writes: event {mine} not in the next summary (X-Cache: {label})")
+                    with stats.lock:
+                        stats.labels[label] = stats.labels.get(label, 0) + 1
+        elif roll < 0.90:
+            item = f"/uploads/{rnd.randint(1, 3)}"
+            res, data = client.send("GET", item)
+            if res and res.status == 200:
+                etag = res.getheader("ETag")
+                put, _ = client.send(
+                    "PUT", item, body={"name": f"{tag}-{n}.csv"}, headers={"If-Match": etag}
+                )
+                if put and put.status == 412:
+                    with stats.lock:
+                        stats.conflicts += 1
+                elif put and put.status not in (200, 503):
+                    stats.fail(f"PUT {item} with its current If-Match: {put.status}")
+        else:
+            res, data = client.send("POST", "/uploads", body={"name": f"{tag}-{n}.tmp"})
+            if res and res.status == 201:
+                row = json.loads(data)
+                client.send("DELETE", f"/uploads/{row['id']}")
+
+
+def check_age(stats, path, res):
+    if res is None or res.status != 200:
+        return
+    age = int(res.getheader("Age", "0"))
+    stats.age(path, age)
+    if age > BOUNDS[path]:
+        stats.fail(f"{path}: Age {age} > {BOUNDS[path]}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=60, help="seconds of load (default 60)")
+    parser.add_argument("--threads", type=int, default=8, help="client threads (default 8)")
+    parser.add_argument("--release", action="store_true", help="build and run the release example")
+    parser.add_argument("--progress", type=int, default=5, help="seconds between progress lines")
+    parser.add_argument("--write-doc", metavar="FILE", help="replace the soak section of FILE")
+    args = parser.parse_args()
+    if args.duration < 10 or args.threads < 1:
+        parser.error("--duration must be at least 10 and --threads at least 1")
+
+    profile = "release" if args.release else "debug"
+    # --all-features: the artifacts `cargo test --all-features` left behind (CI runs this after
+    # the tests); without REDIS_URL the example's caches stay in its own memory.
+    build = ["cargo", "build", "--locked", "--all-features", "--example", "viewsets"]
+    build += ["--release"] if args.release else []
+    log(f"building: {' '.join(build)}")
+    subprocess.run(build, cwd=ROOT, check=True)
+    binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), profile, "examples", "viewsets")
+
+    work = tempfile.mkdtemp(prefix="soak-")
+    env = dict(os.environ, BIND="127.0.0.1:0", DATABASE_URL=os.path.join(work, "soak.sqlite3"), RUST_LOG="error")
+    env.pop("REDIS_URL", None)
+    server = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    port = None
+    deadline = time.time() + 30
+    for line in server.stdout:
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if found:
+            port = int(found.group(1))
+            break
+        if time.time() > deadline:
+            break
+    if port is None:
+        server.kill()
+        sys.exit("soak: the example did not print its address")
+    threading.Thread(target=lambda: server.stdout.read(), daemon=True).start()
+    log(f"example (pid {server.pid}, {profile}) on 127.0.0.1:{port}; {args.threads} threads for {args.duration} s")
+
+    stats, stop = Stats(), threading.Event()
+    threads = [threading.Thread(target=worker, args=(port, stats, stop, i), daemon=True) for i in range(args.threads)]
+    started = time.time()
+    for t in threads:
+        t.start()
+    warmup = max(5, args.duration // 5)
+    rss_start = rss_kib(server.pid)
+    rss_warm = None
+    rss_max_after = 0
+    next_progress = started + args.progress
+    last_requests = 0
+    while True:
+        now = time.time()
+        elapsed = now - started
+        if elapsed >= args.duration:
+            break
+        rss = rss_kib(server.pid)
+        if server.poll() is not None:
+            stats.fail(f"the server exited with {server.returncode}")
+            break
+        if rss_warm is None and elapsed >= warmup:
+            rss_warm = rss
+            log(f"warm-up done: RSS {rss / 1024:.1f} MiB")
+        elif rss_warm is not None and rss:
+            rss_max_after = max(rss_max_after, rss)
+        if now >= next_progress:
+            with stats.lock:
+                total, errors = stats.requests, sum(v for k, v in stats.by_status.items() if k == "error" or k >= 500)
+            rate = (total - last_requests) / args.progress
+            last_requests = total
+            log(f"{elapsed:5.0f}/{args.duration} s  {total} requests  {rate:.0f} req/s  {errors} errors  RSS {rss / 1024:.1f} MiB")
+            next_progress += args.progress
+        time.sleep(0.2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=15)
+    rss_end = rss_kib(server.pid)
+    duration = time.time() - started
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+    errors = sum(v for k, v in stats.by_status.items() if k == "error" or k >= 500)
+    flat = rss_warm is not None and rss_end is not None and rss_end <= rss_warm * 1.25 + 8 * 1024
+    if not flat:
+        stats.fail(f"RSS grew: {rss_warm} KiB after warm-up, {rss_end} KiB at the end")
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_status.items(), key=lambda kv: str(kv[0])))
+    summary = [
+        f"- Command: `python3 benches/soak.py --duration {args.duration} --threads {args.threads}{' --release' if args.release else ''}` ({profile} build of `examples/viewsets.rs`, fresh SQLite file, one process, {os.cpu_count()} CPUs shared with the clients)",
+        f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- Requests: {stats.requests} in {duration:.0f} s ({stats.requests / duration:.0f} req/s); by status: {statuses}",
+        f"- Errors (5xx or connection): {errors}",
+        f"- Max staleness (`Age`): /challenges/active {stats.max_age['/challenges/active']} s (bound {BOUNDS['/challenges/active']} s), /state/summary {stats.max_age['/state/summary']} s (bound {BOUNDS['/state/summary']} s)",
+        f"- 304s on a repeated `If-None-Match`: {stats.not_modified}; `If-Match` conflicts answered 412 (no lost update): {stats.conflicts}",
+        f"- Reads right after the thread's own write (`X-Cache` of the summary): " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.labels.items(), key=lambda kv: str(kv[0]))),
+        f"- RSS: {(rss_start or 0) / 1024:.1f} MiB at start, {(rss_warm or 0) / 1024:.1f} MiB after the {warmup} s warm-up, peak {rss_max_after / 1024:.1f} MiB after it, {(rss_end or 0) / 1024:.1f} MiB at the end ({'flat' if flat else 'GREW'})",
+        f"- Checks failed: {len(stats.failures)}" + ("" if not stats.failures else ": " + "; ".join(stats.failures[:5])),
+    ]
+    print("\n".join(summary))
+    if args.write_doc:
+        section = "<!-- soak:begin -->\n" + "\n".join(summary) + "\n<!-- soak:end -->"
+        with open(args.write_doc) as f:
+            text = f.read()
+        if "<!-- soak:begin -->" in text:
+            text = re.sub(r"<!-- soak:begin -->.*?<!-- soak:end -->", lambda _: section, text, flags=re.S)
+        else:
+            text += "\n" + section + "\n"
+        with open(args.write_doc, "w") as f:
+            f.write(text)
+        log(f"wrote the summary to {args.write_doc}")
+    if stats.failures or errors:
+        log("FAILED")
+        sys.exit(1)
+    log("passed")
+
+
+if __name__ == "__main__":
+    main()
