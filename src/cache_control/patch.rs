@@ -2,6 +2,7 @@
 
 use std::{
     borrow::Cow,
+    cell::RefCell,
     collections::{HashMap, HashSet},
     time::SystemTime,
 };
@@ -50,8 +51,40 @@ use super::policy::*;
 /// );
 /// ```
 pub fn patch_cache_control(headers: &mut HeaderMap, policy: &CachePolicy) {
+    if !headers.contains_key(CACHE_CONTROL) {
+        // The common case (the handler set none) renders the same line for the same policy
+        // every time, on every request: remember it per thread instead of merging anew.
+        if let Some(value) = rendered_alone(policy) {
+            headers.insert(CACHE_CONTROL, value);
+        }
+        return;
+    }
     let new: Vec<NewDirective> = policy.directives().collect();
     patch_in_steps(headers, &[&new]);
+}
+
+/// What [`patch_cache_control`] writes for `policy` on a response without `Cache-Control`.
+fn rendered_alone(policy: &CachePolicy) -> Option<HeaderValue> {
+    // Policies are few (one per handler); past this many distinct ones, nothing is kept.
+    const MAX_REMEMBERED: usize = 64;
+    thread_local! {
+        static RENDERED: RefCell<HashMap<CachePolicy, Option<HeaderValue>>> =
+            RefCell::new(HashMap::new());
+    }
+    RENDERED.with(|rendered| {
+        if let Some(value) = rendered.borrow().get(policy) {
+            return value.clone();
+        }
+        let mut fresh = HeaderMap::new();
+        let new: Vec<NewDirective> = policy.directives().collect();
+        patch_in_steps(&mut fresh, &[&new]);
+        let value = fresh.get(CACHE_CONTROL).cloned();
+        let mut rendered = rendered.borrow_mut();
+        if rendered.len() < MAX_REMEMBERED {
+            rendered.insert(*policy, value.clone());
+        }
+        value
+    })
 }
 
 /// Marks a response as never to be cached, exactly as Django's `add_never_cache_headers`
