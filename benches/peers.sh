@@ -38,28 +38,17 @@ BENCHMARKS_MD=${BENCHMARKS_MD:-$root/BENCHMARKS.md}
 CHART=${CHART:-$root/docs/peers.svg}
 command_line="DURATION=$DURATION ROUNDS=$ROUNDS THREADS=$THREADS CONNECTIONS=$CONNECTIONS WARMUP=$WARMUP bash benches/peers.sh"
 
-log() { printf '[peers %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+tag=peers
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 for var in DURATION ROUNDS THREADS CONNECTIONS WARMUP STRICT; do
     [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, got '${!var}'"
 done
 ((DURATION > 0 && ROUNDS > 0 && THREADS > 0 && CONNECTIONS >= THREADS)) || die "bad sizes"
 
-apt_install() {
-    local sudo=()
-    ((EUID == 0)) || sudo=(sudo)
-    log "installing $* with apt-get"
-    "${sudo[@]}" apt-get install -y "$@" >/dev/null ||
-        { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y "$@" >/dev/null; } ||
-        die "could not install $*"
-}
 command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
 [[ -x /usr/sbin/nginx ]] || apt_install nginx
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 work=$(mktemp -d)
 # nginx's workers drop root for `nobody`: they must be able to read the file.
@@ -294,17 +283,7 @@ ${targets}
 <!-- peers:end -->
 EOF
 )
-if grep -q '<!-- peers:begin -->' "$BENCHMARKS_MD"; then
-    python3 - "$BENCHMARKS_MD" "$section" <<'PY'
-import re, sys
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-text = re.sub(r"<!-- peers:begin -->.*?<!-- peers:end -->", lambda _: section, text, flags=re.S)
-open(path, "w").write(text)
-PY
-else
-    printf '\n%s\n' "$section" >>"$BENCHMARKS_MD"
-fi
+replace_section "$BENCHMARKS_MD" peers "$section"
 log "wrote $BENCHMARKS_MD and $CHART"
 printf '%s\n' "$section"
 if ((STRICT)) && grep -q FAIL <<<"$targets"; then

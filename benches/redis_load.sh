@@ -39,25 +39,15 @@ cd "$root"
 BENCHMARKS_MD=${BENCHMARKS_MD:-$root/BENCHMARKS.md}
 command_line="DURATION=$DURATION ROUNDS=$ROUNDS THREADS=$THREADS CONNECTIONS=$CONNECTIONS WARMUP=$WARMUP WORKERS=$WORKERS bash benches/redis_load.sh"
 
-log() { printf '[redis_load %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() {
-    log "error: $*"
-    exit 1
-}
+tag=redis_load
+# shellcheck source=benches/common.sh
+source "$root/benches/common.sh"
 for var in DURATION ROUNDS THREADS CONNECTIONS WARMUP WORKERS; do
     [[ ${!var} =~ ^[0-9]+$ ]] || die "$var must be a whole number, got '${!var}'"
 done
 ((DURATION > 0 && ROUNDS > 0 && THREADS > 0 && CONNECTIONS >= THREADS && WORKERS > 0)) ||
     die "DURATION, ROUNDS, THREADS, WORKERS must be positive, CONNECTIONS >= THREADS"
 
-apt_install() {
-    local sudo=()
-    ((EUID == 0)) || sudo=(sudo)
-    log "installing $* with apt-get"
-    "${sudo[@]}" apt-get install -y "$@" >/dev/null ||
-        { "${sudo[@]}" apt-get update >/dev/null && "${sudo[@]}" apt-get install -y "$@" >/dev/null; } ||
-        die "could not install $*"
-}
 command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
 command -v redis-server >/dev/null || apt_install redis-server
@@ -78,7 +68,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis_port=$(free_port)
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
     --loglevel warning >"$work/redis.log" 2>&1 &
 pids+=($!)
@@ -210,16 +200,6 @@ An L2 hit serves ${l2_vs_l1}x the requests per second of an L1 hit here: it adds
 <!-- redis:end -->
 EOF
 )
-if grep -q '<!-- redis:begin -->' "$BENCHMARKS_MD"; then
-    python3 - "$BENCHMARKS_MD" "$section" <<'PY'
-import re, sys
-path, section = sys.argv[1], sys.argv[2]
-text = open(path).read()
-text = re.sub(r"<!-- redis:begin -->.*?<!-- redis:end -->", lambda _: section, text, flags=re.S)
-open(path, "w").write(text)
-PY
-else
-    printf '\n%s\n' "$section" >>"$BENCHMARKS_MD"
-fi
+replace_section "$BENCHMARKS_MD" redis "$section"
 log "wrote the table to $BENCHMARKS_MD"
 printf '%s\n' "$section"

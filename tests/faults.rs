@@ -3,8 +3,6 @@
 //! panicking builders and cancelled leaders are in `tests/response_cache*.rs`; Redis stopped,
 //! paused and restarted in `tests/redis_store.rs`.)
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "common/http.rs"]
@@ -14,47 +12,21 @@ mod http;
 #[allow(dead_code, unreachable_pub)]
 mod viewsets;
 
-struct Example {
-    server: http::Server,
-    path: PathBuf,
-}
+#[path = "common/example.rs"]
+mod example;
 
-impl Example {
-    fn start(test: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "faults-{test}-{}-{}.sqlite3",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let db = viewsets::open_database(&path).expect("database");
-        let caches = viewsets::caches_named(
-            &db,
-            &format!("challenges-{test}"),
-            &format!("summary-{test}"),
-        );
-        let server = http::Server::start(move || viewsets::app_with_caches(caches.clone()));
-        Self { server, path }
-    }
+use example::Example;
 
-    fn send(&self, method: &str, path: &str, body: Option<&str>) -> (http::Response, Duration) {
-        let started = Instant::now();
-        let res = self.server.connect().send(method, path, &[], body);
-        (res, started.elapsed())
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-        }
-    }
+/// Sends one request on a fresh connection; returns the answer and how long it took.
+fn send(app: &Example, method: &str, path: &str, body: Option<&str>) -> (http::Response, Duration) {
+    let started = Instant::now();
+    let res = app.server.connect().send(method, path, &[], body);
+    (res, started.elapsed())
 }
 
 /// Another process's connection in the middle of a long write transaction (as `sqlite3`
 /// with a `BEGIN IMMEDIATE` left open would be): it holds the write lock.
-fn hold_write_lock(path: &PathBuf) -> rusqlite::Connection {
+fn hold_write_lock(path: &std::path::Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(path).expect("open");
     conn.execute_batch("BEGIN IMMEDIATE; UPDATE uploads SET name = name WHERE id = 1;")
         .unwrap();
@@ -64,9 +36,9 @@ fn hold_write_lock(path: &PathBuf) -> rusqlite::Connection {
 #[test]
 fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on() {
     let app = Example::start("locked");
-    let (warm, _) = app.send("GET", "/challenges/active", None);
+    let (warm, _) = send(&app, "GET", "/challenges/active", None);
     assert_eq!((warm.status, warm.header("x-cache")), (200, "miss"));
-    let (summary, _) = app.send("GET", "/state/summary", None);
+    let (summary, _) = send(&app, "GET", "/state/summary", None);
     assert_eq!(summary.status, 200);
 
     let holder = hold_write_lock(&app.path);
@@ -78,7 +50,7 @@ fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on
         ("DELETE", "/uploads/2", None),
         ("POST", "/progress", Some(r#"{"event":"blocked"}"#)),
     ] {
-        let (res, took) = app.send(method, path, body);
+        let (res, took) = send(&app, method, path, body);
         assert_eq!(res.status, 503, "{method} {path}: {res:?}");
         assert_eq!(res.header("retry-after"), "1");
         assert_eq!(res.json()["error"], "database busy");
@@ -92,16 +64,16 @@ fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on
         );
     }
     // Reads go on (WAL: readers do not wait for writers), cached ones from their entries.
-    let (res, took) = app.send("GET", "/uploads", None);
+    let (res, took) = send(&app, "GET", "/uploads", None);
     assert_eq!(res.status, 200);
     assert!(took < viewsets::BUSY_TIMEOUT, "{took:?}");
-    let (res, _) = app.send("GET", "/challenges/active", None);
+    let (res, _) = send(&app, "GET", "/challenges/active", None);
     assert_eq!((res.status, res.header("x-cache")), (200, "hit"));
-    let (res, _) = app.send("GET", "/state/summary", None);
+    let (res, _) = send(&app, "GET", "/state/summary", None);
     assert_eq!((res.status, res.header("x-cache")), (200, "hit-revision"));
 
     drop(holder);
-    let (res, _) = app.send("POST", "/uploads", Some(r#"{"name":"x.csv"}"#));
+    let (res, _) = send(&app, "POST", "/uploads", Some(r#"{"name":"x.csv"}"#));
     assert_eq!(
         res.status, 201,
         "writes work again once the lock is released"

@@ -8,8 +8,6 @@
 //! The parsers' own property tests live beside them; `bash .ci/hostile` runs them with 100k
 //! cases each.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use actix_conditional::condition::{HandlerPolicy, RequestValidators};
@@ -24,55 +22,28 @@ mod http;
 #[allow(dead_code, unreachable_pub)]
 mod viewsets;
 
+#[path = "common/example.rs"]
+mod example;
+
+use example::Example;
+
 /// No single hostile request may take longer than this.
 const BOUND: Duration = Duration::from_secs(1);
 
-struct Example {
-    server: http::Server,
-    path: PathBuf,
-}
-
-impl Example {
-    fn start(test: &str) -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "hostile-{test}-{}-{}.sqlite3",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let db = viewsets::open_database(&path).expect("database");
-        let caches = viewsets::caches_named(
-            &db,
-            &format!("challenges-{test}"),
-            &format!("summary-{test}"),
-        );
-        let server = http::Server::start(move || viewsets::app_with_caches(caches.clone()));
-        Self { server, path }
-    }
-
-    /// Sends one request on a fresh connection; checks the time bound and that it is no 5xx.
-    fn send(&self, path: &str, headers: &[(&str, &[u8])]) -> http::Response {
-        let started = Instant::now();
-        let res = self.server.connect().send("GET", path, headers, None);
-        let took = started.elapsed();
-        assert!(took < BOUND, "{path} took {took:?}");
-        assert!(res.status < 500, "{path} {headers:?}: {res:?}");
-        res
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
-        }
-    }
+/// Sends one request on a fresh connection; checks the time bound and that it is no 5xx.
+fn send(app: &Example, path: &str, headers: &[(&str, &[u8])]) -> http::Response {
+    let started = Instant::now();
+    let res = app.server.connect().send("GET", path, headers, None);
+    let took = started.elapsed();
+    assert!(took < BOUND, "{path} took {took:?}");
+    assert!(res.status < 500, "{path} {headers:?}: {res:?}");
+    res
 }
 
 #[test]
 fn giant_and_malformed_conditional_headers_get_the_rfc_answer_or_a_4xx() {
     let app = Example::start("conditionals");
-    let good = app.send("/uploads", &[]);
+    let good = send(&app, "/uploads", &[]);
     assert_eq!(good.status, 200);
     let etag = good.etag().to_owned();
 
@@ -109,7 +80,7 @@ fn giant_and_malformed_conditional_headers_get_the_rfc_answer_or_a_4xx() {
     ];
     for path in ["/uploads", "/challenges/active", "/state/summary"] {
         for (name, value) in &hostile {
-            let res = app.send(path, &[(name, value.as_slice())]);
+            let res = send(&app, path, &[(name, value.as_slice())]);
             assert!(
                 matches!(res.status, 200 | 304 | 400 | 412 | 431),
                 "{path} {name}: {}",
@@ -119,13 +90,14 @@ fn giant_and_malformed_conditional_headers_get_the_rfc_answer_or_a_4xx() {
     }
     // A matching tag at the end of a long list is still a match (RFC 9110 §13.1.2), or the
     // list was refused as too large: a 200, never a wrong 304.
-    let res = app.send(
+    let res = send(
+        &app,
         "/uploads",
         &[("If-None-Match", many_tags_then_match.as_bytes())],
     );
     assert!(matches!(res.status, 200 | 304), "{}", res.status);
     // And the server still answers normally.
-    let res = app.send("/uploads", &[("If-None-Match", etag.as_bytes())]);
+    let res = send(&app, "/uploads", &[("If-None-Match", etag.as_bytes())]);
     assert_eq!(res.status, 304);
 }
 
@@ -144,7 +116,7 @@ fn giant_and_odd_query_strings_are_answered_and_bounded() {
         "refresh",
     ] {
         for path in ["/challenges/active", "/state/summary", "/uploads"] {
-            let res = app.send(&format!("{path}?{query}"), &[]);
+            let res = send(&app, &format!("{path}?{query}"), &[]);
             assert!(
                 matches!(res.status, 200 | 400 | 404 | 414 | 431),
                 "{path}?{}…: {}",
@@ -154,9 +126,9 @@ fn giant_and_odd_query_strings_are_answered_and_bounded() {
         }
     }
     let huge = format!("/challenges/active?{}", "b".repeat(120_000));
-    let res = app.send(&huge, &[]);
+    let res = send(&app, &huge, &[]);
     assert!(res.status >= 400, "{}", res.status);
-    assert_eq!(app.send("/challenges/active", &[]).status, 200);
+    assert_eq!(send(&app, "/challenges/active", &[]).status, 200);
 }
 
 #[test]
@@ -175,9 +147,9 @@ fn headers_the_response_does_not_vary_on_cannot_poison_the_cache() {
         ("X-HTTP-Method-Override", b"DELETE"),
         ("X-Forwarded-Prefix", b"/evil"),
     ];
-    let first = app.send("/challenges/active", &poisoned);
+    let first = send(&app, "/challenges/active", &poisoned);
     assert_eq!((first.status, first.header("x-cache")), (200, "miss"));
-    let plain = app.send("/challenges/active", &[]);
+    let plain = send(&app, "/challenges/active", &[]);
     assert_eq!(plain.header("x-cache"), "hit");
     assert_eq!(
         plain.body, first.body,
@@ -192,19 +164,26 @@ fn headers_the_response_does_not_vary_on_cannot_poison_the_cache() {
         .exchange(b"GET /challenges/active HTTP/1.1\r\nHost: evil.example\r\n\r\n");
     assert_eq!((other.status, other.header("x-cache")), (200, "miss"));
     // Two `Host` lines are refused outright (RFC 9112 §3.2).
-    let two_hosts = app.send("/challenges/active", &[("Host", b"evil.example")]);
+    let two_hosts = send(&app, "/challenges/active", &[("Host", b"evil.example")]);
     assert_eq!(two_hosts.status, 400);
-    assert_eq!(app.send("/challenges/active", &[]).header("x-cache"), "hit");
+    assert_eq!(
+        send(&app, "/challenges/active", &[]).header("x-cache"),
+        "hit"
+    );
 
     // A method override on a read changed nothing.
-    let uploads = app.send("/uploads", &[("X-HTTP-Method-Override", b"DELETE")]);
+    let uploads = send(&app, "/uploads", &[("X-HTTP-Method-Override", b"DELETE")]);
     assert_eq!(count(&uploads), 3);
-    assert_eq!(count(&app.send("/uploads", &[])), 3);
+    assert_eq!(count(&send(&app, "/uploads", &[])), 3);
 
     // Credentials are never answered from, nor stored in, the shared cache.
-    let alice = app.send("/challenges/active", &[("Authorization", b"Bearer alice")]);
+    let alice = send(
+        &app,
+        "/challenges/active",
+        &[("Authorization", b"Bearer alice")],
+    );
     assert_eq!(alice.header("x-cache"), "bypass");
-    let cookie = app.send("/challenges/active", &[("Cookie", b"session=alice")]);
+    let cookie = send(&app, "/challenges/active", &[("Cookie", b"session=alice")]);
     assert_eq!(cookie.header("x-cache"), "bypass");
 }
 
