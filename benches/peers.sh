@@ -184,9 +184,14 @@ inm=("" "" "$cg_etag" '"v1"' "" "" "$nginx_etag" "" "$django_etag")
 run_wrk() { # INDEX SECONDS -> "rps non2xx3xx"
     local args=(-t"$THREADS" -c"$CONNECTIONS" -d"${2}s")
     [[ -n ${inm[$1]} ]] && args+=(-H "If-None-Match: ${inm[$1]}")
-    local out
-    out=$(wrk "${args[@]}" "${urls[$1]}")
-    printf '%s %s\n' "$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")" \
+    local out rps
+    out=$(wrk "${args[@]}" "${urls[$1]}") || die "wrk failed on ${names[$1]}: $out"
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    [[ -n $rps ]] || die "no requests/sec from wrk on ${names[$1]}: $out"
+    if grep -q 'Socket errors' <<<"$out"; then
+        die "${names[$1]}: $(grep 'Socket errors' <<<"$out")"
+    fi
+    printf '%s %s\n' "$rps" \
         "$(awk '/Non-2xx or 3xx responses:/ { print $5 }' <<<"$out" | grep . || echo 0)"
 }
 if ((WARMUP > 0)); then

@@ -30,6 +30,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -124,6 +125,14 @@ class Client:
 
 
 def worker(port, stats, stop, seed):
+    # A thread that dies quietly would make the soak look better than it is.
+    try:
+        drive(port, stats, stop, seed)
+    except Exception as err:  # noqa: BLE001 - any failure of the driver is a failed check
+        stats.fail(f"worker {seed} crashed: {err!r}")
+
+
+def drive(port, stats, stop, seed):
     rnd = random.Random(seed)
     client = Client(port, stats)
     tag = f"w{seed}"
@@ -177,7 +186,7 @@ def worker(port, stats, stop, seed):
                 if put and put.status == 412:
                     with stats.lock:
                         stats.conflicts += 1
-                elif put and put.status not in (200, 503):
+                elif put and put.status != 200:
                     stats.fail(f"PUT {item} with its current If-Match: {put.status}")
         else:
             res, data = client.send("POST", "/uploads", body={"name": f"{tag}-{n}.tmp"})
@@ -219,19 +228,34 @@ def main():
     env = dict(os.environ, BIND="127.0.0.1:0", DATABASE_URL=os.path.join(work, "soak.sqlite3"), RUST_LOG="error")
     env.pop("REDIS_URL", None)
     server = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    port = None
+    try:
+        run(args, server, profile)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, server, profile):
+    # The address line, read on a thread so a silent server cannot hang the soak.
+    found = {}
+
+    def read_address():
+        for line in server.stdout:
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+            if match:
+                found["port"] = int(match.group(1))
+                break
+        server.stdout.read()  # keep draining so the server never blocks on stdout
+
+    threading.Thread(target=read_address, daemon=True).start()
     deadline = time.time() + 30
-    for line in server.stdout:
-        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        if found:
-            port = int(found.group(1))
-            break
-        if time.time() > deadline:
-            break
+    while "port" not in found and time.time() < deadline and server.poll() is None:
+        time.sleep(0.05)
+    port = found.get("port")
     if port is None:
-        server.kill()
-        sys.exit("soak: the example did not print its address")
-    threading.Thread(target=lambda: server.stdout.read(), daemon=True).start()
+        sys.exit("soak: the example did not print its address within 30 s")
     log(f"example (pid {server.pid}, {profile}) on 127.0.0.1:{port}; {args.threads} threads for {args.duration} s")
 
     stats, stop = Stats(), threading.Event()
@@ -250,7 +274,7 @@ def main():
         elapsed = now - started
         if elapsed >= args.duration:
             break
-        rss = rss_kib(server.pid)
+        rss = rss_kib(server.pid) or 0
         if server.poll() is not None:
             stats.fail(f"the server exited with {server.returncode}")
             break

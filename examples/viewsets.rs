@@ -62,8 +62,9 @@
 //! - Another connection holds the database's write lock (a long transaction, `sqlite3` with
 //!   a `BEGIN IMMEDIATE` left open): a write waits [`BUSY_TIMEOUT`] (250 ms), then answers
 //!   `503` with `Retry-After: 1`, `Cache-Control: no-store` and `{"error":"database busy"}`,
-//!   invalidating nothing. Reads go on (WAL: readers never wait for writers), cached ones from
-//!   their entries. Any other database error is a `500` with `{"error":"database error"}`, and
+//!   invalidating nothing. Reads go on (WAL: readers never wait for SQLite's write lock),
+//!   cached ones from their entries; with one connection per process, a read that arrives
+//!   while a write waits for the lock waits behind it, for at most the busy timeout. Any other database error is a `500` with `{"error":"database error"}`, and
 //!   the caches serve their stale bytes over either while they are within their stale window.
 //! - A database path that cannot be opened (a missing directory) stops the server at start
 //!   with the path and SQLite's message, before it listens.

@@ -109,17 +109,16 @@ impl HandlerPolicy {
     /// [`MUTATION_POLICY`] for every other method and status, then the `Vary` names.
     ///
     /// A read answered to a request with `Authorization` also gets `private`, unless `read`
-    /// is explicitly `public`: RFC 9111 §3.5 lets a shared cache reuse such a response for
-    /// *other* users when it carries `must-revalidate` (which `read` usually does) or
-    /// `s-maxage`, and proxies such as nginx do not look at `Authorization` at all.
+    /// is explicitly `public` (RFC 9111 §3.5: see [`with_cache_control`], which does the same).
     pub fn apply(&self, req: &HttpRequest, res: &mut HttpResponse) {
         let status = res.status();
         let is_read = matches!(*req.method(), Method::GET | Method::HEAD)
             && (status.is_success() || status == StatusCode::NOT_MODIFIED);
-        let mut policy = if is_read { self.read } else { MUTATION_POLICY };
-        if is_read && !policy.is_public() && req.headers().contains_key(header::AUTHORIZATION) {
-            policy = policy.private();
-        }
+        let policy = if is_read {
+            for_credentials(self.read, req)
+        } else {
+            MUTATION_POLICY
+        };
         patch_cache_control(res.headers_mut(), &policy);
         if !self.vary.is_empty() {
             patch_vary_headers(res.headers_mut(), self.vary);
@@ -260,8 +259,20 @@ where
     R: Responder,
 {
     let mut res = handler.await.respond_to(req).map_into_boxed_body();
-    patch_cache_control(res.headers_mut(), &policy);
+    patch_cache_control(res.headers_mut(), &for_credentials(policy, req));
     res
+}
+
+/// `policy`, made `private` when the request carries `Authorization` and `policy` is not
+/// explicitly `public`: RFC 9111 §3.5 lets a shared cache reuse a response to such a request
+/// for *other* users when it carries `must-revalidate` or `s-maxage`, and proxies such as
+/// nginx do not look at `Authorization` at all.
+pub(crate) fn for_credentials(policy: CachePolicy, req: &HttpRequest) -> CachePolicy {
+    if !policy.is_public() && req.headers().contains_key(header::AUTHORIZATION) {
+        policy.private()
+    } else {
+        policy
+    }
 }
 
 /// Django's `@never_cache`: runs the handler, then [`add_never_cache_headers`].

@@ -266,8 +266,9 @@ impl Nginx {
                 "/var/cache/nginx/api",
                 &prefix.join("cache").display().to_string(),
             );
+        // One process (`master_process off`): killing it leaves no orphaned workers.
         let head = format!(
-            "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\nevents {{ worker_connections 256; }}\n",
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log warn;\nevents {{ worker_connections 256; }}\n",
             p = prefix.display()
         );
         let temp = format!(
@@ -288,14 +289,14 @@ impl Nginx {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("nginx starts");
-        let child = ChildGuard(child);
+        let mut child = ChildGuard(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen: {}",
-                std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default()
-            );
+            let log = || std::fs::read_to_string(prefix.join("logs/error.log")).unwrap_or_default();
+            if let Some(status) = child.0.try_wait().unwrap() {
+                panic!("nginx exited ({status}): {}", log());
+            }
+            assert!(Instant::now() < deadline, "nginx did not listen: {}", log());
             std::thread::sleep(Duration::from_millis(20));
         }
         Self {
@@ -321,8 +322,8 @@ impl Nginx {
     }
 }
 
-/// GETs `path` until nginx's copy has expired (its clock counts whole seconds, so one second
-/// of `max-age` lasts up to two), and returns the first answer that is not a `HIT`.
+/// GETs `path` until nginx's copy has expired (its clock counts whole seconds, so two seconds
+/// of `max-age` last up to three), and returns the first answer that is not a `HIT`.
 fn until_expired(nginx: &Nginx, path: &str) -> http::Response {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -344,10 +345,11 @@ fn nginx_stores_reads_revalidates_with_if_none_match_and_never_shares_private_or
     let Some(nginx_bin) = tool("nginx", &["/usr/sbin/nginx", "/usr/bin/nginx"]) else {
         return;
     };
-    // The summary fresh for one second (instead of `max-age=0`, which nginx does not store),
-    // so the test can watch an entry expire and be revalidated.
+    // The summary fresh for two seconds (instead of `max-age=0`, which nginx does not store),
+    // so the test can watch an entry expire and be revalidated; two, because nginx's clock
+    // counts whole seconds and the HIT right after the MISS must fall inside the lifetime.
     let app = App::start_with("nginx", |builder| {
-        builder.cache_control(CachePolicy::revalidate(1))
+        builder.cache_control(CachePolicy::revalidate(2))
     });
     let nginx = Nginx::start(&nginx_bin, &app.dir.path, app.server.addr().port());
 
@@ -363,7 +365,7 @@ fn nginx_stores_reads_revalidates_with_if_none_match_and_never_shares_private_or
         "the app saw the first GET only"
     );
 
-    // `max-age=1, must-revalidate`: stored for a second; then nginx revalidates with the ETag
+    // `max-age=2, must-revalidate`: stored for two seconds; then nginx revalidates with the ETag
     // it holds, and the app's 304 refreshes its copy (RFC 9111 §4.3.3).
     let first = nginx.get("/state/summary");
     assert_eq!((first.status, cache_status(&first)), (200, "MISS"));

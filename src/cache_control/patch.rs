@@ -417,3 +417,75 @@ fn split_list(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 const fn is_field_value_byte(b: u8) -> bool {
     (b >= 0x20 && b != 0x7f) || b == b'\t'
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every combination of visibility, ages and flags (3 × 3 × 3 × 3 × 2^5 policies).
+    fn all_policies() -> Vec<CachePolicy> {
+        let ages = [None, Some(0), Some(60)];
+        let mut out = Vec::new();
+        for vis in 0..3 {
+            for max_age in ages {
+                for s_maxage in ages {
+                    for swr in ages {
+                        for flags in 0..32u8 {
+                            let mut p = match vis {
+                                1 => CachePolicy::new().public(),
+                                2 => CachePolicy::new().private(),
+                                _ => CachePolicy::new(),
+                            };
+                            if let Some(v) = max_age {
+                                p = p.max_age(v);
+                            }
+                            if let Some(v) = s_maxage {
+                                p = p.s_maxage(v);
+                            }
+                            if let Some(v) = swr {
+                                p = p.stale_while_revalidate(v);
+                            }
+                            let flag = |bit: u8| flags & (1 << bit) != 0;
+                            if flag(0) {
+                                p = p.no_cache();
+                            }
+                            if flag(1) {
+                                p = p.no_store();
+                            }
+                            if flag(2) {
+                                p = p.must_revalidate();
+                            }
+                            if flag(3) {
+                                p = p.immutable();
+                            }
+                            if flag(4) {
+                                p = p.stale_if_error(30);
+                            }
+                            out.push(p);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_remembered_line_is_what_the_merge_writes() {
+        for policy in all_policies() {
+            let mut merged = HeaderMap::new();
+            let new: Vec<NewDirective> = policy.directives().collect();
+            patch_in_steps(&mut merged, &[&new]);
+            // Twice: the first call renders and remembers (up to its bound), the second reads.
+            for _ in 0..2 {
+                let mut fast = HeaderMap::new();
+                patch_cache_control(&mut fast, &policy);
+                assert_eq!(
+                    fast.get(CACHE_CONTROL),
+                    merged.get(CACHE_CONTROL),
+                    "{policy:?}"
+                );
+            }
+        }
+    }
+}

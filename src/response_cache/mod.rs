@@ -239,8 +239,9 @@ pub(crate) struct Inner {
     pub(crate) key_by: Option<UserKeyFn>,
     pub(crate) forced_refresh: bool,
     pub(crate) hasher: ETagHasher,
-    /// `Cache-Control` of sectioned responses.
+    /// `Cache-Control` of sectioned responses, and the policy it renders.
     pub(crate) cache_control: HeaderValue,
+    pub(crate) cache_policy: CachePolicy,
     /// The tier shared with other instances (Redis), if any.
     pub(crate) shared: Shared,
     generation: AtomicU64,
@@ -707,6 +708,7 @@ impl ResponseCacheBuilder {
             forced_refresh: self.forced_refresh,
             hasher: self.hasher,
             cache_control: self.cache_control.to_header_value(),
+            cache_policy: self.cache_control,
             shared,
             generation: AtomicU64::new(0),
         });

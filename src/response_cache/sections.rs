@@ -214,7 +214,20 @@ impl ResponseCache {
     /// Another section changed: the stored bytes at once (`stale`) while one background
     /// refresh rebuilds the changed sections, for up to `max_stale` after the bytes were last
     /// known current; past that, a `miss` that rebuilds them in the request.
+    ///
+    /// An answer to a request with `Authorization` is marked `private` unless the cache's
+    /// [`cache_control`](super::ResponseCacheBuilder::cache_control) is explicitly `public`
+    /// (RFC 9111 §3.5), so no shared cache in front hands it to other users.
     pub async fn respond(&self, req: &HttpRequest) -> HttpResponse {
+        let mut res = self.respond_sections(req).await;
+        let policy = crate::condition::for_credentials(self.inner.cache_policy, req);
+        if policy.is_private() && !self.inner.cache_policy.is_private() {
+            crate::patch_cache_control(res.headers_mut(), &crate::CachePolicy::new().private());
+        }
+        res
+    }
+
+    async fn respond_sections(&self, req: &HttpRequest) -> HttpResponse {
         let inner = &self.inner;
         let Freshness::Sections(sections) = &inner.freshness else {
             tracing::error!(cache = %inner.name, "respond() needs a ResponseCache::sections cache");
