@@ -6,6 +6,7 @@
 pub mod cache_control;
 pub mod condition;
 pub mod conditional_get;
+pub mod etag;
 pub mod not_modified;
 pub mod preconditions;
 pub mod response_cache;
@@ -18,7 +19,8 @@ pub mod __private;
 pub use crate::cache_control::{
     CachePolicy, add_never_cache_headers, patch_cache_control, patch_vary_headers,
 };
-pub use crate::conditional_get::{ConditionalGet, ETagHasher};
+pub use crate::conditional_get::ConditionalGet;
+pub use crate::etag::ETagHasher;
 pub use crate::preconditions::{Precondition, Validators, evaluate_preconditions};
 pub use crate::response_cache::{ResponseCache, Scope, Section};
 #[cfg(feature = "macros")]

@@ -1,5 +1,5 @@
 //! The `Transform` / `Service` plumbing of [`ConditionalGet`]; the rules live in
-//! [`crate::preconditions`] and [`crate::not_modified`].
+//! [`crate::etag`], [`crate::preconditions`] and [`crate::not_modified`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,15 +8,16 @@ use std::task::{Context, Poll, ready};
 
 use actix_web::body::{BodySize, BoxBody, EitherBody, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::http::header::{self, AcceptEncoding, Encoding, HeaderMap, HeaderValue};
+use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
-use actix_web::mime::{self, Mime};
-use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{Error, HttpResponse};
 use futures_util::future::{Ready, ready};
 use pin_project_lite::pin_project;
 
-use super::ETagHasher;
 use crate::cache_control::{cache_control_contains, patch_vary_headers};
+use crate::etag::{
+    ETagHasher, is_content_coded, may_be_compressed, request_accepts_coding, weaken_etag,
+};
 use crate::not_modified::{not_modified, precondition_failed};
 use crate::preconditions::{
     EntityTagRef, Precondition, Validators, evaluate_preconditions, parse_http_date,
@@ -228,7 +229,7 @@ impl Config {
             EitherBody::left(body)
         };
         if compressible || is_content_coded(response.headers()) {
-            weaken_etag(response.headers_mut());
+            weaken(response.headers_mut());
         }
 
         let headers = response.headers();
@@ -272,7 +273,7 @@ impl Config {
     ) -> ServiceResponse<EitherBody<B>> {
         if self.weaken_when_compressible && request_accepts_coding(res.request()) {
             let headers = res.headers_mut();
-            weaken_etag(headers);
+            weaken(headers);
             patch_vary_headers(headers, &["accept-encoding"]);
         }
         res.map_into_left_body()
@@ -316,62 +317,9 @@ impl Config {
     }
 }
 
-/// Whether an outer actix `Compress` would encode this response: the client accepts a coding
-/// and the response is one `Compress` encodes (same content-type rule as its default
-/// predicate, not already coded, not 204/206). Erring towards "yes" only costs a weak tag.
-fn may_be_compressed(req: &HttpRequest, response: &HttpResponse<()>) -> bool {
-    let status = response.status();
-    request_accepts_coding(req)
-        && status != StatusCode::NO_CONTENT
-        && status != StatusCode::PARTIAL_CONTENT
-        && !response.headers().contains_key(header::CONTENT_ENCODING)
-        && compressible_content_type(response.headers().get(header::CONTENT_TYPE))
-}
-
-/// Whether the request's `Accept-Encoding` lets `Compress` pick a coding other than identity.
-fn request_accepts_coding(req: &HttpRequest) -> bool {
-    const CODINGS: [Encoding; 5] = [
-        Encoding::brotli(),
-        Encoding::gzip(),
-        Encoding::deflate(),
-        Encoding::zstd(),
-        Encoding::identity(),
-    ];
-    // Cheapest test first: API clients without Accept-Encoding stop here, unparsed.
-    req.headers().contains_key(header::ACCEPT_ENCODING)
-        && req
-            .get_header::<AcceptEncoding>()
-            .and_then(|accept| accept.negotiate(CODINGS.iter()))
-            .is_some_and(|coding| coding != Encoding::identity())
-}
-
-/// actix `Compress`'s default predicate: everything but images (SVG excepted) and video.
-fn compressible_content_type(content_type: Option<&HeaderValue>) -> bool {
-    let mime = content_type
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<Mime>().ok());
-    match mime {
-        Some(mime) if mime.type_() == mime::IMAGE => mime.subtype() == mime::SVG,
-        Some(mime) if mime.type_() == mime::VIDEO => false,
-        _ => true,
-    }
-}
-
-fn is_content_coded(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_ENCODING)
-        .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
-}
-
-/// RFC 9110 §8.8.3.3: a strong tag must not label two content-codings of one resource.
-fn weaken_etag(headers: &mut HeaderMap) {
-    let weakened = headers
-        .get(header::ETAG)
-        .and_then(EntityTagRef::from_header)
-        .filter(|tag| !tag.is_weak())
-        .map(|tag| tag.weakened().to_header_value());
-    if let Some(weak) = weakened {
-        tracing::debug!(etag = ?weak, "conditional_get: etag weakened, body is or may be content-coded");
-        headers.insert(header::ETAG, weak);
+/// [`weaken_etag`], logged.
+fn weaken(headers: &mut HeaderMap) {
+    if weaken_etag(headers) {
+        tracing::debug!(etag = ?headers.get(header::ETAG), "conditional_get: etag weakened, body is or may be content-coded");
     }
 }

@@ -26,10 +26,10 @@
 //! # });
 //! ```
 
-mod etag;
 mod middleware;
 
-pub use self::etag::ETagHasher;
 pub use self::middleware::{
     ConditionalGet, ConditionalGetFuture, ConditionalGetMiddleware, DEFAULT_MAX_BODY_BYTES,
 };
+// The middleware's `hasher` setting; the type and its rules live in `crate::etag`.
+pub use crate::etag::ETagHasher;
