@@ -38,7 +38,7 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, Responder};
 
 use crate::cache_control::{
-    CachePolicy, add_never_cache_headers, patch_cache_control, patch_vary_headers,
+    CachePolicy, add_never_cache_headers, for_credentials, patch_cache_control, patch_vary_headers,
 };
 use crate::not_modified::{not_modified, precondition_failed};
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_preconditions};
@@ -261,18 +261,6 @@ where
     let mut res = handler.await.respond_to(req).map_into_boxed_body();
     patch_cache_control(res.headers_mut(), &for_credentials(policy, req));
     res
-}
-
-/// `policy`, made `private` when the request carries `Authorization` and `policy` is not
-/// explicitly `public`: RFC 9111 §3.5 lets a shared cache reuse a response to such a request
-/// for *other* users when it carries `must-revalidate` or `s-maxage`, and proxies such as
-/// nginx do not look at `Authorization` at all.
-pub(crate) fn for_credentials(policy: CachePolicy, req: &HttpRequest) -> CachePolicy {
-    if !policy.is_public() && req.headers().contains_key(header::AUTHORIZATION) {
-        policy.private()
-    } else {
-        policy
-    }
 }
 
 /// Django's `@never_cache`: runs the handler, then [`add_never_cache_headers`].

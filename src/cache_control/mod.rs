@@ -68,4 +68,5 @@ pub use self::parse::{
     parse_delta_seconds,
 };
 pub use self::patch::{add_never_cache_headers, patch_cache_control, patch_vary_headers};
+pub(crate) use self::policy::for_credentials;
 pub use self::policy::{CachePolicy, DELTA_SECONDS_MAX, Visibility};

@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use actix_web::http::header::{HeaderValue, InvalidHeaderValue, TryIntoHeaderValue};
+use actix_web::HttpRequest;
+use actix_web::http::header::{self, HeaderValue, InvalidHeaderValue, TryIntoHeaderValue};
 use bytes::Bytes;
 
 /// Largest delta-seconds value kept when parsing; bigger values saturate to it.
@@ -368,6 +369,22 @@ impl TryIntoHeaderValue for CachePolicy {
 
     fn try_into_value(self) -> Result<HeaderValue, Self::Error> {
         Ok(self.to_header_value())
+    }
+}
+
+/// `policy` for an answer to `req`: made `private` when the request carries `Authorization`
+/// and `policy` is not explicitly `public`.
+///
+/// RFC 9111 §3.5: a shared cache may reuse a response to a request with `Authorization` for
+/// *other* requests when the response carries `public`, `s-maxage` or `must-revalidate`. The
+/// last two are set for other reasons (read policies carry `must-revalidate`), and proxies
+/// such as nginx do not look at `Authorization` at all, so only an explicit `public` leaves
+/// such an answer shareable.
+pub(crate) fn for_credentials(policy: CachePolicy, req: &HttpRequest) -> CachePolicy {
+    if !policy.is_public() && req.headers().contains_key(header::AUTHORIZATION) {
+        policy.private()
+    } else {
+        policy
     }
 }
 

@@ -220,7 +220,7 @@ impl ResponseCache {
     /// (RFC 9111 §3.5), so no shared cache in front hands it to other users.
     pub async fn respond(&self, req: &HttpRequest) -> HttpResponse {
         let mut res = self.respond_sections(req).await;
-        let policy = crate::condition::for_credentials(self.inner.cache_policy, req);
+        let policy = crate::cache_control::for_credentials(self.inner.cache_policy, req);
         if policy.is_private() && !self.inner.cache_policy.is_private() {
             crate::patch_cache_control(res.headers_mut(), &crate::CachePolicy::new().private());
         }
