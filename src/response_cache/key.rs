@@ -1,4 +1,4 @@
-//! Cache keys (`../shared/reference/http-spec.md` §6.2): host, path and query (without our
+//! Cache keys (RFC 9111 §2, and §4.1 for `Vary`): host, path and query (without our
 //! `refresh=true`), the user key when the policy keys by user, then the request's values of
 //! every header the response varies on. Like Django's `learn_cache_key`, the `Vary` list is
 //! learned per URL from the first stored response and the entry keeps the values it was built

@@ -1,5 +1,5 @@
 //! Which requests may be answered from a shared cache and which responses may be stored
-//! (`../shared/reference/http-spec.md` §6.1: RFC 9111 §3 and §3.5, Varnish's builtin rules).
+//! (RFC 9111 §3 and §3.5, and Varnish's builtin rules).
 //!
 //! By default the cache is *shared*: a request carrying `Authorization` or `Cookie` bypasses
 //! it (actix-session, unlike Django's sessions, adds no `Vary: Cookie`, so nothing else would
