@@ -99,9 +99,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "redis")]
 use actix_conditional::response_cache::RedisBackend;
-use actix_conditional::response_cache::ResponseCacheBuilder;
+use actix_conditional::response_cache::{SectionsCacheBuilder, TtlCacheBuilder};
 use actix_conditional::viewset::{self, ViewSet, json_body};
-use actix_conditional::{CachePolicy, ConditionalGet, ResponseCache, Scope, Section, etag_cached};
+use actix_conditional::{
+    CachePolicy, ConditionalGet, ResponseCache, Scope, Section, SectionedCache, etag_cached,
+};
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header;
@@ -642,7 +644,7 @@ pub struct Caches {
     /// `/challenges/active`: TTL mode, [`CHALLENGES_TTL`].
     pub challenges: ResponseCache,
     /// `/state/summary`: sectioned revision mode, `core` and `recent_progress`.
-    pub summary: ResponseCache,
+    pub summary: SectionedCache,
     /// What `/metrics` renders.
     pub metrics: PrometheusHandle,
 }
@@ -662,7 +664,13 @@ pub fn caches(db: &Db) -> Caches {
 /// The caches under other names: metrics are one registry per process, so tests that start
 /// several servers give each its own names to read its own counters.
 pub fn caches_named(db: &Db, challenges: &str, summary: &str) -> Caches {
-    caches_configured(db, challenges, summary, |builder| builder)
+    caches_configured(
+        db,
+        challenges,
+        summary,
+        |builder| builder,
+        |builder| builder,
+    )
 }
 
 /// The caches shared with the app's other instances through Redis (`--features redis` and
@@ -670,19 +678,26 @@ pub fn caches_named(db: &Db, challenges: &str, summary: &str) -> Caches {
 /// seen by all, and a cold key is built by one instance for all of them.
 #[cfg(feature = "redis")]
 pub fn caches_on_redis(db: &Db, redis: &RedisBackend) -> Caches {
-    caches_configured(db, "challenges", "summary", |builder| builder.redis(redis))
+    caches_configured(
+        db,
+        "challenges",
+        "summary",
+        |builder| builder.redis(redis),
+        |builder| builder.redis(redis),
+    )
 }
 
-/// The caches, each builder passed through `configure` first (say, a shorter
-/// `cache_control` for the summary, or `.redis(…)`).
+/// The caches, each builder passed through its `configure_…` function first (say, a shorter
+/// `cache_control` for the summary, or `.redis(…)` for both).
 pub fn caches_configured(
     db: &Db,
     challenges: &str,
     summary: &str,
-    configure: impl Fn(ResponseCacheBuilder) -> ResponseCacheBuilder,
+    configure_challenges: impl FnOnce(TtlCacheBuilder) -> TtlCacheBuilder,
+    configure_summary: impl FnOnce(SectionsCacheBuilder) -> SectionsCacheBuilder,
 ) -> Caches {
     let metrics = prometheus();
-    let challenges = configure(ResponseCache::ttl(challenges, CHALLENGES_TTL)).build();
+    let challenges = configure_challenges(ResponseCache::ttl(challenges, CHALLENGES_TTL)).build();
 
     let core = {
         let (rev_db, build_db) = (Arc::clone(db), Arc::clone(db));
@@ -708,7 +723,7 @@ pub fn caches_configured(
         .section(core)
         // The progress tail moves fast and costs one indexed query: rebuilt in the request.
         .inline_section(recent_progress);
-    let summary = configure(summary).build();
+    let summary = configure_summary(summary).build();
 
     Caches {
         db: Arc::clone(db),

@@ -22,7 +22,7 @@ pub use crate::cache_control::{
 pub use crate::conditional_get::ConditionalGet;
 pub use crate::etag::ETagHasher;
 pub use crate::preconditions::{Precondition, Validators, evaluate_preconditions};
-pub use crate::response_cache::{ResponseCache, Scope, Section};
+pub use crate::response_cache::{CacheStatus, ResponseCache, Scope, Section, SectionedCache};
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use actix_conditional_macros::{cache_control, etag_cached, never_cache};

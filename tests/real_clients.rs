@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_conditional::CachePolicy;
-use actix_conditional::response_cache::ResponseCacheBuilder;
+use actix_conditional::response_cache::SectionsCacheBuilder;
 use actix_web::Error;
 use actix_web::dev::ServiceRequest;
 use actix_web::http::header::IF_NONE_MATCH;
@@ -54,7 +54,7 @@ impl App {
 
     fn start_with(
         test: &str,
-        configure: impl Fn(ResponseCacheBuilder) -> ResponseCacheBuilder,
+        configure_summary: impl FnOnce(SectionsCacheBuilder) -> SectionsCacheBuilder,
     ) -> Self {
         let dir = TempDir::new(test);
         let db = viewsets::open_database(dir.path.join("app.sqlite3")).expect("database");
@@ -62,7 +62,8 @@ impl App {
             &db,
             &format!("challenges-{test}"),
             &format!("summary-{test}"),
-            configure,
+            |builder| builder,
+            configure_summary,
         );
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use actix_conditional::response_cache::{ManualClock, ResponseCache, Scope, Section};
+use actix_conditional::response_cache::{
+    ManualClock, ResponseCache, Scope, Section, SectionedCache,
+};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
 use actix_web::test::{self, TestRequest};
@@ -391,7 +393,7 @@ impl SectionData {
 
 /// A sectioned cache with a background `core` and an inline `tail`, served at `/summary`.
 struct Summary {
-    cache: ResponseCache,
+    cache: SectionedCache,
     core: SectionData,
     tail: SectionData,
     gate: Gate,

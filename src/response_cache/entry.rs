@@ -12,6 +12,7 @@ use actix_web::http::header::{
 };
 use bytes::Bytes;
 
+use super::status::CacheStatus;
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_request};
 use crate::{not_modified, preconditions};
 
@@ -33,7 +34,7 @@ const HOP_BY_HOP: [&str; 8] = [
 ];
 
 /// A response as stored: status, headers, the whole body, its validators.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
@@ -188,10 +189,10 @@ impl Entry {
     /// current, so a `hit-revision` just checked is `0`. Stale bytes must look stale downstream
     /// (RFC 5861 §4): at least one second past the lifetime their `Cache-Control` grants, or a
     /// CDN would keep them fresh for another `max-age` (freshness counted twice).
-    pub(crate) fn age_for(&self, label: &str, now: Duration) -> u64 {
+    pub(crate) fn age_for(&self, status: CacheStatus, now: Duration) -> u64 {
         let age = now.saturating_sub(self.verified_at()).as_secs();
-        match (label, self.snapshot.lifetime) {
-            ("stale", Some(lifetime)) => age.max(lifetime.saturating_add(1)),
+        match self.snapshot.lifetime {
+            Some(lifetime) if status.is_stale() => age.max(lifetime.saturating_add(1)),
             _ => age,
         }
     }
@@ -206,18 +207,28 @@ impl Entry {
         u32::try_from(self.snapshot.weight() + sections).unwrap_or(u32::MAX)
     }
 
-    /// The response for this entry, labelled, with `Age`, and with preconditions applied.
+    /// [`respond_to`](Self::respond_to) `req`.
     pub(crate) fn respond(
+        &self,
+        req: &actix_web::HttpRequest,
+        status: CacheStatus,
+        now: Duration,
+    ) -> HttpResponse {
+        self.respond_to(req.method(), req.headers(), status, now)
+    }
+
+    /// The response for this entry, with its cache status, `Age`, and preconditions applied.
+    pub(crate) fn respond_to(
         &self,
         method: &actix_web::http::Method,
         req_headers: &HeaderMap,
-        label: &'static str,
+        status: CacheStatus,
         now: Duration,
     ) -> HttpResponse {
         let mut res = self.snapshot.to_response();
+        status.apply(&mut res);
         let headers = res.headers_mut();
-        headers.insert(X_CACHE, HeaderValue::from_static(label));
-        headers.insert(AGE, HeaderValue::from(self.age_for(label, now)));
+        headers.insert(AGE, HeaderValue::from(self.age_for(status, now)));
         if let Some(revision) = self.revision.as_deref()
             && let Ok(value) = HeaderValue::from_str(revision)
         {
@@ -228,9 +239,7 @@ impl Entry {
             Precondition::NotModified => not_modified::not_modified(res).map_into_boxed_body(),
             Precondition::PreconditionFailed => {
                 let mut failed = not_modified::precondition_failed();
-                failed
-                    .headers_mut()
-                    .insert(X_CACHE, HeaderValue::from_static(label));
+                status.apply(&mut failed);
                 failed
             }
         }

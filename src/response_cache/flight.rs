@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use actix_web::http::StatusCode;
 use tokio::sync::watch;
 
 use super::entry::{Entry, Snapshot};
@@ -24,12 +25,16 @@ use super::entry::{Entry, Snapshot};
 pub(crate) enum Outcome {
     /// A fresh entry, stored.
     Fresh(Arc<Entry>),
-    /// The rebuild failed and this stale entry stands in for it (stale-on-error).
-    Stale(Arc<Entry>),
+    /// The rebuild failed with this status and the stale entry stands in for it
+    /// (stale-on-error).
+    Stale(Arc<Entry>, StatusCode),
     /// The rebuild failed; the same error response goes to everyone, and is never stored.
     Failed(Arc<Snapshot>),
     /// The response must not be shared: every waiter runs its own request.
     Unshared,
+    /// The build failed for a reason of the leader's own (408, 429): the waiters join again
+    /// and one of them builds.
+    Transient,
 }
 
 type Slot = watch::Receiver<Option<Outcome>>;

@@ -12,8 +12,9 @@ use actix_web::http::header::{
 };
 use futures_util::future::LocalBoxFuture;
 
-use super::engine::{Plan, labelled};
+use super::engine::Plan;
 use super::stats::Event;
+use super::status::labelled;
 use super::{ResponseCache, Scope};
 
 impl<S, B> Transform<S, ServiceRequest> for ResponseCache
@@ -55,14 +56,19 @@ where
 
     fn call(&self, mut req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
-        let inner = Arc::clone(&self.cache.inner);
+        let engine = Arc::clone(self.cache.engine());
         Box::pin(async move {
-            match inner.plan(req.request(), None).await {
+            match engine.plan(req.request(), None).await {
                 Plan::Respond(res) => Ok(req.into_response(res)),
-                Plan::Bypass(label) => {
+                Plan::Pass(status) => {
                     let res = service.call(req).await?.map_into_boxed_body();
                     let (req, res) = res.into_parts();
-                    Ok(ServiceResponse::new(req, labelled(res, label)))
+                    Ok(ServiceResponse::new(req, labelled(res, status)))
+                }
+                // A sectioned cache builds its responses itself; it never runs the service.
+                Plan::Lead(lead) if engine.builds_itself() => {
+                    let res = engine.lead(req.request(), lead, None).await;
+                    Ok(req.into_response(res))
                 }
                 Plan::Lead(lead) => {
                     // The handler must build the full 200 whatever the client holds, so its
@@ -82,7 +88,7 @@ where
                     // Its own task, so a client that goes away does not cancel the build the
                     // waiters depend on.
                     let task = actix_rt::spawn({
-                        let inner = Arc::clone(&inner);
+                        let engine = Arc::clone(&engine);
                         async move {
                             let res = match service.call(req).await {
                                 Ok(res) => res,
@@ -92,8 +98,14 @@ where
                                 }
                             };
                             let (req, res) = res.into_parts();
-                            let res = inner
-                                .finish(&method, &headers, lead, res.map_into_boxed_body())
+                            let res = engine
+                                .finish(
+                                    &method,
+                                    &headers,
+                                    lead,
+                                    res.map_into_boxed_body(),
+                                    Vec::new(),
+                                )
                                 .await;
                             Ok::<_, Error>(ServiceResponse::new(req, res))
                         }
@@ -101,8 +113,8 @@ where
                     match task.await {
                         Ok(res) => res,
                         Err(err) => {
-                            tracing::error!(cache = %inner.name, error = %err, "response cache: build panicked");
-                            inner.stats.record(Event::RefreshFailure);
+                            tracing::error!(cache = %engine.name(), error = %err, "response cache: build panicked");
+                            engine.stats().record(Event::RefreshFailure);
                             Err(actix_web::error::ErrorInternalServerError(
                                 "handler panicked",
                             ))

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, PoisonError, RwLock};
 
-use super::{Invalidation, ResponseCache, ResponseCacheBuilder, Scope};
+use super::{Invalidation, ResponseCache, Scope, TtlCacheBuilder};
 
 static NAMED: LazyLock<RwLock<HashMap<String, ResponseCache>>> = LazyLock::new(RwLock::default);
 
@@ -44,7 +44,7 @@ pub fn named(name: &str) -> Option<ResponseCache> {
 
 /// The registered cache called `name`, building and registering `init()`'s cache first if
 /// there is none (what `#[etag_cached(cache = "…", ttl = N)]` calls on its first request).
-pub fn named_or_register(name: &str, init: impl FnOnce() -> ResponseCacheBuilder) -> ResponseCache {
+pub fn named_or_register(name: &str, init: impl FnOnce() -> TtlCacheBuilder) -> ResponseCache {
     if let Some(cache) = named(name) {
         return cache;
     }

@@ -20,6 +20,10 @@ pub(crate) enum Event {
     L2Hit,
     L2Write,
     L2Undecodable,
+    LockTimeout,
+    LockPass,
+    LockDangling,
+    LockTransient,
 }
 
 impl Event {
@@ -36,6 +40,10 @@ impl Event {
             Self::L2Hit => "actix_conditional_cache_redis_hits_total",
             Self::L2Write => "actix_conditional_cache_redis_writes_total",
             Self::L2Undecodable => "actix_conditional_cache_redis_undecodable_total",
+            Self::LockTimeout => "actix_conditional_cache_lock_timeouts_total",
+            Self::LockPass => "actix_conditional_cache_lock_passes_total",
+            Self::LockDangling => "actix_conditional_cache_lock_dangling_total",
+            Self::LockTransient => "actix_conditional_cache_lock_transient_total",
         }
     }
 }
@@ -67,10 +75,21 @@ pub struct CacheStats {
     pub redis_writes: u64,
     /// Values in Redis that could not be read (another layout version, corrupt): misses.
     pub redis_undecodable: u64,
+    /// Waits for another request's build that passed `lock_timeout`: the waiter built for
+    /// itself without storing.
+    pub lock_timeouts: u64,
+    /// Waiters released at once because the build they waited for was not shareable: each
+    /// fetched on its own (and the key is remembered as hit-for-pass).
+    pub lock_passes: u64,
+    /// Waits whose leader was dropped unfinished (cancelled, its task gone): one waiter took
+    /// over.
+    pub lock_dangling: u64,
+    /// Waits whose leader failed transiently (408, 429): a new leader was elected among them.
+    pub lock_transient: u64,
 }
 
 /// Every event, in `Event as usize` order.
-const EVENTS: [Event; 11] = [
+const EVENTS: [Event; 15] = [
     Event::Build,
     Event::Hit,
     Event::Miss,
@@ -82,12 +101,16 @@ const EVENTS: [Event; 11] = [
     Event::L2Hit,
     Event::L2Write,
     Event::L2Undecodable,
+    Event::LockTimeout,
+    Event::LockPass,
+    Event::LockDangling,
+    Event::LockTransient,
 ];
 
 #[derive(Debug)]
 pub(crate) struct Stats {
     name: metrics::SharedString,
-    counters: [AtomicU64; 11],
+    counters: [AtomicU64; 15],
     /// The metrics handles, registered with the recorder at the first event (so a recorder
     /// installed before serving, after the cache was built, still gets them) rather than per
     /// event, which would build a labelled key and look it up on every hit.
@@ -129,6 +152,10 @@ impl Stats {
             redis_hits: get(Event::L2Hit),
             redis_writes: get(Event::L2Write),
             redis_undecodable: get(Event::L2Undecodable),
+            lock_timeouts: get(Event::LockTimeout),
+            lock_passes: get(Event::LockPass),
+            lock_dangling: get(Event::LockDangling),
+            lock_transient: get(Event::LockTransient),
         }
     }
 }

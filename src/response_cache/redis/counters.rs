@@ -26,15 +26,11 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use ::redis::{Client, RedisError};
 use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::Backend;
-use crate::response_cache::Inner;
-use crate::response_cache::shared::Invalidation;
-
-/// Counters above this are refused (Lua numbers are doubles: exact up to 2^53; and `+ 1` on
-/// the instance must never overflow): only a foreign writer produces them.
-pub(crate) const MAX_COUNTER: u64 = 1 << 52;
+use crate::response_cache::generations::Generations;
 
 /// Increments a counter, to at least `floor` (the caller's copy after its own bump), and
 /// publishes the new value.
@@ -100,9 +96,13 @@ impl Backend {
         }
     }
 
-    /// Returns once `inner`'s counters have been read from Redis by a read that began after
-    /// this call (or that read failed: then the caches run on their local copies).
-    pub(crate) async fn fresh_counters(self: &Arc<Self>, inner: &Arc<Inner>, gate: &Arc<Gate>) {
+    /// Returns once `generations` have been read from Redis by a read that began after this
+    /// call (or that read failed: then the caches run on their local copies).
+    pub(crate) async fn fresh_counters(
+        self: &Arc<Self>,
+        generations: &Arc<Generations>,
+        gate: &Arc<Gate>,
+    ) {
         let target = {
             let mut state = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
             if state.running {
@@ -111,7 +111,7 @@ impl Backend {
             } else {
                 state.started += 1;
                 state.running = true;
-                self.spawn_reads(Arc::downgrade(inner), Arc::clone(gate));
+                self.spawn_reads(Arc::downgrade(generations), Arc::clone(gate));
                 state.started
             }
         };
@@ -122,12 +122,12 @@ impl Backend {
     }
 
     /// Runs reads back to back on the backend's thread while requests keep queueing.
-    fn spawn_reads(self: &Arc<Self>, inner: Weak<Inner>, gate: Arc<Gate>) {
+    fn spawn_reads(self: &Arc<Self>, generations: Weak<Generations>, gate: Arc<Gate>) {
         let this = Arc::clone(self);
         self.handle.spawn(async move {
             loop {
-                if let Some(inner) = inner.upgrade() {
-                    this.sync_cache(&inner).await;
+                if let Some(generations) = generations.upgrade() {
+                    this.sync_cache(&generations).await;
                 }
                 let mut state = gate.state.lock().unwrap_or_else(PoisonError::into_inner);
                 gate.finished.send_replace(state.started);
@@ -147,17 +147,19 @@ impl Backend {
     /// down.
     pub(crate) fn publish(
         self: &Arc<Self>,
-        inner: &Arc<Inner>,
+        generations: &Arc<Generations>,
         section: Option<String>,
         floor: u64,
-    ) -> Invalidation {
+    ) -> BoxFuture<'static, ()> {
         let this = Arc::clone(self);
-        let inner = Arc::downgrade(inner);
+        let generations = Arc::downgrade(generations);
         let task = self.handle.spawn(async move {
-            let Some(inner) = inner.upgrade() else { return };
-            let cache = inner.name.to_string();
+            let Some(generations) = generations.upgrade() else {
+                return;
+            };
+            let cache = generations.cache().to_owned();
             if let Some(value) = this.bump(&cache, section.as_deref(), floor).await {
-                inner.observe_generation(section.as_deref(), value);
+                generations.observe(section.as_deref(), value);
                 tracing::debug!(cache, ?section, value, "response cache: invalidation published");
             } else {
                 tracing::warn!(cache, ?section,
@@ -168,7 +170,7 @@ impl Backend {
                     .insert((cache, section));
             }
         });
-        Invalidation::waiting(async move {
+        Box::pin(async move {
             let _ = task.await;
         })
     }
@@ -197,12 +199,12 @@ impl Backend {
     }
 
     /// Adds a cache to those this backend keeps in step, and starts reading its counters.
-    pub(crate) fn register(self: &Arc<Self>, inner: &Arc<Inner>) {
+    pub(crate) fn register(self: &Arc<Self>, generations: &Arc<Generations>) {
         self.caches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(inner));
-        let (this, cache) = (Arc::clone(self), Arc::downgrade(inner));
+            .push(Arc::downgrade(generations));
+        let (this, cache) = (Arc::clone(self), Arc::downgrade(generations));
         self.handle.spawn(async move {
             if let Some(cache) = cache.upgrade() {
                 this.sync_cache(&cache).await;
@@ -219,12 +221,14 @@ impl Backend {
             .drain()
             .collect();
         for (cache, section) in pending {
-            let Some(inner) = self.cache(&cache) else {
+            let Some(generations) = self.cache(&cache) else {
                 continue;
             };
-            let floor = inner.local_generation(section.as_deref());
+            let floor = generations.local(section.as_deref());
             match self.bump(&cache, section.as_deref(), floor).await {
-                Some(value) => inner.observe_generation(section.as_deref(), value),
+                Some(value) => {
+                    generations.observe(section.as_deref(), value);
+                }
                 None => {
                     self.pending
                         .lock()
@@ -233,23 +237,27 @@ impl Backend {
                 }
             }
         }
-        for inner in self.live_caches() {
-            self.sync_cache(&inner).await;
+        for generations in self.live_caches() {
+            self.sync_cache(&generations).await;
         }
     }
 
     /// One [`SYNC`] of a cache's counters (the cache's, then each section's).
-    async fn sync_cache(self: &Arc<Self>, inner: &Arc<Inner>) {
+    async fn sync_cache(self: &Arc<Self>, generations: &Arc<Generations>) {
         let scopes: Vec<Option<String>> = std::iter::once(None)
-            .chain(inner.section_names().into_iter().map(Some))
+            .chain(
+                generations
+                    .section_names()
+                    .map(|name| Some(name.to_owned())),
+            )
             .collect();
         let mut cmd = ::redis::cmd("EVAL");
         cmd.arg(SYNC).arg(scopes.len());
         for scope in &scopes {
-            cmd.arg(self.generation_key(&inner.name, scope.as_deref()));
+            cmd.arg(self.generation_key(generations.cache(), scope.as_deref()));
         }
         for scope in &scopes {
-            cmd.arg(inner.local_generation(scope.as_deref()));
+            cmd.arg(generations.local(scope.as_deref()));
         }
         let values: Option<Vec<u64>> = self
             .run("sync", move |mut conn| {
@@ -257,17 +265,17 @@ impl Backend {
             })
             .await;
         for (scope, value) in scopes.iter().zip(values.unwrap_or_default()) {
-            inner.observe_generation(scope.as_deref(), value);
+            generations.observe(scope.as_deref(), value);
         }
     }
 
-    fn cache(&self, name: &str) -> Option<Arc<Inner>> {
+    fn cache(&self, name: &str) -> Option<Arc<Generations>> {
         self.live_caches()
             .into_iter()
-            .find(|inner| &*inner.name == name)
+            .find(|generations| generations.cache() == name)
     }
 
-    fn live_caches(&self) -> Vec<Arc<Inner>> {
+    fn live_caches(&self) -> Vec<Arc<Generations>> {
         let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
         caches.retain(|weak| weak.strong_count() > 0);
         caches.iter().filter_map(Weak::upgrade).collect()
@@ -279,9 +287,9 @@ impl Backend {
             tracing::debug!(payload, "response cache: ignoring a malformed invalidation");
             return;
         };
-        for inner in self.live_caches() {
-            if &*inner.name == cache {
-                inner.observe_generation(section, value);
+        for generations in self.live_caches() {
+            if generations.cache() == cache {
+                generations.observe(section, value);
             }
         }
     }

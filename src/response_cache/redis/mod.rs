@@ -76,6 +76,7 @@
 mod codec;
 mod counters;
 mod lease;
+mod tier;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -89,11 +90,9 @@ use ::redis::{Client, RedisError, RedisResult};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
-pub(crate) use self::codec::{Value, decode, encode, encode_vary};
-pub(crate) use self::counters::{Gate, MAX_COUNTER};
 use self::counters::{subscribe_loop, sync_loop};
-pub(crate) use self::lease::Lease;
-use super::Inner;
+use self::lease::Lease;
+use super::generations::Generations;
 
 /// Default key prefix: `actix-conditional`.
 pub const DEFAULT_PREFIX: &str = "actix-conditional";
@@ -349,7 +348,7 @@ pub(crate) struct Backend {
     retry_at: Mutex<Option<Instant>>,
     errors: AtomicU64,
     subscribed: AtomicBool,
-    caches: Mutex<Vec<Weak<Inner>>>,
+    caches: Mutex<Vec<Weak<Generations>>>,
     /// Invalidations Redis has not heard of yet: (cache, section).
     pending: Mutex<HashSet<(String, Option<String>)>>,
 }

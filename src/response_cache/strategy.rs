@@ -1,0 +1,258 @@
+//! The three ways a cache decides what an entry is worth: TTL, revision, sections. The engine
+//! runs one decision loop for all of them and asks its strategy how to fingerprint a request,
+//! how to classify an entry, and (sections) how to rebuild only what changed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+
+use super::entry::{Entry, SectionPart, Snapshot};
+use super::generations::Generations;
+use super::sections::{Section, build_parts, merged_body};
+use super::status::CacheStatus;
+use crate::etag::ETagHasher;
+
+/// A revision function, type-erased: `Send + Sync` so one cache serves every worker, while
+/// its future may be `!Send` (it runs on the worker that asked).
+pub(crate) type RevisionFn = Arc<
+    dyn Fn(HttpRequest) -> LocalBoxFuture<'static, Result<String, actix_web::Error>> + Send + Sync,
+>;
+
+/// How one cache decides freshness.
+pub(crate) enum Strategy {
+    /// Fresh for `ttl` after the build; generated ETags use `hasher`.
+    Ttl { ttl: Duration, hasher: ETagHasher },
+    /// Fresh while the fingerprint is unchanged.
+    Revision(RevisionFn),
+    /// A JSON object of sections, each with its own fingerprint.
+    Sections {
+        sections: Vec<Section>,
+        cache_control: HeaderValue,
+    },
+}
+
+/// The fingerprint of the data behind one request (revision modes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fingerprint {
+    /// What entries are compared on, and what `X-Revision` shows.
+    pub(crate) combined: String,
+    /// Per section (sections mode; empty otherwise).
+    pub(crate) parts: Vec<String>,
+}
+
+/// What an entry is worth to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Serve it as it is.
+    Fresh(CacheStatus),
+    /// Sections: only inline sections changed; rebuild them in this request.
+    Patch,
+    /// Serve it while one refresh runs.
+    Stale,
+    /// Too old to serve; build (reusing what is still current).
+    Expired,
+}
+
+impl Strategy {
+    /// The request's fingerprint with the invalidation counters mixed in, so an
+    /// invalidation changes it too (and every instance derives the same one). `None` in TTL
+    /// mode.
+    pub(crate) async fn fingerprint(
+        &self,
+        req: &HttpRequest,
+        generations: &Generations,
+    ) -> Result<Option<Fingerprint>, actix_web::Error> {
+        let all = generations.all();
+        match self {
+            Self::Ttl { .. } => Ok(None),
+            Self::Revision(revision) => {
+                let mut combined = revision(req.clone()).await?;
+                if all > 0 {
+                    combined.push_str(&format!("~{all}"));
+                }
+                Ok(Some(Fingerprint {
+                    combined,
+                    parts: Vec::new(),
+                }))
+            }
+            Self::Sections { sections, .. } => {
+                let mut parts = Vec::with_capacity(sections.len());
+                let mut combined = String::new();
+                for (i, section) in sections.iter().enumerate() {
+                    let part = section
+                        .revision(req, all, generations.section_at(i))
+                        .await?;
+                    if i > 0 {
+                        combined.push(';');
+                    }
+                    combined.push_str(section.name());
+                    combined.push('=');
+                    combined.push_str(&part);
+                    parts.push(part);
+                }
+                Ok(Some(Fingerprint { combined, parts }))
+            }
+        }
+    }
+
+    /// What `entry` is worth at `now` to a request with fingerprint `fingerprint`, under the
+    /// whole-cache counter `generation`.
+    pub(crate) fn classify(
+        &self,
+        entry: &Entry,
+        now: Duration,
+        fingerprint: Option<&Fingerprint>,
+        generation: u64,
+        max_stale: Duration,
+    ) -> State {
+        if let Self::Ttl { ttl, .. } = self {
+            if entry.generation != generation {
+                return State::Expired;
+            }
+            let age = now.saturating_sub(entry.stored_at);
+            return if age < *ttl {
+                State::Fresh(CacheStatus::Hit { ttl: *ttl - age })
+            } else if age < *ttl + max_stale {
+                State::Stale
+            } else {
+                State::Expired
+            };
+        }
+        let current = fingerprint.map(|f| f.combined.as_str());
+        if entry.revision.as_deref() == current {
+            return State::Fresh(CacheStatus::HitRevision);
+        }
+        if let (Self::Sections { sections, .. }, Some(fingerprint)) = (self, fingerprint)
+            && changed(entry, fingerprint).all(|i| sections[i].is_inline())
+        {
+            return State::Patch;
+        }
+        if self.within_stale_window(entry, now, max_stale) {
+            State::Stale
+        } else {
+            State::Expired
+        }
+    }
+
+    /// Whether stale bytes may still be served: within `max_stale` past the TTL (TTL mode),
+    /// or since they were last known current (revision modes).
+    pub(crate) fn within_stale_window(
+        &self,
+        entry: &Entry,
+        now: Duration,
+        max_stale: Duration,
+    ) -> bool {
+        match self {
+            Self::Ttl { ttl, .. } => now.saturating_sub(entry.stored_at) < *ttl + max_stale,
+            _ => now.saturating_sub(entry.verified_at()) <= max_stale,
+        }
+    }
+
+    /// How long an entry is worth keeping: TTL mode, until it is too stale to serve;
+    /// revision modes, as long as its revision may stay current (idle time).
+    pub(crate) fn useful_life(&self, max_stale: Duration) -> Duration {
+        match self {
+            Self::Ttl { ttl, .. } => *ttl + max_stale,
+            _ => max_stale + Duration::from_secs(3600),
+        }
+    }
+
+    /// Whether entries expire by age (TTL) rather than by idleness.
+    pub(crate) fn expires_by_age(&self) -> bool {
+        matches!(self, Self::Ttl { .. })
+    }
+
+    /// The section names, for the invalidation counters.
+    pub(crate) fn section_names(&self) -> Vec<std::borrow::Cow<'static, str>> {
+        match self {
+            Self::Sections { sections, .. } => sections.iter().map(Section::key).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the cache builds its responses itself (sections) rather than running the
+    /// handler it wraps.
+    pub(crate) fn builds_itself(&self) -> bool {
+        matches!(self, Self::Sections { .. })
+    }
+
+    /// The ETag a stored entry gets: revision modes, one derived from the fingerprint (so a
+    /// 304 needs no body); TTL mode, the hash of the body unless the handler set one.
+    pub(crate) fn etag(
+        &self,
+        key: &str,
+        fingerprint: Option<&Fingerprint>,
+        snapshot: &Snapshot,
+    ) -> Option<HeaderValue> {
+        match (self, fingerprint) {
+            (_, Some(fingerprint)) => Some(revision_etag(key, &fingerprint.combined)),
+            (Self::Ttl { hasher, .. }, None) if snapshot.etag().is_none() => {
+                Some(hasher.etag(&snapshot.body))
+            }
+            _ => None,
+        }
+    }
+
+    /// Sections: builds the response, rebuilding the sections whose fingerprint differs from
+    /// `old`'s (all of them when `old` is `None`). Other modes build nothing here.
+    pub(crate) async fn build_sections(
+        &self,
+        req: &HttpRequest,
+        fingerprint: Option<&Fingerprint>,
+        old: Option<&Entry>,
+    ) -> (HttpResponse, Vec<SectionPart>) {
+        let Self::Sections {
+            sections,
+            cache_control,
+        } = self
+        else {
+            unreachable!("only sectioned caches build themselves")
+        };
+        let old = old.map_or(&[][..], |entry| entry.sections.as_slice());
+        let parts = match fingerprint {
+            Some(fingerprint) => build_parts(sections, &fingerprint.parts, old, req).await,
+            None => Err(actix_web::error::ErrorInternalServerError(
+                "sections need a fingerprint",
+            )),
+        };
+        match parts {
+            Ok(parts) => {
+                let res = HttpResponse::Ok()
+                    .content_type("application/json")
+                    .insert_header((CACHE_CONTROL, cache_control.clone()))
+                    .body(merged_body(sections, &parts));
+                (res, parts)
+            }
+            Err(err) => (err.error_response(), Vec::new()),
+        }
+    }
+}
+
+/// The indices of the sections whose fingerprint differs from the one `entry` was built under.
+fn changed<'a>(entry: &'a Entry, fingerprint: &'a Fingerprint) -> impl Iterator<Item = usize> + 'a {
+    fingerprint
+        .parts
+        .iter()
+        .enumerate()
+        .filter(|(i, part)| {
+            entry
+                .sections
+                .get(*i)
+                .is_none_or(|p| *p.revision != ***part)
+        })
+        .map(|(i, _)| i)
+}
+
+/// The strong ETag for a revision fingerprint: `"rv-"` and 32 hex digits of XXH3-128 over the
+/// key and the fingerprint, so two variants (`Vary`) never share a tag.
+pub(crate) fn revision_etag(key: &str, revision: &str) -> HeaderValue {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(key.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(revision.as_bytes());
+    let tag = format!("\"rv-{:032x}\"", hasher.digest128());
+    HeaderValue::from_str(&tag).expect("hex in quotes is a valid header value")
+}
