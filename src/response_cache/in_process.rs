@@ -183,17 +183,28 @@ impl Bound {
 }
 
 impl SharedTier for Bound {
+    /// Reads the counters as Redis's `SYNC` script does: one below this cache's copy (an
+    /// invalidation the tier never got) is set one past it, an invalidation for everyone.
     fn sync_counters(&self) -> LocalBoxFuture<'_, ()> {
-        let cache = self.generations.cache().to_owned();
-        let counters: Vec<(Option<String>, u64)> = self
-            .tier
-            .lock()
-            .counters
-            .iter()
-            .filter(|((name, _), _)| *name == cache)
-            .map(|((_, section), value)| (section.clone(), *value))
-            .collect();
-        for (section, value) in counters {
+        let cache = self.generations.cache();
+        let scopes = std::iter::once(None).chain(self.generations.section_names().map(Some));
+        let values: Vec<(Option<String>, u64)> = {
+            let mut state = self.tier.lock();
+            scopes
+                .map(|section| {
+                    let mine = self.generations.local(section);
+                    let counter = state
+                        .counters
+                        .entry((cache.to_owned(), section.map(str::to_owned)))
+                        .or_default();
+                    if *counter < mine {
+                        *counter = mine + 1;
+                    }
+                    (section.map(str::to_owned), *counter)
+                })
+                .collect()
+        };
+        for (section, value) in values {
             self.generations.observe(section.as_deref(), value);
         }
         Box::pin(async {})
