@@ -67,7 +67,7 @@ where
                 }
                 // A sectioned cache builds its responses itself; it never runs the service.
                 Plan::Lead(lead) if engine.builds_itself() => {
-                    let res = engine.lead(req.request(), lead, None).await;
+                    let res = lead.run(&engine, req.request(), None).await;
                     Ok(req.into_response(res))
                 }
                 Plan::Lead(lead) => {
@@ -98,11 +98,11 @@ where
                                 }
                             };
                             let (req, res) = res.into_parts();
-                            let res = engine
+                            let res = lead
                                 .finish(
+                                    &engine,
                                     &method,
                                     &headers,
-                                    lead,
                                     res.map_into_boxed_body(),
                                     Vec::new(),
                                 )

@@ -14,7 +14,40 @@ use actix_web::http::header::{
 };
 use actix_web::http::{Method, StatusCode};
 
+use super::key::{base_key, query_forces_refresh};
 use crate::cache_control::cache_control_contains;
+
+/// The URL part of the key of `req` (see [`base_key`]), or why the cache must not touch it.
+/// `key_by` names the user of a credentialed request, when the cache keys by user.
+pub(crate) fn admit(
+    req: &HttpRequest,
+    key_by: Option<&(dyn Fn(&HttpRequest) -> Option<String> + Send + Sync)>,
+    forced_refresh: bool,
+) -> Result<String, &'static str> {
+    let mut reason = request_bypass(req, key_by.is_some());
+    let user = match (key_by, reason) {
+        (Some(key_by), None) => {
+            let user = key_by(req);
+            if user.is_none() && request_bypass(req, false).is_some() {
+                reason = Some("credentials without a user key");
+            }
+            user
+        }
+        _ => None,
+    };
+    match reason {
+        Some(reason) => Err(reason),
+        None => Ok(base_key(req, user.as_deref(), forced_refresh)),
+    }
+}
+
+/// Whether the client asked for a rebuild (`?refresh=true`, `Cache-Control: no-cache`) and
+/// the cache honours that (`forced_refresh`).
+pub(crate) fn forced(req: &HttpRequest, forced_refresh: bool) -> bool {
+    forced_refresh
+        && (query_forces_refresh(req.query_string())
+            || cache_control_contains(req.headers(), "no-cache"))
+}
 
 /// Why a request bypasses the cache, or `None` if it may be served from it.
 pub(crate) fn request_bypass(req: &HttpRequest, keyed_by_user: bool) -> Option<&'static str> {

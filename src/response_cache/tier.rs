@@ -17,7 +17,8 @@ use actix_web::http::header::{HeaderMap, HeaderName};
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 
 use super::entry::Entry;
-use super::store::Store;
+use super::key::vary_matches;
+use super::store::{Slot, Store};
 
 /// A claim on building a key across instances, held until the build is stored; dropping it
 /// releases it. Opaque to the core: each tier downcasts its own.
@@ -179,6 +180,46 @@ pub(crate) async fn claim(
             }
         }
     }
+}
+
+/// What the cache holds for `key`: this instance's entry if `usable`, else (with a shared
+/// tier) the shared one when it is usable or newer than the local one, else whatever is local.
+pub(crate) async fn lookup(
+    store: &Store,
+    tier: Option<&dyn SharedTier>,
+    key: &Arc<str>,
+    req_headers: &HeaderMap,
+    now: Duration,
+    usable: &dyn Fn(&Entry) -> bool,
+) -> Option<Slot> {
+    let local = store.get(key);
+    let local_entry = match &local {
+        Some(Slot::Unshared { until }) if now < *until => return local,
+        Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req_headers) => {
+            if usable(entry) {
+                return local;
+            }
+            Some(Arc::clone(entry))
+        }
+        _ => None,
+    };
+    let Some(tier) = tier else {
+        return local;
+    };
+    let (remote_key, remote) = match tier.get(key, now).await? {
+        Fetched::Entry(entry) => (Arc::clone(key), entry),
+        Fetched::Vary(names) => follow(tier, store, key, &names, req_headers, now).await?,
+    };
+    let better = vary_matches(&remote.vary, req_headers)
+        && local_entry
+            .as_ref()
+            .is_none_or(|l| usable(&remote) || remote.stored_at > l.stored_at);
+    if !better {
+        return local;
+    }
+    tracing::debug!(key = %remote_key, "response cache: found in the shared tier");
+    store.keep(&remote_key, &remote);
+    Some(Slot::Entry(remote))
 }
 
 /// Follows a `Vary` pointer: learns the header names, then reads this request's variant.

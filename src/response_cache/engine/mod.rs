@@ -1,0 +1,402 @@
+//! The engine behind every [`ResponseCache`](super::ResponseCache): one decision loop for
+//! every mode and entry point (`serve`, sections, middleware). A request is admitted, its
+//! fingerprint taken, the entry classified by the cache's [`Strategy`] (fresh, patch, stale,
+//! expired), and then it is answered, or it leads or waits for the key's build; the leader's
+//! response is stored and handed to the waiters.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::Method;
+use actix_web::http::header::HeaderMap;
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+
+pub(crate) use self::lead::Lead;
+use self::lead::{build, wait};
+use super::clock::Clock;
+use super::entry::Entry;
+use super::flight::{Flights, Join, Outcome};
+use super::generations::Generations;
+use super::key::vary_matches;
+use super::stats::{Event, Stats};
+use super::status::{CacheStatus, PassReason, Role, labelled};
+use super::storable::{admit, forced};
+use super::store::{Slot, Store};
+use super::strategy::{Fingerprint, State, Strategy};
+use super::tier::{self, Claimed, Invalidation, SharedTier};
+
+mod lead;
+
+/// Where the cache's clock starts: 2^30 s (34 years), so any entry's age fits before it
+/// (an entry read from a shared tier may predate this process).
+const EPOCH: Duration = Duration::from_secs(1 << 30);
+
+/// Re-runs the handler for a request: what `serve` builds and refreshes with.
+pub(crate) type Refresher = Rc<dyn Fn(HttpRequest) -> LocalBoxFuture<'static, HttpResponse>>;
+/// Names the user behind a credentialed request (`key_by`).
+pub(crate) type UserKeyFn = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
+
+/// Everything an engine is built from (assembled by the mode builders).
+pub(crate) struct Settings {
+    pub(crate) name: Arc<str>,
+    pub(crate) strategy: Strategy,
+    pub(crate) max_stale: Duration,
+    pub(crate) max_bytes: u64,
+    pub(crate) max_entry_bytes: usize,
+    pub(crate) lock_timeout: Duration,
+    pub(crate) hit_for_miss: Duration,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) key_by: Option<UserKeyFn>,
+    pub(crate) forced_refresh: bool,
+    /// Connects a shared tier to the cache's counters and stats, if it has one.
+    pub(crate) tier: Option<TierFactory>,
+    pub(crate) memory_copies: bool,
+}
+
+/// Makes a cache's shared tier, given its counters and stats.
+pub(crate) type TierFactory = Box<dyn FnOnce(Arc<Generations>, Arc<Stats>) -> Arc<dyn SharedTier>>;
+
+/// What to do with a request.
+pub(crate) enum Plan {
+    /// Answer with this (hit, stale, coalesced, 304).
+    Respond(HttpResponse),
+    /// Build the response and give it to [`Engine::finish`].
+    Lead(Lead),
+    /// Run the handler for this request alone and store nothing.
+    Pass(CacheStatus),
+}
+
+/// A response cache's state and its one decision loop.
+pub(crate) struct Engine {
+    name: Arc<str>,
+    strategy: Strategy,
+    generations: Arc<Generations>,
+    store: Store,
+    tier: Option<Arc<dyn SharedTier>>,
+    flights: Arc<Flights>,
+    stats: Arc<Stats>,
+    clock: Arc<dyn Clock>,
+    origin: Instant,
+    max_stale: Duration,
+    max_entry_bytes: usize,
+    lock_timeout: Duration,
+    hit_for_miss: Duration,
+    key_by: Option<UserKeyFn>,
+    forced_refresh: bool,
+}
+
+impl Engine {
+    pub(crate) fn new(settings: Settings) -> Self {
+        let stats = Arc::new(Stats::new(&settings.name));
+        let life = settings.strategy.useful_life(settings.max_stale);
+        let by_age = settings.strategy.expires_by_age();
+        let store = Store::new(
+            &settings.name,
+            settings.max_bytes,
+            life,
+            by_age,
+            settings.memory_copies || settings.tier.is_none(),
+            &stats,
+        );
+        // A TTL entry built before an invalidation is never served again: free its memory.
+        let on_invalidate_all =
+            by_age.then(|| Box::new(store.clearer()) as Box<dyn Fn() + Send + Sync>);
+        let generations = Arc::new(Generations::new(
+            &settings.name,
+            settings.strategy.section_names(),
+            on_invalidate_all,
+        ));
+        let tier = settings
+            .tier
+            .map(|make| make(Arc::clone(&generations), Arc::clone(&stats)));
+        Self {
+            name: settings.name,
+            strategy: settings.strategy,
+            generations,
+            store,
+            tier,
+            flights: Arc::default(),
+            stats,
+            origin: settings.clock.now(),
+            clock: settings.clock,
+            max_stale: settings.max_stale,
+            max_entry_bytes: settings.max_entry_bytes,
+            lock_timeout: settings.lock_timeout,
+            hit_for_miss: settings.hit_for_miss,
+            key_by: settings.key_by,
+            forced_refresh: settings.forced_refresh,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Whether the cache builds its own responses (sections) instead of running a handler.
+    pub(crate) fn builds_itself(&self) -> bool {
+        self.strategy.builds_itself()
+    }
+
+    /// The current time on the cache's clock, as an offset from its origin plus [`EPOCH`].
+    fn now(&self) -> Duration {
+        self.clock.now().saturating_duration_since(self.origin) + EPOCH
+    }
+
+    fn tier(&self) -> Option<&dyn SharedTier> {
+        self.tier.as_deref()
+    }
+
+    /// Invalidates `section` (or everything) here at once, and tells the shared tier.
+    pub(crate) fn invalidate(&self, section: Option<&str>) -> Invalidation {
+        let (section, value) = self.generations.bump(section);
+        tracing::debug!(cache = %self.name, ?section, generation = value, "response cache: invalidated");
+        match self.tier() {
+            Some(tier) => Invalidation::waiting(tier.publish(section, value)),
+            None => Invalidation::ready(),
+        }
+    }
+
+    /// Answers `req`: from an entry, or by leading or waiting for a build that runs
+    /// `refresher` (or the cache's own builder, for sections).
+    pub(crate) async fn respond(
+        self: &Arc<Self>,
+        req: &HttpRequest,
+        refresher: Option<&Refresher>,
+    ) -> HttpResponse {
+        match self.plan(req, refresher).await {
+            Plan::Respond(res) => res,
+            Plan::Pass(status) => labelled(build(self, req, None, refresher).await.0, status),
+            Plan::Lead(lead) => lead.run(self, req, refresher).await,
+        }
+    }
+
+    /// Decides how to answer `req`. With a `refresher` (or a cache that builds itself) a stale
+    /// entry is refreshed in the background; without (the middleware: actix's router needs
+    /// the request uniquely owned) the first stale reader refreshes in the foreground.
+    pub(crate) async fn plan(
+        self: &Arc<Self>,
+        req: &HttpRequest,
+        refresher: Option<&Refresher>,
+    ) -> Plan {
+        let Some(base) = self.admit(req) else {
+            return Plan::Pass(CacheStatus::Bypass);
+        };
+        let mut forced = forced(req, self.forced_refresh);
+        if let Some(tier) = self.tier() {
+            tier.sync_counters().await;
+        }
+        let generation = self.generations.all();
+        let fingerprint = match self.strategy.fingerprint(req, &self.generations).await {
+            Ok(fingerprint) => fingerprint,
+            Err(err) => {
+                tracing::warn!(cache = %self.name, error = %err, "response cache: revision failed; not caching this request");
+                return self.pass(PassReason::RevisionFailed);
+            }
+        };
+        let fp = fingerprint.as_ref();
+        let key = self.store.key_for(&base, req.headers());
+        // One deadline for all of this request's waits, however often it has to join again.
+        let deadline = tokio::time::Instant::now() + self.lock_timeout;
+        // Why: HEAD is served from the GET entry but must never build it. The route may not
+        // take HEAD (a GET-only route answers 404/405), or answer it without a body; storing
+        // that replaced the GET entry or marked the key hit-for-miss, uncaching its GETs.
+        let may_lead = req.method() != Method::HEAD;
+        let classify = |entry: &Entry| {
+            self.strategy
+                .classify(entry, self.now(), fp, generation, self.max_stale)
+        };
+        let usable = |entry: &Entry| {
+            vary_matches(&entry.vary, req.headers()) && matches!(classify(entry), State::Fresh(_))
+        };
+        let lead = |guard, role, stale: Option<&Arc<Entry>>, old, lease| Lead {
+            base: base.clone(),
+            key: Arc::clone(&key),
+            guard,
+            fingerprint: fingerprint.clone(),
+            generation,
+            stale: stale.cloned(),
+            old,
+            role,
+            lease,
+        };
+        loop {
+            let mut old = None;
+            let found = if forced {
+                None
+            } else {
+                self.lookup(&key, req.headers(), &usable).await
+            };
+            match found {
+                Some(Slot::Unshared { until }) if self.now() < until => {
+                    return self.pass(PassReason::Uncacheable);
+                }
+                Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req.headers()) => {
+                    match classify(&entry) {
+                        State::Fresh(status) => return self.hit(req, &entry, status, fp),
+                        State::Patch if may_lead => {
+                            if let Some(guard) = self.flights.try_lead(&key) {
+                                self.stats.record(Event::Hit);
+                                let old = Some(Arc::clone(&entry));
+                                return Plan::Lead(lead(
+                                    guard,
+                                    Role::Section,
+                                    Some(&entry),
+                                    old,
+                                    None,
+                                ));
+                            }
+                        }
+                        State::Stale | State::Patch => {
+                            let background = refresher.is_some() || self.builds_itself();
+                            if may_lead
+                                && let Some(guard) = self.flights.try_lead(&key)
+                                // Across instances too: if another one is refreshing this key,
+                                // serve stale and let its result reach us through the tier.
+                                && let Some(lease) = tier::try_claim(self.tier(), &key, self.now()).await
+                            {
+                                let old = Some(Arc::clone(&entry));
+                                let lead = lead(guard, Role::Refresh, Some(&entry), old, lease);
+                                if !background {
+                                    self.stats.record(Event::Miss);
+                                    tracing::debug!(cache = %self.name, %key, "response cache: stale, refreshing in this request");
+                                    return Plan::Lead(lead);
+                                }
+                                lead.refresh_in_background(self, req, refresher.cloned());
+                            }
+                            self.stats.record(Event::Stale);
+                            tracing::debug!(cache = %self.name, %key, "response cache: stale served");
+                            let stale = CacheStatus::Stale {
+                                collapsed: false,
+                                failed: None,
+                            };
+                            return Plan::Respond(entry.respond(req, stale, self.now()));
+                        }
+                        State::Expired => old = Some(entry),
+                    }
+                }
+                _ => {}
+            }
+            if !may_lead {
+                return self.pass(PassReason::Head);
+            }
+            match self.flights.join(&key) {
+                Join::Lead(guard) => {
+                    // Look again under the claim: another leader may have stored the entry
+                    // and ended its flight between the lookup above and this join.
+                    if !forced
+                        && let Some(Slot::Entry(entry)) = self.store.get(&key)
+                        && usable(&entry)
+                        && let State::Fresh(status) = classify(&entry)
+                    {
+                        guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+                        return self.hit(req, &entry, status, fp);
+                    }
+                    // Then across instances: one of them builds, the others wait for it.
+                    let lease = if forced {
+                        tier::try_claim(self.tier(), &key, self.now())
+                            .await
+                            .flatten()
+                    } else {
+                        let now = || self.now();
+                        let claimed = tier::claim(
+                            self.tier(),
+                            &self.store,
+                            &key,
+                            req.headers(),
+                            &now,
+                            deadline,
+                            &usable,
+                        );
+                        match claimed.await {
+                            Claimed::Build(lease) => lease,
+                            Claimed::Found(found_key, entry) => {
+                                self.store.keep(&found_key, &entry);
+                                guard.complete(Outcome::Fresh(Arc::clone(&entry)));
+                                tracing::debug!(cache = %self.name, %key, "response cache: built by another instance");
+                                let status = CacheStatus::Coalesced {
+                                    status: entry.snapshot.status,
+                                };
+                                return self.coalesced(req, &entry, status);
+                            }
+                        }
+                    };
+                    self.stats.record(Event::Miss);
+                    tracing::debug!(cache = %self.name, %key, forced, "response cache: miss");
+                    let old = old.filter(|_| !forced);
+                    return Plan::Lead(lead(guard, Role::Miss, None, old, lease));
+                }
+                Join::Wait(waiter) => {
+                    match wait(self, req, &key, waiter, generation, fp, deadline).await {
+                        Some(plan) => return plan,
+                        None => forced = false,
+                    }
+                }
+            }
+        }
+    }
+
+    fn hit(
+        &self,
+        req: &HttpRequest,
+        entry: &Entry,
+        status: CacheStatus,
+        fp: Option<&Fingerprint>,
+    ) -> Plan {
+        // Only a revision check verifies the bytes; a TTL hit does not.
+        if fp.is_some() {
+            entry.verified(self.now());
+        }
+        self.stats.record(Event::Hit);
+        tracing::debug!(cache = %self.name, status = status.label(), "response cache: hit");
+        Plan::Respond(entry.respond(req, status, self.now()))
+    }
+
+    fn pass(&self, reason: PassReason) -> Plan {
+        self.stats.record(Event::Bypass);
+        Plan::Pass(CacheStatus::Pass { reason })
+    }
+
+    /// What the cache holds for `key`: see [`tier::lookup`]. Not the shared tier while this
+    /// instance builds the key: its waiters get the result, and a stale reader is answered
+    /// from memory; asking the tier for every such read would only load it.
+    async fn lookup(
+        &self,
+        key: &Arc<str>,
+        req_headers: &HeaderMap,
+        usable: &dyn Fn(&Entry) -> bool,
+    ) -> Option<Slot> {
+        let tier = self.tier().filter(|_| !self.flights.in_progress(key));
+        tier::lookup(&self.store, tier, key, req_headers, self.now(), usable).await
+    }
+
+    /// The URL part of the key, or `None` for a request the cache must not touch.
+    fn admit(&self, req: &HttpRequest) -> Option<String> {
+        match admit(req, self.key_by.as_deref(), self.forced_refresh) {
+            Ok(base) => Some(base),
+            Err(reason) => {
+                self.stats.record(Event::Bypass);
+                tracing::debug!(cache = %self.name, reason, "response cache: bypass");
+                None
+            }
+        }
+    }
+
+    fn coalesced(&self, req: &HttpRequest, entry: &Entry, status: CacheStatus) -> Plan {
+        if !vary_matches(&entry.vary, req.headers()) {
+            // Built for another variant (its `Vary` was not known yet): build our own.
+            return self.pass(PassReason::OtherVariant);
+        }
+        self.stats.record(Event::Coalesced);
+        Plan::Respond(entry.respond(req, status, self.now()))
+    }
+}
