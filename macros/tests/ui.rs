@@ -1,4 +1,4 @@
-//! Compile-time behaviour of the attribute macros: `tests/ui/pass` must build, each
+//! Compile-time behaviour of the attribute macros and of the typed cache builders: `tests/ui/pass` must build, each
 //! `tests/ui/fail` case must fail with exactly the `.stderr` beside it.
 //!
 //! The `.stderr` snapshots depend on the rustc version; regenerate them with

@@ -1,32 +1,4 @@
-//! A shared tier kept in this process's memory: what [Redis](super::redis) is to the instances
-//! of an app, for several caches of one process. Each cache stays its own (memory tier,
-//! flights, counters), as an instance would; through the tier they share entries, build
-//! leases and invalidations. Use it to run several apps in one binary on one cache name, or
-//! to test multi-instance behaviour without a Redis server.
-//!
-//! ```
-//! use std::time::Duration;
-//! use actix_conditional::response_cache::{InProcessTier, ResponseCache, Scope};
-//! use actix_web::{HttpResponse, test};
-//!
-//! # actix_web::rt::System::new().block_on(async {
-//! let tier = InProcessTier::new();
-//! let cache = |_instance: &str| {
-//!     ResponseCache::ttl("shared", Duration::from_secs(30)).shared_in_process(&tier).build()
-//! };
-//! let (a, b) = (cache("a"), cache("b"));
-//! let req = test::TestRequest::get().uri("/x").to_http_request();
-//! let res = a.serve(&req, |_| async { HttpResponse::Ok().body("built by a") }).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
-//! // `b` never ran a handler: it found a's build in the tier.
-//! let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
-//! // An invalidation on `a` reaches `b`.
-//! a.invalidate(&Scope::All).await;
-//! let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
-//! # });
-//! ```
+//! A shared tier kept in this process's memory ([`InProcessTier`]).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -45,8 +17,37 @@ use super::tier::{Fetched, LeaseAttempt, LeasePoll, SharedTier, TierLease};
 /// tier may start the same one: 5 s.
 pub const DEFAULT_IN_PROCESS_LEASE_TTL: Duration = Duration::from_secs(5);
 
-/// A tier shared by the caches of one process; see the [module docs](self). Cloning is
-/// cheap and shares the tier.
+/// A shared tier kept in this process's memory: what Redis (feature `redis`) is to the instances
+/// of an app, for several caches of one process. Each cache stays its own (memory tier,
+/// flights, counters), as an instance would; through the tier they share entries, build
+/// leases and invalidations. Use it to run several apps in one binary on one cache name, or
+/// to test multi-instance behaviour without a Redis server.
+///
+/// ```
+/// use std::time::Duration;
+/// use actix_conditional::response_cache::{InProcessTier, ResponseCache, Scope};
+/// use actix_web::{HttpResponse, test};
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let tier = InProcessTier::new();
+/// let cache = |_instance: &str| {
+///     ResponseCache::ttl("shared", Duration::from_secs(30)).shared_in_process(&tier).build()
+/// };
+/// let (a, b) = (cache("a"), cache("b"));
+/// let req = test::TestRequest::get().uri("/x").to_http_request();
+/// let res = a.serve(&req, |_| async { HttpResponse::Ok().body("built by a") }).await;
+/// assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// // `b` never ran a handler: it found a's build in the tier.
+/// let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
+/// assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// // An invalidation on `a` reaches `b`.
+/// a.invalidate(&Scope::All).await;
+/// let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
+/// assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// # });
+/// ```
+///
+/// Cloning is cheap and shares the tier.
 #[derive(Clone, Default)]
 pub struct InProcessTier {
     state: Arc<Mutex<State>>,

@@ -54,6 +54,9 @@
 //!
 //! # Modes
 //!
+//! Each mode has its own builder (a type-state: a setting that makes no sense for a mode does
+//! not exist on its builder), and all three run on one engine with one decision loop.
+//!
 //! - **TTL** ([`ResponseCache::ttl`]): an entry is fresh for the TTL (`X-Cache: hit`), then
 //!   stale for [`max_stale`](ResponseCacheBuilder::max_stale) more: readers get the stale
 //!   bytes at once (`stale`) while exactly one refresh runs; a failed refresh keeps the stale
@@ -63,30 +66,52 @@
 //!   `stale` and one background refresh, for up to `max_stale` (default 300 s) after the bytes
 //!   were last known current; past that, a `miss`. The ETag is derived from the fingerprint,
 //!   so a matching `If-None-Match` is a 304 that costs one revision query and no body.
-//! - **Sections** ([`ResponseCache::sections`]): a JSON object built from named sections,
-//!   each with its own revision; when only [inline](ResponseCacheBuilder::inline_section)
-//!   sections changed, only they are rebuilt and merged in the request (`section`).
+//! - **Sections** ([`ResponseCache::sections`], answered by [`SectionedCache::respond`]): a
+//!   JSON object built from named sections, each with its own revision; when only
+//!   [inline](ResponseCacheBuilder::inline_section) sections changed, only they are rebuilt
+//!   and merged in the request (`section`).
 //!
-//! Every response that went through the cache carries `X-Cache`: `hit`, `hit-revision`,
-//! `section`, `stale`, `miss`, `refresh` (the middleware's stale reader that refreshes),
-//! `coalesced` (waited for another request's build) or `bypass`. Served entries carry `Age`
-//! (RFC 9111 §5.1): seconds since the bytes were built or, in revision mode, last verified
-//! current (`0` on a `hit-revision`); `stale` answers carry an `Age` past the `max-age` /
-//! `s-maxage` they were stored with (RFC 5861 §4), so clients and CDNs never count freshness
-//! twice. Revision-mode entries carry `X-Revision`.
+//! What happened to a request is a [`CacheStatus`] (read it with [`CacheStatus::of`]); the
+//! `X-Cache` header is rendered from it: `hit`, `hit-revision`, `section`, `stale`, `miss`,
+//! `refresh` (the middleware's stale reader that refreshes), `coalesced` (waited for another
+//! request's build) or `bypass`. Served entries carry `Age` (RFC 9111 §5.1): seconds since
+//! the bytes were built or, in revision mode, last verified current (`0` on a
+//! `hit-revision`); `stale` answers carry an `Age` past the `max-age` / `s-maxage` they were
+//! stored with (RFC 5861 §4), so clients and CDNs never count freshness twice. Revision-mode
+//! entries carry `X-Revision`.
 //!
-//! # Single-flight
+//! # Single-flight and its outcomes
 //!
-//! Concurrent misses for one key, on any worker, run the handler once; the others wait (up to
-//! [`lock_timeout`](ResponseCacheBuilder::lock_timeout), then build for themselves without
-//! storing, like nginx's `proxy_cache_lock_timeout`). The build runs as its own task, so a
-//! client that disconnects does not cancel it for the others. An error (5xx) is handed to the
-//! waiters and never stored; a panicking build answers its own request and every waiter
-//! with a 500 at once (nobody retries in series behind it), and the next request builds
-//! afresh. Were a build's task ever dropped unfinished, its waiters would join again and one
-//! of them would take over. The wait is bounded once per request, however often it joins. A
-//! key whose response turns out not to be shareable is remembered for a while
-//! ([`hit_for_miss`](ResponseCacheBuilder::hit_for_miss)) so its requests do not queue.
+//! Concurrent misses for one key, on any worker, run the handler once; the others wait. The
+//! build runs as its own task, so a client that disconnects does not cancel it for the
+//! others. What a waiter gets, as pingora's cache lock has it (each counted in
+//! [`CacheStats`]):
+//!
+//! - **the build's response** (`coalesced`): a stored 200, or an error (5xx) that is handed to
+//!   every waiter and never stored; a panicking build answers its own request and every
+//!   waiter with a 500 at once (nobody retries in series behind it);
+//! - **timeout** (`lock_timeouts`): the wait is bounded by
+//!   [`lock_timeout`](ResponseCacheBuilder::lock_timeout) once per request, however often it
+//!   joins; then it builds for itself without storing, like nginx's
+//!   `proxy_cache_lock_timeout`;
+//! - **pass** (`lock_passes`): the build was not shareable (`Set-Cookie`, `no-store`, a 404,
+//!   a streamed body, …): every waiter fetches on its own at once, and the key is remembered
+//!   for [`hit_for_miss`](ResponseCacheBuilder::hit_for_miss) so later requests skip the lock
+//!   (Varnish's hit-for-pass);
+//! - **dangling leader** (`lock_dangling`): a build dropped unfinished (its runtime stopped)
+//!   wakes the waiters, and exactly one of them takes over;
+//! - **transient failure** (`lock_transient`): a build answered `408` or `429`, which concern
+//!   the leader's own request, not the resource: the waiters are not handed it; one of them
+//!   builds again.
+//!
+//! With a shared tier the same happens across instances, through build leases.
+//!
+//! # Shared tiers
+//!
+//! A cache lives in its process's memory. With [Redis](ResponseCacheBuilder::redis) (feature
+//! `redis`) or an [`InProcessTier`] it also shares entries, invalidations and builds with the
+//! caches of the same name elsewhere; the engine sees either through one trait, and the
+//! invalidation counters of a cache are one object both keep in step.
 //!
 //! # What is never shared
 //!

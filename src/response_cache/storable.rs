@@ -17,11 +17,14 @@ use actix_web::http::{Method, StatusCode};
 use super::key::{base_key, query_forces_refresh};
 use crate::cache_control::cache_control_contains;
 
+/// Names the user behind a credentialed request (a cache's `key_by`).
+pub(crate) type UserKey = dyn Fn(&HttpRequest) -> Option<String> + Send + Sync;
+
 /// The URL part of the key of `req` (see [`base_key`]), or why the cache must not touch it.
 /// `key_by` names the user of a credentialed request, when the cache keys by user.
 pub(crate) fn admit(
     req: &HttpRequest,
-    key_by: Option<&(dyn Fn(&HttpRequest) -> Option<String> + Send + Sync)>,
+    key_by: Option<&UserKey>,
     forced_refresh: bool,
 ) -> Result<String, &'static str> {
     let mut reason = request_bypass(req, key_by.is_some());

@@ -82,9 +82,9 @@ impl Lead {
         self,
         engine: &Arc<Engine>,
         req: &HttpRequest,
-        refresher: Option<Refresher>,
+        refresher: Option<&Refresher>,
     ) {
-        let build = build(engine, req, Some(&self), refresher.as_ref());
+        let build = build(engine, req, Some(&self), refresher);
         let lead = self;
         let (this, req) = (Arc::clone(engine), req.clone());
         tracing::debug!(cache = %engine.name, key = %lead.key, "response cache: refresh start");

@@ -22,7 +22,7 @@ use super::generations::Generations;
 use super::key::vary_matches;
 use super::stats::{Event, Stats};
 use super::status::{CacheStatus, PassReason, Role, labelled};
-use super::storable::{admit, forced};
+use super::storable::{UserKey, admit, forced};
 use super::store::{Slot, Store};
 use super::strategy::{Fingerprint, State, Strategy};
 use super::tier::{self, Claimed, Invalidation, SharedTier};
@@ -36,7 +36,7 @@ const EPOCH: Duration = Duration::from_secs(1 << 30);
 /// Re-runs the handler for a request: what `serve` builds and refreshes with.
 pub(crate) type Refresher = Rc<dyn Fn(HttpRequest) -> LocalBoxFuture<'static, HttpResponse>>;
 /// Names the user behind a credentialed request (`key_by`).
-pub(crate) type UserKeyFn = Arc<dyn Fn(&HttpRequest) -> Option<String> + Send + Sync>;
+pub(crate) type UserKeyFn = Arc<UserKey>;
 
 /// Everything an engine is built from (assembled by the mode builders).
 pub(crate) struct Settings {
@@ -271,7 +271,7 @@ impl Engine {
                                     tracing::debug!(cache = %self.name, %key, "response cache: stale, refreshing in this request");
                                     return Plan::Lead(lead);
                                 }
-                                lead.refresh_in_background(self, req, refresher.cloned());
+                                lead.refresh_in_background(self, req, refresher);
                             }
                             self.stats.record(Event::Stale);
                             tracing::debug!(cache = %self.name, %key, "response cache: stale served");
