@@ -122,6 +122,7 @@ mod clock;
 mod engine;
 mod entry;
 mod flight;
+mod handler;
 mod key;
 mod middleware;
 #[cfg(feature = "redis")]
