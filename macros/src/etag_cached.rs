@@ -91,15 +91,14 @@ fn check_cache_options(options: &Options) -> syn::Result<()> {
     Ok(())
 }
 
-/// The statements of a handler answered from a named response cache. The first build reuses
-/// the extractors actix already ran; a background refresh re-extracts them from its request
-/// (with an empty body), so the handler can run again long after this request ended.
-fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
-    let req = req_ident();
+/// The registered cache the `cache` option names, as an expression of type `ResponseCache`
+/// (returning `missing_cache`'s 500 from the handler when it is not registered and there is
+/// no `ttl` to create it).
+fn cache_lookup(options: &Options) -> TokenStream {
     let name = options
         .str_value(Key::Cache)
         .expect("checked by the caller");
-    let lookup = match options.seconds(Key::Ttl) {
+    match options.seconds(Key::Ttl) {
         Some(ttl) => {
             let ttl = proc_macro2::Literal::u64_unsuffixed(u64::from(ttl));
             quote! {
@@ -116,33 +115,33 @@ fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
                 }
             }
         },
-    };
+    }
+}
+
+/// The statements of a free handler answered from a named response cache: one
+/// `ResponseCache::serve_handler` call whose arguments are the request and the extractors
+/// actix already ran, and whose handler applies the policy to the original function's answer.
+/// (`serve_handler` re-extracts them, body empty, for any build after the first.)
+fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
+    let req = req_ident();
+    let lookup = cache_lookup(options);
     let (args, types) = (&call.args, &call.types);
     let respond = respond(options, false, &call.future());
+    let first = quote!(::core::clone::Clone::clone(&#req));
+    // As `cargo expand` prints it: `(req,)` alone, `(req, a, b)` otherwise.
+    let tuple = if args.is_empty() {
+        quote!((#first,))
+    } else {
+        quote!((#first #(, #args)*))
+    };
     quote! {
         let __ac_cache = #lookup;
-        let __ac_first = ::std::rc::Rc::new(::std::cell::Cell::new(
-            ::core::option::Option::Some((#(#args,)*)),
-        ));
         __ac_cache
-            .serve(&#req, move |#req: ::actix_web::HttpRequest| {
-                let __ac_first = __ac_first.take();
-                async move {
-                    let (#(#args,)*) = match __ac_first {
-                        ::core::option::Option::Some(args) => args,
-                        ::core::option::Option::None => {
-                            match <(#(#types,)*) as ::actix_web::FromRequest>::extract(&#req).await {
-                                ::core::result::Result::Ok(args) => args,
-                                ::core::result::Result::Err(err) => {
-                                    let err: ::actix_web::Error = err.into();
-                                    return err.error_response();
-                                }
-                            }
-                        }
-                    };
-                    #respond
-                }
-            })
+            .serve_handler(
+                &#req,
+                #tuple,
+                |#req: ::actix_web::HttpRequest #(, #args: #types)*| async move { #respond }
+            )
             .await
     }
 }
