@@ -1,7 +1,7 @@
 //! `#[etag_cached]` on free `async fn` handlers and on `impl` blocks.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{ToTokens as _, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{Attribute, Error, FnArg, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, Pat, Type};
 
@@ -267,10 +267,20 @@ fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
         Some(errors) => errors.combine(error),
         None => errors = Some(error),
     };
-    let impl_options = Options::parse(args, ETAG_CACHED_KEYS).unwrap_or_else(|error| {
+    let mut impl_options = Options::parse(args, ETAG_CACHED_KEYS).unwrap_or_else(|error| {
         push(error);
         Options::default()
     });
+    if let Some(span) = impl_options
+        .span(Key::Cache)
+        .or(impl_options.span(Key::Ttl))
+    {
+        push(Error::new(
+            span,
+            "`cache` and `ttl` go on a method's own `#[etag_cached(...)]`: on the `impl` block they would apply to every method, mutations included",
+        ));
+        impl_options = impl_options.without(&[Key::Cache, Key::Ttl]);
+    }
 
     // Pass 1: strip and parse per-method attributes, so that on error the impl is re-emitted
     // without them (they would otherwise expand again on their own).
@@ -297,9 +307,11 @@ fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
             Some((own, span)) => (impl_options.overridden_by(&own), span),
             None => (impl_options.clone(), Span::call_site()),
         };
-        match require_max_age(options, span).and_then(|options| rewrite_method(method, &options)) {
-            Ok(()) => {}
-            Err(error) => push(error),
+        let rewritten = require_max_age(options, span)
+            .and_then(|options| check_cache_options(&options).map(|()| options))
+            .and_then(|options| rewrite_method(method, &options));
+        if let Err(error) = rewritten {
+            push(error);
         }
     }
 
@@ -313,29 +325,38 @@ fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
     }
 }
 
+/// Whether `ty` is `HttpRequest` (`Some(false)`) or `&HttpRequest` (`Some(true)`).
+fn request_type(ty: &Type) -> Option<bool> {
+    let (ty, by_ref) = match ty {
+        Type::Reference(reference) => (&*reference.elem, true),
+        ty => (ty, false),
+    };
+    let Type::Path(path) = ty else { return None };
+    let is_request = path.qself.is_none()
+        && path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "HttpRequest");
+    is_request.then_some(by_ref)
+}
+
+fn missing_request(method: &ImplItemFn) -> Error {
+    let (fn_token, ident) = (&method.sig.fn_token, &method.sig.ident);
+    Error::new_spanned(
+        quote!(#fn_token #ident),
+        "`#[etag_cached]` methods need an `HttpRequest` parameter",
+    )
+}
+
 /// The method's `HttpRequest` parameter as an expression of type `HttpRequest` or `&HttpRequest`
 /// (renaming a `_` pattern so it can be read).
 fn request_param(method: &mut ImplItemFn) -> syn::Result<(syn::Ident, bool)> {
-    let is_request = |ty: &Type| match ty {
-        Type::Path(path) => {
-            path.qself.is_none()
-                && path
-                    .path
-                    .segments
-                    .last()
-                    .is_some_and(|segment| segment.ident == "HttpRequest")
-        }
-        _ => false,
-    };
     for input in &mut method.sig.inputs {
         let FnArg::Typed(typed) = input else { continue };
-        let (ty, by_ref) = match &*typed.ty {
-            Type::Reference(reference) => (&*reference.elem, true),
-            ty => (ty, false),
-        };
-        if !is_request(ty) {
+        let Some(by_ref) = request_type(&typed.ty) else {
             continue;
-        }
+        };
         let ident = match &*typed.pat {
             Pat::Ident(pat) if pat.subpat.is_none() => pat.ident.clone(),
             _ => {
@@ -346,14 +367,13 @@ fn request_param(method: &mut ImplItemFn) -> syn::Result<(syn::Ident, bool)> {
         };
         return Ok((ident, by_ref));
     }
-    let (fn_token, ident) = (&method.sig.fn_token, &method.sig.ident);
-    Err(Error::new_spanned(
-        quote!(#fn_token #ident),
-        "`#[etag_cached]` methods need an `HttpRequest` parameter",
-    ))
+    Err(missing_request(method))
 }
 
 fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()> {
+    if options.has(Key::Cache) {
+        return rewrite_cached_method(method, options);
+    }
     let (param, by_ref) = request_param(method)?;
     let req = req_ident();
     let source = if by_ref {
@@ -361,12 +381,6 @@ fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()>
     } else {
         quote!(&#param)
     };
-    if let Some(span) = options.span(Key::Cache).or(options.span(Key::Ttl)) {
-        return Err(Error::new(
-            span,
-            "`cache` and `ttl` apply to free handlers; in an `impl` block, call `ResponseCache::serve` in the method",
-        ));
-    }
     let receiver = method.sig.receiver().is_some();
     let block = &method.block;
     let respond = respond(options, receiver, &quote!(async move #block));
@@ -376,6 +390,180 @@ fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()>
         #respond
     });
     Ok(())
+}
+
+/// How a cached method's build, which must be `'static` and may run after the call returned,
+/// gets the `self` its body reads: a clone taken before the call, cloned again for each build.
+enum CachedReceiver {
+    /// `&self` (or `self: &T`): `Self: Clone`, and the body reads a reference to its clone.
+    Shared,
+    /// `self`, `mut self` or `self: T`: `T: Clone`, and the body owns its clone.
+    Owned(Option<syn::Token![mut]>),
+}
+
+fn cached_receiver(receiver: &syn::Receiver) -> syn::Result<CachedReceiver> {
+    let owned = CachedReceiver::Owned(receiver.mutability);
+    let kind = match &receiver.kind {
+        syn::ReceiverKind::Reference(_, _, None) => Some(CachedReceiver::Shared),
+        syn::ReceiverKind::Value => Some(owned),
+        syn::ReceiverKind::Typed(_, ty) => match &**ty {
+            Type::Reference(reference) if reference.mutability.is_some() => None,
+            Type::Reference(_) => Some(CachedReceiver::Shared),
+            _ => Some(owned),
+        },
+        _ => None,
+    };
+    kind.ok_or_else(|| {
+        Error::new_spanned(
+            receiver,
+            "`cache` needs `&self` or `self` by value: each build of the cached response runs on a clone of `self`, possibly after this call returned",
+        )
+    })
+}
+
+/// A method answered from a named response cache: the same `ResponseCache::serve_handler`
+/// call as a free handler's, with `(HttpRequest,)` for arguments. The build must be `'static`
+/// and may run again later, so the `self` it reads (`Self: Clone`) and the other parameters
+/// (`Clone`) are moved into it and cloned for each build; the body reads `self` through a
+/// binding to that clone, and its parameters under their own patterns.
+fn rewrite_cached_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()> {
+    let req = req_ident();
+    let this = quote::format_ident!("__ac_this");
+    let binding = quote::format_ident!("__ac_self");
+    let (body, uses_self) = match method.sig.receiver() {
+        Some(_) => replace_self(method.block.to_token_stream(), &binding),
+        None => (method.block.to_token_stream(), false),
+    };
+    // `self`, if the body reads it: taken before the call, cloned per build, bound in it.
+    let receiver = match method.sig.receiver() {
+        Some(receiver) if uses_self => {
+            let span = receiver.self_token.span;
+            let binding = syn::Ident::new("__ac_self", span);
+            // One `Clone::clone` path for the clone taken here and those of each build, so a
+            // `Self` that is not `Clone` is one error, at `self`.
+            let clone = quote_spanned!(span=> ::core::clone::Clone::clone);
+            let (take, bind) = match cached_receiver(receiver)? {
+                CachedReceiver::Shared => (
+                    quote!(let __ac_clone = #clone; let #this = __ac_clone(self);),
+                    quote!(let #binding = &#this;),
+                ),
+                CachedReceiver::Owned(mutability) => (
+                    quote!(let __ac_clone = #clone; let #this = self;),
+                    quote!(let #mutability #binding = #this;),
+                ),
+            };
+            let clone = quote!(let #this = __ac_clone(&#this););
+            Some((take, clone, bind))
+        }
+        _ => None,
+    };
+    let (take_this, clone_this, bind_self) = match receiver {
+        Some((take, clone, bind)) => (Some(take), Some(clone), Some(bind)),
+        None => (None, None, None),
+    };
+
+    let param = quote::format_ident!("__ac_req_param");
+    let mut request: Option<(Pat, bool)> = None;
+    // The other parameters: the name each is moved into the build under, its pattern, the
+    // span of its type.
+    let mut moved: Vec<(syn::Ident, Pat, Span)> = Vec::new();
+    for (index, input) in method.sig.inputs.iter_mut().enumerate() {
+        let FnArg::Typed(typed) = input else { continue };
+        match request_type(&typed.ty) {
+            Some(by_ref) if request.is_none() => {
+                request = Some(((*typed.pat).clone(), by_ref));
+                *typed.pat = syn::parse_quote!(#param);
+            }
+            _ => {
+                let arg = quote::format_ident!("__ac_arg{index}");
+                moved.push((arg.clone(), (*typed.pat).clone(), typed.ty.span()));
+                *typed.pat = syn::parse_quote!(#arg);
+            }
+        }
+    }
+    let Some((request_pat, by_ref)) = request else {
+        return Err(missing_request(method));
+    };
+    let (source, bind_request) = if by_ref {
+        (quote!(#param), quote!(let #request_pat = &#req;))
+    } else {
+        (
+            quote!(&#param),
+            quote!(let #request_pat = ::core::clone::Clone::clone(&#req);),
+        )
+    };
+    let clone_args = moved.iter().map(
+        |(arg, _, span)| quote_spanned!(*span=> let #arg = ::core::clone::Clone::clone(&#arg);),
+    );
+    let bind_args = moved.iter().map(|(arg, pat, _)| quote!(let #pat = #arg;));
+
+    let lookup = cache_lookup(options);
+    let respond = respond(options, false, &quote!(async move #body));
+    method.block = syn::parse_quote!({
+        let #req: ::actix_web::HttpRequest = ::core::clone::Clone::clone(#source);
+        let __ac_cache = #lookup;
+        #take_this
+        __ac_cache
+            .serve_handler(
+                &#req,
+                (::core::clone::Clone::clone(&#req),),
+                move |#req: ::actix_web::HttpRequest| {
+                    #clone_this
+                    #(#clone_args)*
+                    async move {
+                        #bind_self
+                        #bind_request
+                        #(#bind_args)*
+                        #respond
+                    }
+                }
+            )
+            .await
+    });
+    Ok(())
+}
+
+/// `tokens` with every `self` value (not `self::` paths) replaced by `with` (spanned as the
+/// `self` it replaces), outside nested `impl` and `trait` bodies, whose `self` is their own;
+/// and whether there was one.
+fn replace_self(tokens: TokenStream, with: &syn::Ident) -> (TokenStream, bool) {
+    use proc_macro2::{Delimiter, Group, TokenTree};
+    let mut found = false;
+    let mut out = Vec::new();
+    let mut iter = tokens.into_iter().peekable();
+    while let Some(tree) = iter.next() {
+        match tree {
+            TokenTree::Ident(ident) if ident == "impl" || ident == "trait" => {
+                // Copied as is, up to and including the item's body.
+                out.push(TokenTree::Ident(ident));
+                for tree in iter.by_ref() {
+                    let body = matches!(&tree, TokenTree::Group(group) if group.delimiter() == Delimiter::Brace);
+                    out.push(tree);
+                    if body {
+                        break;
+                    }
+                }
+            }
+            TokenTree::Ident(ident)
+                if ident == "self"
+                    && !matches!(iter.peek(), Some(TokenTree::Punct(punct)) if punct.as_char() == ':') =>
+            {
+                found = true;
+                let mut replaced = with.clone();
+                replaced.set_span(ident.span());
+                out.push(TokenTree::Ident(replaced));
+            }
+            TokenTree::Group(group) => {
+                let (stream, inner) = replace_self(group.stream(), with);
+                found |= inner;
+                let mut replaced = Group::new(group.delimiter(), stream);
+                replaced.set_span(group.span());
+                out.push(TokenTree::Group(replaced));
+            }
+            other => out.push(other),
+        }
+    }
+    (out.into_iter().collect(), found)
 }
 
 /// `const ACTIONS` for `impl …ViewSet for T` blocks that do not declare it.

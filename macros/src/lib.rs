@@ -46,7 +46,7 @@ mod handler;
 ///
 /// #[etag_cached(max_age = <u32>[, option]*)]
 /// impl [Trait for] Type {
-///     #[etag_cached(option[, option]*)]  // optional, per method
+///     #[etag_cached(option[, option]*)]  // optional, per method; `cache`/`ttl` only here
 ///     async fn method(&self, req: HttpRequest, …) -> HttpResponse { … }
 /// }
 /// ```
@@ -70,12 +70,15 @@ mod handler;
 ///   Default: none.
 /// - `cache = "name"`: answer from the process-wide `ResponseCache` registered under `name`
 ///   (`actix_conditional::response_cache`): hits skip the handler, concurrent misses run it
-///   once, stale entries are served while one background refresh runs. A background refresh
-///   re-runs the extractors on a clone of the request with an empty body. Free handlers only;
-///   not with `etag`/`last_modified` (the cache answers conditional requests from its stored
-///   ETag: use a `ResponseCache::revision` cache for validators computed up front). Without
-///   `ttl`, a cache must have been `register()`ed under `name`, or the handler answers 500
-///   and logs an error.
+///   once, stale entries are served while one background refresh runs. The handler becomes
+///   one call of the public `ResponseCache::serve_handler` (see [Expansion](#expansion)): its
+///   first build runs on the extractors actix already ran; should the cache build again for
+///   the same request, it re-runs them on a clone of the request with an empty body. On a
+///   free handler or a method of an `impl` block (on the method's own attribute). Not with
+///   `etag`/`last_modified` (the cache answers conditional requests from its stored ETag:
+///   use a `ResponseCache::revision` cache for validators computed up front) nor
+///   `invalidates`. Without `ttl`, a cache must have been `register()`ed under `name`, or
+///   the handler answers 500 and logs an error.
 /// - `ttl = u32`: with `cache`, creates and registers a TTL cache of that many seconds on
 ///   first use, unless one is already registered under `name`.
 /// - `invalidates = "name"` or `"name:section"`: after a 2xx answer, invalidate the registered
@@ -88,6 +91,13 @@ mod handler;
 /// Each method must take an `HttpRequest` (or `&HttpRequest`) parameter. In
 /// `impl ViewSet for T` without `const ACTIONS`, the macro adds `ACTIONS` listing the defined
 /// `list`, `retrieve`, `create`, `update`, `partial_update` and `destroy` methods.
+///
+/// A method with `cache = "name"` is built by the cache, possibly after the call returned, so
+/// its build owns what it reads: if the body reads `self`, the method takes `&self` (the
+/// type is then `Clone`: hold shared state in an `Arc` or a pool handle) or `self` by value,
+/// and a clone of `self` goes into each build; its other parameters (`Clone` too) are cloned
+/// into each build, which rebinds them under their own patterns. The request comes from the
+/// build, so a refresh sees its own.
 ///
 /// # Examples
 ///
