@@ -595,3 +595,191 @@ fn viewset_actions(imp: &ItemImpl) -> Option<TokenStream> {
         const ACTIONS: &'static [::actix_conditional::viewset::Action] = &[#(#actions),*];
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::{ToTokens as _, quote};
+
+    use super::{expand, is_etag_cached, replace_self};
+
+    /// The first `count` code blocks under `# Expansion` in `#[etag_cached]`'s docs, without
+    /// the lines rustdoc hides.
+    fn expansion_blocks(count: usize) -> Vec<String> {
+        let docs: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("///"))
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .collect();
+        let start = docs
+            .iter()
+            .position(|line| *line == "# Expansion")
+            .expect("an `# Expansion` section in lib.rs");
+        let mut blocks = Vec::new();
+        let mut block: Option<String> = None;
+        for line in &docs[start..] {
+            if line.starts_with("```") {
+                match block.take() {
+                    Some(done) => blocks.push(done),
+                    None => block = Some(String::new()),
+                }
+                if blocks.len() == count {
+                    break;
+                }
+            } else if let Some(block) = &mut block {
+                let trimmed = line.trim_start();
+                if trimmed != "#" && !trimmed.starts_with("# ") {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+            }
+        }
+        assert_eq!(blocks.len(), count, "code blocks under `# Expansion`");
+        blocks
+    }
+
+    /// `source` with every item carrying `#[etag_cached(...)]` expanded.
+    fn expand_items(source: &str) -> TokenStream {
+        let file: syn::File = syn::parse_str(source).unwrap_or_else(|error| panic!("{error}"));
+        let mut out = TokenStream::new();
+        for mut item in file.items {
+            let attrs = match &mut item {
+                syn::Item::Fn(item) => &mut item.attrs,
+                syn::Item::Impl(item) => &mut item.attrs,
+                _ => {
+                    item.to_tokens(&mut out);
+                    continue;
+                }
+            };
+            match attrs.iter().position(is_etag_cached) {
+                Some(index) => {
+                    let args = match attrs.remove(index).meta {
+                        syn::Meta::List(list) => list.tokens,
+                        _ => TokenStream::new(),
+                    };
+                    out.extend(expand(args, &item.to_token_stream()));
+                }
+                None => item.to_tokens(&mut out),
+            }
+        }
+        out
+    }
+
+    /// The tokens one per line, punctuation without its spacing (`>|` parses as a joint `>`).
+    fn normalized(tokens: &str) -> String {
+        fn push(tokens: TokenStream, out: &mut String) {
+            for tree in tokens {
+                match tree {
+                    proc_macro2::TokenTree::Group(group) => {
+                        let (open, close) = match group.delimiter() {
+                            proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                            proc_macro2::Delimiter::Brace => ("{", "}"),
+                            proc_macro2::Delimiter::Bracket => ("[", "]"),
+                            proc_macro2::Delimiter::None => ("", ""),
+                        };
+                        out.push_str(open);
+                        out.push('\n');
+                        push(group.stream(), out);
+                        out.push_str(close);
+                    }
+                    proc_macro2::TokenTree::Punct(punct) => out.push(punct.as_char()),
+                    other => out.push_str(&other.to_string()),
+                }
+                out.push('\n');
+            }
+        }
+        let mut out = String::new();
+        push(
+            tokens.parse().unwrap_or_else(|error| panic!("{error}")),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn documented_expansions_are_the_real_ones() {
+        let blocks = expansion_blocks(4);
+        for pair in blocks.chunks(2) {
+            let expanded = expand_items(&pair[0]).to_string();
+            assert_eq!(
+                normalized(&expanded),
+                normalized(&pair[1]),
+                "the documented expansion of\n{}",
+                pair[0]
+            );
+        }
+    }
+
+    #[test]
+    fn cache_expands_to_one_public_serve_handler_call() {
+        let free = expand(
+            quote!(max_age = 5, cache = "c"),
+            &quote!(
+                async fn handler(a: web::Path<u32>, b: web::Query<Q>) -> String {
+                    a.to_string()
+                }
+            ),
+        )
+        .to_string();
+        let method = expand(
+            quote!(max_age = 5),
+            &quote!(
+                impl T {
+                    #[etag_cached(cache = "c", ttl = 9)]
+                    async fn show(&self, req: &HttpRequest, id: String) -> HttpResponse {
+                        self.show(req, id)
+                    }
+                }
+            ),
+        )
+        .to_string();
+        for expanded in [&free, &method] {
+            assert_eq!(
+                expanded.matches(". serve_handler (").count(),
+                1,
+                "{expanded}"
+            );
+            // Nothing but public API: no hand-rolled first-call cell or re-extraction.
+            for private in ["Rc", "Cell", "FromRequest", "extract", ". serve ("] {
+                assert!(!expanded.contains(private), "{private} in {expanded}");
+            }
+        }
+        assert!(free.contains("response_cache :: named (\"c\")"), "{free}");
+        assert!(
+            method.contains("response_cache :: named_or_register (\"c\""),
+            "{method}"
+        );
+    }
+
+    #[test]
+    fn replace_self_leaves_paths_and_nested_impls_alone() {
+        let with = quote::format_ident!("this");
+        let (tokens, found) = replace_self(
+            quote!({
+                let a = self.a + self::b();
+                impl X {
+                    fn f(&self) -> u8 {
+                        self.0
+                    }
+                }
+                (|| g(self))()
+            }),
+            &with,
+        );
+        assert!(found);
+        assert_eq!(
+            tokens.to_string(),
+            quote!({
+                let a = this.a + self::b();
+                impl X {
+                    fn f(&self) -> u8 {
+                        self.0
+                    }
+                }
+                (|| g(this))()
+            })
+            .to_string()
+        );
+        assert!(!replace_self(quote!({ self::f() }), &with).1);
+    }
+}

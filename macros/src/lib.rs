@@ -136,6 +136,176 @@ mod handler;
 /// }
 /// ```
 ///
+/// # Expansion
+///
+/// With `cache`, the handler becomes one call of `ResponseCache::serve_handler` (after
+/// finding the named cache), which you could write by hand. This free handler
+///
+/// ```
+/// # use actix_conditional::etag_cached;
+/// # use actix_web::web;
+/// #[etag_cached(max_age = 15, public, cache = "seasons", ttl = 30)]
+/// async fn season(n: web::Path<u32>) -> String {
+///     format!("season {n}")
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/seasons/{n}", web::get().to(season))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "public, max-age=15, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "season 7");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
+/// ```
+///
+/// expands to (`cargo expand`, formatted; a unit test of this crate checks the two agree):
+///
+/// ```
+/// # use actix_web::web;
+/// async fn season(__ac_req: ::actix_web::HttpRequest, __ac_arg0: web::Path<u32>) -> ::actix_web::HttpResponse {
+///     async fn __ac_inner(n: web::Path<u32>) -> String {
+///         format!("season {n}")
+///     }
+///     let __ac_cache = ::actix_conditional::response_cache::named_or_register("seasons", || {
+///         ::actix_conditional::ResponseCache::ttl("seasons", ::core::time::Duration::from_secs(30))
+///     });
+///     __ac_cache
+///         .serve_handler(
+///             &__ac_req,
+///             (::core::clone::Clone::clone(&__ac_req), __ac_arg0),
+///             |__ac_req: ::actix_web::HttpRequest, __ac_arg0: web::Path<u32>| async move {
+///                 const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
+///                     ::actix_conditional::condition::HandlerPolicy::new(
+///                         ::actix_conditional::CachePolicy::new()
+///                             .public()
+///                             .max_age(15)
+///                             .must_revalidate()
+///                     );
+///                 let __ac_validators = ::actix_conditional::condition::RequestValidators::new();
+///                 __AC_POLICY
+///                     .respond(&__ac_req, __ac_validators, __ac_inner(__ac_arg0))
+///                     .await
+///             }
+///         )
+///         .await
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/seasons/{n}", web::get().to(season))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "public, max-age=15, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "season 7");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
+/// ```
+///
+/// The tuple is the build's arguments: the request and the extractors; the closure applies
+/// the `Cache-Control` policy to the original function's answer. A method of an `impl` block
+/// makes the same call, with the request alone for arguments: `self` and the other
+/// parameters are moved into the closure and cloned for each build. This method
+///
+/// ```
+/// # use actix_conditional::etag_cached;
+/// # use actix_web::{HttpRequest, HttpResponse};
+/// #[derive(Clone)]
+/// struct Titles {
+///     prefix: &'static str,
+/// }
+///
+/// #[etag_cached(max_age = 60)]
+/// impl Titles {
+///     #[etag_cached(cache = "titles", ttl = 30)]
+///     async fn show(&self, req: HttpRequest, id: u32) -> HttpResponse {
+///         HttpResponse::Ok().body(format!("{} {id} at {}", self.prefix, req.path()))
+///     }
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, web, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/titles/{id}", web::get().to(
+/// #         |req: HttpRequest, id: web::Path<u32>| async move {
+/// #             Titles { prefix: "title" }.show(req, id.into_inner()).await
+/// #         },
+/// #     ))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "max-age=60, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "title 3 at /titles/3");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
+/// ```
+///
+/// expands to:
+///
+/// ```
+/// # use actix_web::{HttpRequest, HttpResponse};
+/// #[derive(Clone)]
+/// struct Titles {
+///     prefix: &'static str,
+/// }
+///
+/// impl Titles {
+///     async fn show(&self, __ac_req_param: HttpRequest, __ac_arg2: u32) -> HttpResponse {
+///         let __ac_req: ::actix_web::HttpRequest = ::core::clone::Clone::clone(&__ac_req_param);
+///         let __ac_cache = ::actix_conditional::response_cache::named_or_register("titles", || {
+///             ::actix_conditional::ResponseCache::ttl("titles", ::core::time::Duration::from_secs(30))
+///         });
+///         let __ac_clone = ::core::clone::Clone::clone;
+///         let __ac_this = __ac_clone(self);
+///         __ac_cache
+///             .serve_handler(
+///                 &__ac_req,
+///                 (::core::clone::Clone::clone(&__ac_req),),
+///                 move |__ac_req: ::actix_web::HttpRequest| {
+///                     let __ac_this = __ac_clone(&__ac_this);
+///                     let __ac_arg2 = ::core::clone::Clone::clone(&__ac_arg2);
+///                     async move {
+///                         let __ac_self = &__ac_this;
+///                         let req = ::core::clone::Clone::clone(&__ac_req);
+///                         let id = __ac_arg2;
+///                         const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
+///                             ::actix_conditional::condition::HandlerPolicy::new(
+///                                 ::actix_conditional::CachePolicy::new()
+///                                     .max_age(60)
+///                                     .must_revalidate()
+///                             );
+///                         let __ac_validators =
+///                             ::actix_conditional::condition::RequestValidators::new();
+///                         __AC_POLICY
+///                             .respond(&__ac_req, __ac_validators, async move {
+///                                 HttpResponse::Ok().body(format!(
+///                                     "{} {id} at {}",
+///                                     __ac_self.prefix,
+///                                     req.path()
+///                                 ))
+///                             })
+///                             .await
+///                     }
+///                 }
+///             )
+///             .await
+///     }
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, web, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/titles/{id}", web::get().to(
+/// #         |req: HttpRequest, id: web::Path<u32>| async move {
+/// #             Titles { prefix: "title" }.show(req, id.into_inner()).await
+/// #         },
+/// #     ))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "max-age=60, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "title 3 at /titles/3");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
+/// ```
+///
 /// A missing `max_age` is reported on the attribute:
 ///
 /// ```compile_fail
