@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use actix_conditional::response_cache::{self, ManualClock, ResponseCache, Scope};
+use actix_conditional::viewset::{self, ViewSet};
 use actix_conditional::{Section, etag_cached};
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -172,4 +173,146 @@ async fn invalidates_option_applies_only_after_a_2xx() {
     assert_eq!(res.headers().get("x-cache").unwrap(), "section");
     assert_eq!(test::read_body(res).await, r#"{"core":[1,2,3],"tail":1}"#);
     summary.invalidate(&Scope::All);
+}
+
+/// A viewset whose reads are cached: `self` is cloned into each build, so its state is shared
+/// through an `Arc`.
+#[derive(Clone, Default)]
+struct Scores {
+    builds: std::sync::Arc<AtomicU32>,
+}
+
+#[etag_cached(max_age = 60, public)]
+impl ViewSet for Scores {
+    #[etag_cached(cache = "macro-viewset", ttl = 30)]
+    async fn list(&self, _req: HttpRequest) -> HttpResponse {
+        let n = self.builds.fetch_add(1, Ordering::SeqCst) + 1;
+        HttpResponse::Ok().body(format!("scores build {n}"))
+    }
+
+    #[etag_cached(max_age = 10, cache = "macro-viewset", ttl = 30)]
+    async fn retrieve(&self, req: HttpRequest, id: String) -> HttpResponse {
+        let n = self.builds.fetch_add(1, Ordering::SeqCst) + 1;
+        let builds = || self.builds.load(Ordering::SeqCst);
+        HttpResponse::Ok().body(format!(
+            "score {id} at {} build {n}/{}",
+            req.path(),
+            builds()
+        ))
+    }
+
+    async fn create(&self, _req: HttpRequest, body: web::Bytes) -> HttpResponse {
+        HttpResponse::Created().body(body)
+    }
+}
+
+#[actix_rt::test]
+async fn cache_option_on_impl_block_methods() {
+    use actix_conditional::viewset::{Action, ViewSet as _};
+    assert_eq!(
+        Scores::ACTIONS,
+        &[Action::List, Action::Retrieve, Action::Create]
+    );
+    let scores = Scores::default();
+    let builds = std::sync::Arc::clone(&scores.builds);
+    let app =
+        test::init_service(App::new().configure(|cfg| viewset::register(cfg, "scores", scores)))
+            .await;
+
+    let res = test::call_service(&app, TestRequest::get().uri("/scores").to_request()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "public, max-age=60, must-revalidate"
+    );
+    assert_eq!(test::read_body(res).await, "scores build 1");
+    let res = test::call_service(&app, TestRequest::get().uri("/scores").to_request()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    assert_eq!(test::read_body(res).await, "scores build 1");
+
+    let get = || TestRequest::get().uri("/scores/9").to_request();
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "public, max-age=10, must-revalidate"
+    );
+    let etag = res.headers().get(header::ETAG).unwrap().clone();
+    assert_eq!(test::read_body(res).await, "score 9 at /scores/9 build 2/2");
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    assert_eq!(test::read_body(res).await, "score 9 at /scores/9 build 2/2");
+    let head = TestRequest::default()
+        .method(actix_web::http::Method::HEAD)
+        .uri("/scores/9")
+        .insert_header((header::IF_NONE_MATCH, etag))
+        .to_request();
+    assert_eq!(
+        test::call_service(&app, head).await.status(),
+        StatusCode::NOT_MODIFIED
+    );
+    assert_eq!(builds.load(Ordering::SeqCst), 2);
+
+    // Uncached methods of the block keep the plain policy.
+    let post = TestRequest::post()
+        .uri("/scores")
+        .set_payload("s")
+        .to_request();
+    let res = test::call_service(&app, post).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert!(res.headers().get("x-cache").is_none());
+}
+
+struct Reports;
+
+#[etag_cached(max_age = 5)]
+impl Reports {
+    /// No receiver, `&HttpRequest`, a pattern parameter: refreshed in the background with the
+    /// parameters of the request that found the entry stale.
+    #[etag_cached(cache = "macro-reports")]
+    async fn show(req: &HttpRequest, (kind, mut page): (String, u32)) -> HttpResponse {
+        page += 1;
+        let n = REPORT_BUILDS.fetch_add(1, Ordering::SeqCst) + 1;
+        HttpResponse::Ok().body(format!("{kind} page {page} of {} #{n}", req.path()))
+    }
+}
+
+static REPORT_BUILDS: AtomicU32 = AtomicU32::new(0);
+
+#[actix_rt::test]
+async fn cached_method_refreshes_in_the_background_with_its_parameters() {
+    let clock = ManualClock::new();
+    ResponseCache::ttl("macro-reports", Duration::from_secs(10))
+        .clock(clock.clone())
+        .build()
+        .register();
+    let app = test::init_service(App::new().route(
+        "/reports/{kind}",
+        web::get().to(|req: HttpRequest, kind: web::Path<String>| async move {
+            Reports::show(&req, (kind.into_inner(), 1)).await
+        }),
+    ))
+    .await;
+    let get = || TestRequest::get().uri("/reports/sales").to_request();
+
+    assert_eq!(
+        test::call_and_read_body(&app, get()).await,
+        "sales page 2 of /reports/sales #1"
+    );
+    clock.advance(Duration::from_secs(11));
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "stale");
+    assert_eq!(
+        res.headers().get(header::CACHE_CONTROL).unwrap(),
+        "max-age=5, must-revalidate"
+    );
+    for _ in 0..10 {
+        actix_rt::task::yield_now().await;
+    }
+    let res = test::call_service(&app, get()).await;
+    assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    assert_eq!(
+        test::read_body(res).await,
+        "sales page 2 of /reports/sales #2"
+    );
 }

@@ -291,6 +291,18 @@ impl Options {
         Self { entries }
     }
 
+    /// These options without `keys`.
+    pub(crate) fn without(&self, keys: &[Key]) -> Self {
+        Self {
+            entries: self
+                .entries
+                .iter()
+                .filter(|entry| !keys.contains(&entry.key))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// `::actix_conditional::CachePolicy::new()` with every Cache-Control directive chained on;
     /// `extra` (such as `must_revalidate`) is added even if not written.
     pub(crate) fn cache_policy(&self, extra: &[Key]) -> TokenStream {

@@ -1,7 +1,7 @@
 //! `#[etag_cached]` on free `async fn` handlers and on `impl` blocks.
 
 use proc_macro2::{Span, TokenStream};
-use quote::{quote, quote_spanned};
+use quote::{ToTokens as _, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{Attribute, Error, FnArg, ImplItem, ImplItemFn, Item, ItemFn, ItemImpl, Pat, Type};
 
@@ -91,15 +91,14 @@ fn check_cache_options(options: &Options) -> syn::Result<()> {
     Ok(())
 }
 
-/// The statements of a handler answered from a named response cache. The first build reuses
-/// the extractors actix already ran; a background refresh re-extracts them from its request
-/// (with an empty body), so the handler can run again long after this request ended.
-fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
-    let req = req_ident();
+/// The registered cache the `cache` option names, as an expression of type `ResponseCache`
+/// (returning `missing_cache`'s 500 from the handler when it is not registered and there is
+/// no `ttl` to create it).
+fn cache_lookup(options: &Options) -> TokenStream {
     let name = options
         .str_value(Key::Cache)
         .expect("checked by the caller");
-    let lookup = match options.seconds(Key::Ttl) {
+    match options.seconds(Key::Ttl) {
         Some(ttl) => {
             let ttl = proc_macro2::Literal::u64_unsuffixed(u64::from(ttl));
             quote! {
@@ -116,33 +115,33 @@ fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
                 }
             }
         },
-    };
+    }
+}
+
+/// The statements of a free handler answered from a named response cache: one
+/// `ResponseCache::serve_handler` call whose arguments are the request and the extractors
+/// actix already ran, and whose handler applies the policy to the original function's answer.
+/// (`serve_handler` re-extracts them, body empty, for any build after the first.)
+fn cached(options: &Options, call: &HandlerCall) -> TokenStream {
+    let req = req_ident();
+    let lookup = cache_lookup(options);
     let (args, types) = (&call.args, &call.types);
     let respond = respond(options, false, &call.future());
+    let first = quote!(::core::clone::Clone::clone(&#req));
+    // As `cargo expand` prints it: `(req,)` alone, `(req, a, b)` otherwise.
+    let tuple = if args.is_empty() {
+        quote!((#first,))
+    } else {
+        quote!((#first #(, #args)*))
+    };
     quote! {
         let __ac_cache = #lookup;
-        let __ac_first = ::std::rc::Rc::new(::std::cell::Cell::new(
-            ::core::option::Option::Some((#(#args,)*)),
-        ));
         __ac_cache
-            .serve(&#req, move |#req: ::actix_web::HttpRequest| {
-                let __ac_first = __ac_first.take();
-                async move {
-                    let (#(#args,)*) = match __ac_first {
-                        ::core::option::Option::Some(args) => args,
-                        ::core::option::Option::None => {
-                            match <(#(#types,)*) as ::actix_web::FromRequest>::extract(&#req).await {
-                                ::core::result::Result::Ok(args) => args,
-                                ::core::result::Result::Err(err) => {
-                                    let err: ::actix_web::Error = err.into();
-                                    return err.error_response();
-                                }
-                            }
-                        }
-                    };
-                    #respond
-                }
-            })
+            .serve_handler(
+                &#req,
+                #tuple,
+                |#req: ::actix_web::HttpRequest #(, #args: #types)*| async move { #respond }
+            )
             .await
     }
 }
@@ -268,10 +267,20 @@ fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
         Some(errors) => errors.combine(error),
         None => errors = Some(error),
     };
-    let impl_options = Options::parse(args, ETAG_CACHED_KEYS).unwrap_or_else(|error| {
+    let mut impl_options = Options::parse(args, ETAG_CACHED_KEYS).unwrap_or_else(|error| {
         push(error);
         Options::default()
     });
+    if let Some(span) = impl_options
+        .span(Key::Cache)
+        .or(impl_options.span(Key::Ttl))
+    {
+        push(Error::new(
+            span,
+            "`cache` and `ttl` go on a method's own `#[etag_cached(...)]`: on the `impl` block they would apply to every method, mutations included",
+        ));
+        impl_options = impl_options.without(&[Key::Cache, Key::Ttl]);
+    }
 
     // Pass 1: strip and parse per-method attributes, so that on error the impl is re-emitted
     // without them (they would otherwise expand again on their own).
@@ -298,9 +307,11 @@ fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
             Some((own, span)) => (impl_options.overridden_by(&own), span),
             None => (impl_options.clone(), Span::call_site()),
         };
-        match require_max_age(options, span).and_then(|options| rewrite_method(method, &options)) {
-            Ok(()) => {}
-            Err(error) => push(error),
+        let rewritten = require_max_age(options, span)
+            .and_then(|options| check_cache_options(&options).map(|()| options))
+            .and_then(|options| rewrite_method(method, &options));
+        if let Err(error) = rewritten {
+            push(error);
         }
     }
 
@@ -314,29 +325,38 @@ fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
     }
 }
 
+/// Whether `ty` is `HttpRequest` (`Some(false)`) or `&HttpRequest` (`Some(true)`).
+fn request_type(ty: &Type) -> Option<bool> {
+    let (ty, by_ref) = match ty {
+        Type::Reference(reference) => (&*reference.elem, true),
+        ty => (ty, false),
+    };
+    let Type::Path(path) = ty else { return None };
+    let is_request = path.qself.is_none()
+        && path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "HttpRequest");
+    is_request.then_some(by_ref)
+}
+
+fn missing_request(method: &ImplItemFn) -> Error {
+    let (fn_token, ident) = (&method.sig.fn_token, &method.sig.ident);
+    Error::new_spanned(
+        quote!(#fn_token #ident),
+        "`#[etag_cached]` methods need an `HttpRequest` parameter",
+    )
+}
+
 /// The method's `HttpRequest` parameter as an expression of type `HttpRequest` or `&HttpRequest`
 /// (renaming a `_` pattern so it can be read).
 fn request_param(method: &mut ImplItemFn) -> syn::Result<(syn::Ident, bool)> {
-    let is_request = |ty: &Type| match ty {
-        Type::Path(path) => {
-            path.qself.is_none()
-                && path
-                    .path
-                    .segments
-                    .last()
-                    .is_some_and(|segment| segment.ident == "HttpRequest")
-        }
-        _ => false,
-    };
     for input in &mut method.sig.inputs {
         let FnArg::Typed(typed) = input else { continue };
-        let (ty, by_ref) = match &*typed.ty {
-            Type::Reference(reference) => (&*reference.elem, true),
-            ty => (ty, false),
-        };
-        if !is_request(ty) {
+        let Some(by_ref) = request_type(&typed.ty) else {
             continue;
-        }
+        };
         let ident = match &*typed.pat {
             Pat::Ident(pat) if pat.subpat.is_none() => pat.ident.clone(),
             _ => {
@@ -347,14 +367,13 @@ fn request_param(method: &mut ImplItemFn) -> syn::Result<(syn::Ident, bool)> {
         };
         return Ok((ident, by_ref));
     }
-    let (fn_token, ident) = (&method.sig.fn_token, &method.sig.ident);
-    Err(Error::new_spanned(
-        quote!(#fn_token #ident),
-        "`#[etag_cached]` methods need an `HttpRequest` parameter",
-    ))
+    Err(missing_request(method))
 }
 
 fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()> {
+    if options.has(Key::Cache) {
+        return rewrite_cached_method(method, options);
+    }
     let (param, by_ref) = request_param(method)?;
     let req = req_ident();
     let source = if by_ref {
@@ -362,12 +381,6 @@ fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()>
     } else {
         quote!(&#param)
     };
-    if let Some(span) = options.span(Key::Cache).or(options.span(Key::Ttl)) {
-        return Err(Error::new(
-            span,
-            "`cache` and `ttl` apply to free handlers; in an `impl` block, call `ResponseCache::serve` in the method",
-        ));
-    }
     let receiver = method.sig.receiver().is_some();
     let block = &method.block;
     let respond = respond(options, receiver, &quote!(async move #block));
@@ -377,6 +390,180 @@ fn rewrite_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()>
         #respond
     });
     Ok(())
+}
+
+/// How a cached method's build, which must be `'static` and may run after the call returned,
+/// gets the `self` its body reads: a clone taken before the call, cloned again for each build.
+enum CachedReceiver {
+    /// `&self` (or `self: &T`): `Self: Clone`, and the body reads a reference to its clone.
+    Shared,
+    /// `self`, `mut self` or `self: T`: `T: Clone`, and the body owns its clone.
+    Owned(Option<syn::Token![mut]>),
+}
+
+fn cached_receiver(receiver: &syn::Receiver) -> syn::Result<CachedReceiver> {
+    let owned = CachedReceiver::Owned(receiver.mutability);
+    let kind = match &receiver.kind {
+        syn::ReceiverKind::Reference(_, _, None) => Some(CachedReceiver::Shared),
+        syn::ReceiverKind::Value => Some(owned),
+        syn::ReceiverKind::Typed(_, ty) => match &**ty {
+            Type::Reference(reference) if reference.mutability.is_some() => None,
+            Type::Reference(_) => Some(CachedReceiver::Shared),
+            _ => Some(owned),
+        },
+        _ => None,
+    };
+    kind.ok_or_else(|| {
+        Error::new_spanned(
+            receiver,
+            "`cache` needs `&self` or `self` by value: each build of the cached response runs on a clone of `self`, possibly after this call returned",
+        )
+    })
+}
+
+/// A method answered from a named response cache: the same `ResponseCache::serve_handler`
+/// call as a free handler's, with `(HttpRequest,)` for arguments. The build must be `'static`
+/// and may run again later, so the `self` it reads (`Self: Clone`) and the other parameters
+/// (`Clone`) are moved into it and cloned for each build; the body reads `self` through a
+/// binding to that clone, and its parameters under their own patterns.
+fn rewrite_cached_method(method: &mut ImplItemFn, options: &Options) -> syn::Result<()> {
+    let req = req_ident();
+    let this = quote::format_ident!("__ac_this");
+    let binding = quote::format_ident!("__ac_self");
+    let (body, uses_self) = match method.sig.receiver() {
+        Some(_) => replace_self(method.block.to_token_stream(), &binding),
+        None => (method.block.to_token_stream(), false),
+    };
+    // `self`, if the body reads it: taken before the call, cloned per build, bound in it.
+    let receiver = match method.sig.receiver() {
+        Some(receiver) if uses_self => {
+            let span = receiver.self_token.span;
+            let binding = syn::Ident::new("__ac_self", span);
+            // One `Clone::clone` path for the clone taken here and those of each build, so a
+            // `Self` that is not `Clone` is one error, at `self`.
+            let clone = quote_spanned!(span=> ::core::clone::Clone::clone);
+            let (take, bind) = match cached_receiver(receiver)? {
+                CachedReceiver::Shared => (
+                    quote!(let __ac_clone = #clone; let #this = __ac_clone(self);),
+                    quote!(let #binding = &#this;),
+                ),
+                CachedReceiver::Owned(mutability) => (
+                    quote!(let __ac_clone = #clone; let #this = self;),
+                    quote!(let #mutability #binding = #this;),
+                ),
+            };
+            let clone = quote!(let #this = __ac_clone(&#this););
+            Some((take, clone, bind))
+        }
+        _ => None,
+    };
+    let (take_this, clone_this, bind_self) = match receiver {
+        Some((take, clone, bind)) => (Some(take), Some(clone), Some(bind)),
+        None => (None, None, None),
+    };
+
+    let param = quote::format_ident!("__ac_req_param");
+    let mut request: Option<(Pat, bool)> = None;
+    // The other parameters: the name each is moved into the build under, its pattern, the
+    // span of its type.
+    let mut moved: Vec<(syn::Ident, Pat, Span)> = Vec::new();
+    for (index, input) in method.sig.inputs.iter_mut().enumerate() {
+        let FnArg::Typed(typed) = input else { continue };
+        match request_type(&typed.ty) {
+            Some(by_ref) if request.is_none() => {
+                request = Some(((*typed.pat).clone(), by_ref));
+                *typed.pat = syn::parse_quote!(#param);
+            }
+            _ => {
+                let arg = quote::format_ident!("__ac_arg{index}");
+                moved.push((arg.clone(), (*typed.pat).clone(), typed.ty.span()));
+                *typed.pat = syn::parse_quote!(#arg);
+            }
+        }
+    }
+    let Some((request_pat, by_ref)) = request else {
+        return Err(missing_request(method));
+    };
+    let (source, bind_request) = if by_ref {
+        (quote!(#param), quote!(let #request_pat = &#req;))
+    } else {
+        (
+            quote!(&#param),
+            quote!(let #request_pat = ::core::clone::Clone::clone(&#req);),
+        )
+    };
+    let clone_args = moved.iter().map(
+        |(arg, _, span)| quote_spanned!(*span=> let #arg = ::core::clone::Clone::clone(&#arg);),
+    );
+    let bind_args = moved.iter().map(|(arg, pat, _)| quote!(let #pat = #arg;));
+
+    let lookup = cache_lookup(options);
+    let respond = respond(options, false, &quote!(async move #body));
+    method.block = syn::parse_quote!({
+        let #req: ::actix_web::HttpRequest = ::core::clone::Clone::clone(#source);
+        let __ac_cache = #lookup;
+        #take_this
+        __ac_cache
+            .serve_handler(
+                &#req,
+                (::core::clone::Clone::clone(&#req),),
+                move |#req: ::actix_web::HttpRequest| {
+                    #clone_this
+                    #(#clone_args)*
+                    async move {
+                        #bind_self
+                        #bind_request
+                        #(#bind_args)*
+                        #respond
+                    }
+                }
+            )
+            .await
+    });
+    Ok(())
+}
+
+/// `tokens` with every `self` value (not `self::` paths) replaced by `with` (spanned as the
+/// `self` it replaces), outside nested `impl` and `trait` bodies, whose `self` is their own;
+/// and whether there was one.
+fn replace_self(tokens: TokenStream, with: &syn::Ident) -> (TokenStream, bool) {
+    use proc_macro2::{Delimiter, Group, TokenTree};
+    let mut found = false;
+    let mut out = Vec::new();
+    let mut iter = tokens.into_iter().peekable();
+    while let Some(tree) = iter.next() {
+        match tree {
+            TokenTree::Ident(ident) if ident == "impl" || ident == "trait" => {
+                // Copied as is, up to and including the item's body.
+                out.push(TokenTree::Ident(ident));
+                for tree in iter.by_ref() {
+                    let body = matches!(&tree, TokenTree::Group(group) if group.delimiter() == Delimiter::Brace);
+                    out.push(tree);
+                    if body {
+                        break;
+                    }
+                }
+            }
+            TokenTree::Ident(ident)
+                if ident == "self"
+                    && !matches!(iter.peek(), Some(TokenTree::Punct(punct)) if punct.as_char() == ':') =>
+            {
+                found = true;
+                let mut replaced = with.clone();
+                replaced.set_span(ident.span());
+                out.push(TokenTree::Ident(replaced));
+            }
+            TokenTree::Group(group) => {
+                let (stream, inner) = replace_self(group.stream(), with);
+                found |= inner;
+                let mut replaced = Group::new(group.delimiter(), stream);
+                replaced.set_span(group.span());
+                out.push(TokenTree::Group(replaced));
+            }
+            other => out.push(other),
+        }
+    }
+    (out.into_iter().collect(), found)
 }
 
 /// `const ACTIONS` for `impl …ViewSet for T` blocks that do not declare it.
@@ -407,4 +594,192 @@ fn viewset_actions(imp: &ItemImpl) -> Option<TokenStream> {
     Some(quote! {
         const ACTIONS: &'static [::actix_conditional::viewset::Action] = &[#(#actions),*];
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+    use quote::{ToTokens as _, quote};
+
+    use super::{expand, is_etag_cached, replace_self};
+
+    /// The first `count` code blocks under `# Expansion` in `#[etag_cached]`'s docs, without
+    /// the lines rustdoc hides.
+    fn expansion_blocks(count: usize) -> Vec<String> {
+        let docs: Vec<&str> = include_str!("lib.rs")
+            .lines()
+            .filter_map(|line| line.trim_start().strip_prefix("///"))
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .collect();
+        let start = docs
+            .iter()
+            .position(|line| *line == "# Expansion")
+            .expect("an `# Expansion` section in lib.rs");
+        let mut blocks = Vec::new();
+        let mut block: Option<String> = None;
+        for line in &docs[start..] {
+            if line.starts_with("```") {
+                match block.take() {
+                    Some(done) => blocks.push(done),
+                    None => block = Some(String::new()),
+                }
+                if blocks.len() == count {
+                    break;
+                }
+            } else if let Some(block) = &mut block {
+                let trimmed = line.trim_start();
+                if trimmed != "#" && !trimmed.starts_with("# ") {
+                    block.push_str(line);
+                    block.push('\n');
+                }
+            }
+        }
+        assert_eq!(blocks.len(), count, "code blocks under `# Expansion`");
+        blocks
+    }
+
+    /// `source` with every item carrying `#[etag_cached(...)]` expanded.
+    fn expand_items(source: &str) -> TokenStream {
+        let file: syn::File = syn::parse_str(source).unwrap_or_else(|error| panic!("{error}"));
+        let mut out = TokenStream::new();
+        for mut item in file.items {
+            let attrs = match &mut item {
+                syn::Item::Fn(item) => &mut item.attrs,
+                syn::Item::Impl(item) => &mut item.attrs,
+                _ => {
+                    item.to_tokens(&mut out);
+                    continue;
+                }
+            };
+            match attrs.iter().position(is_etag_cached) {
+                Some(index) => {
+                    let args = match attrs.remove(index).meta {
+                        syn::Meta::List(list) => list.tokens,
+                        _ => TokenStream::new(),
+                    };
+                    out.extend(expand(args, &item.to_token_stream()));
+                }
+                None => item.to_tokens(&mut out),
+            }
+        }
+        out
+    }
+
+    /// The tokens one per line, punctuation without its spacing (`>|` parses as a joint `>`).
+    fn normalized(tokens: &str) -> String {
+        fn push(tokens: TokenStream, out: &mut String) {
+            for tree in tokens {
+                match tree {
+                    proc_macro2::TokenTree::Group(group) => {
+                        let (open, close) = match group.delimiter() {
+                            proc_macro2::Delimiter::Parenthesis => ("(", ")"),
+                            proc_macro2::Delimiter::Brace => ("{", "}"),
+                            proc_macro2::Delimiter::Bracket => ("[", "]"),
+                            proc_macro2::Delimiter::None => ("", ""),
+                        };
+                        out.push_str(open);
+                        out.push('\n');
+                        push(group.stream(), out);
+                        out.push_str(close);
+                    }
+                    proc_macro2::TokenTree::Punct(punct) => out.push(punct.as_char()),
+                    other => out.push_str(&other.to_string()),
+                }
+                out.push('\n');
+            }
+        }
+        let mut out = String::new();
+        push(
+            tokens.parse().unwrap_or_else(|error| panic!("{error}")),
+            &mut out,
+        );
+        out
+    }
+
+    #[test]
+    fn documented_expansions_are_the_real_ones() {
+        let blocks = expansion_blocks(4);
+        for pair in blocks.chunks(2) {
+            let expanded = expand_items(&pair[0]).to_string();
+            assert_eq!(
+                normalized(&expanded),
+                normalized(&pair[1]),
+                "the documented expansion of\n{}",
+                pair[0]
+            );
+        }
+    }
+
+    #[test]
+    fn cache_expands_to_one_public_serve_handler_call() {
+        let free = expand(
+            quote!(max_age = 5, cache = "c"),
+            &quote!(
+                async fn handler(a: web::Path<u32>, b: web::Query<Q>) -> String {
+                    a.to_string()
+                }
+            ),
+        )
+        .to_string();
+        let method = expand(
+            quote!(max_age = 5),
+            &quote!(
+                impl T {
+                    #[etag_cached(cache = "c", ttl = 9)]
+                    async fn show(&self, req: &HttpRequest, id: String) -> HttpResponse {
+                        self.show(req, id)
+                    }
+                }
+            ),
+        )
+        .to_string();
+        for expanded in [&free, &method] {
+            assert_eq!(
+                expanded.matches(". serve_handler (").count(),
+                1,
+                "{expanded}"
+            );
+            // Nothing but public API: no hand-rolled first-call cell or re-extraction.
+            for private in ["Rc", "Cell", "FromRequest", "extract", ". serve ("] {
+                assert!(!expanded.contains(private), "{private} in {expanded}");
+            }
+        }
+        assert!(free.contains("response_cache :: named (\"c\")"), "{free}");
+        assert!(
+            method.contains("response_cache :: named_or_register (\"c\""),
+            "{method}"
+        );
+    }
+
+    #[test]
+    fn replace_self_leaves_paths_and_nested_impls_alone() {
+        let with = quote::format_ident!("this");
+        let (tokens, found) = replace_self(
+            quote!({
+                let a = self.a + self::b();
+                impl X {
+                    fn f(&self) -> u8 {
+                        self.0
+                    }
+                }
+                (|| g(self))()
+            }),
+            &with,
+        );
+        assert!(found);
+        assert_eq!(
+            tokens.to_string(),
+            quote!({
+                let a = this.a + self::b();
+                impl X {
+                    fn f(&self) -> u8 {
+                        self.0
+                    }
+                }
+                (|| g(this))()
+            })
+            .to_string()
+        );
+        assert!(!replace_self(quote!({ self::f() }), &with).1);
+    }
 }

@@ -46,7 +46,7 @@ mod handler;
 ///
 /// #[etag_cached(max_age = <u32>[, option]*)]
 /// impl [Trait for] Type {
-///     #[etag_cached(option[, option]*)]  // optional, per method
+///     #[etag_cached(option[, option]*)]  // optional, per method; `cache`/`ttl` only here
 ///     async fn method(&self, req: HttpRequest, …) -> HttpResponse { … }
 /// }
 /// ```
@@ -70,12 +70,15 @@ mod handler;
 ///   Default: none.
 /// - `cache = "name"`: answer from the process-wide `ResponseCache` registered under `name`
 ///   (`actix_conditional::response_cache`): hits skip the handler, concurrent misses run it
-///   once, stale entries are served while one background refresh runs. A background refresh
-///   re-runs the extractors on a clone of the request with an empty body. Free handlers only;
-///   not with `etag`/`last_modified` (the cache answers conditional requests from its stored
-///   ETag: use a `ResponseCache::revision` cache for validators computed up front). Without
-///   `ttl`, a cache must have been `register()`ed under `name`, or the handler answers 500
-///   and logs an error.
+///   once, stale entries are served while one background refresh runs. The handler becomes
+///   one call of the public `ResponseCache::serve_handler` (see [Expansion](#expansion)): its
+///   first build runs on the extractors actix already ran; should the cache build again for
+///   the same request, it re-runs them on a clone of the request with an empty body. On a
+///   free handler or a method of an `impl` block (on the method's own attribute). Not with
+///   `etag`/`last_modified` (the cache answers conditional requests from its stored ETag:
+///   use a `ResponseCache::revision` cache for validators computed up front) nor
+///   `invalidates`. Without `ttl`, a cache must have been `register()`ed under `name`, or
+///   the handler answers 500 and logs an error.
 /// - `ttl = u32`: with `cache`, creates and registers a TTL cache of that many seconds on
 ///   first use, unless one is already registered under `name`.
 /// - `invalidates = "name"` or `"name:section"`: after a 2xx answer, invalidate the registered
@@ -88,6 +91,13 @@ mod handler;
 /// Each method must take an `HttpRequest` (or `&HttpRequest`) parameter. In
 /// `impl ViewSet for T` without `const ACTIONS`, the macro adds `ACTIONS` listing the defined
 /// `list`, `retrieve`, `create`, `update`, `partial_update` and `destroy` methods.
+///
+/// A method with `cache = "name"` is built by the cache, possibly after the call returned, so
+/// its build owns what it reads: if the body reads `self`, the method takes `&self` (the
+/// type is then `Clone`: hold shared state in an `Arc` or a pool handle) or `self` by value,
+/// and a clone of `self` goes into each build; its other parameters (`Clone` too) are cloned
+/// into each build, which rebinds them under their own patterns. The request comes from the
+/// build, so a refresh sees its own.
 ///
 /// # Examples
 ///
@@ -124,6 +134,176 @@ mod handler;
 /// async fn add_challenge(db: web::Data<Db>, body: web::Json<NewChallenge>) -> HttpResponse {
 ///     HttpResponse::Created().json(db.insert(body.into_inner()))
 /// }
+/// ```
+///
+/// # Expansion
+///
+/// With `cache`, the handler becomes one call of `ResponseCache::serve_handler` (after
+/// finding the named cache), which you could write by hand. This free handler
+///
+/// ```
+/// # use actix_conditional::etag_cached;
+/// # use actix_web::web;
+/// #[etag_cached(max_age = 15, public, cache = "seasons", ttl = 30)]
+/// async fn season(n: web::Path<u32>) -> String {
+///     format!("season {n}")
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/seasons/{n}", web::get().to(season))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "public, max-age=15, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "season 7");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
+/// ```
+///
+/// expands to (`cargo expand`, formatted; a unit test of this crate checks the two agree):
+///
+/// ```
+/// # use actix_web::web;
+/// async fn season(__ac_req: ::actix_web::HttpRequest, __ac_arg0: web::Path<u32>) -> ::actix_web::HttpResponse {
+///     async fn __ac_inner(n: web::Path<u32>) -> String {
+///         format!("season {n}")
+///     }
+///     let __ac_cache = ::actix_conditional::response_cache::named_or_register("seasons", || {
+///         ::actix_conditional::ResponseCache::ttl("seasons", ::core::time::Duration::from_secs(30))
+///     });
+///     __ac_cache
+///         .serve_handler(
+///             &__ac_req,
+///             (::core::clone::Clone::clone(&__ac_req), __ac_arg0),
+///             |__ac_req: ::actix_web::HttpRequest, __ac_arg0: web::Path<u32>| async move {
+///                 const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
+///                     ::actix_conditional::condition::HandlerPolicy::new(
+///                         ::actix_conditional::CachePolicy::new()
+///                             .public()
+///                             .max_age(15)
+///                             .must_revalidate()
+///                     );
+///                 let __ac_validators = ::actix_conditional::condition::RequestValidators::new();
+///                 __AC_POLICY
+///                     .respond(&__ac_req, __ac_validators, __ac_inner(__ac_arg0))
+///                     .await
+///             }
+///         )
+///         .await
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/seasons/{n}", web::get().to(season))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "public, max-age=15, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "season 7");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
+/// ```
+///
+/// The tuple is the build's arguments: the request and the extractors; the closure applies
+/// the `Cache-Control` policy to the original function's answer. A method of an `impl` block
+/// makes the same call, with the request alone for arguments: `self` and the other
+/// parameters are moved into the closure and cloned for each build. This method
+///
+/// ```
+/// # use actix_conditional::etag_cached;
+/// # use actix_web::{HttpRequest, HttpResponse};
+/// #[derive(Clone)]
+/// struct Titles {
+///     prefix: &'static str,
+/// }
+///
+/// #[etag_cached(max_age = 60)]
+/// impl Titles {
+///     #[etag_cached(cache = "titles", ttl = 30)]
+///     async fn show(&self, req: HttpRequest, id: u32) -> HttpResponse {
+///         HttpResponse::Ok().body(format!("{} {id} at {}", self.prefix, req.path()))
+///     }
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, web, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/titles/{id}", web::get().to(
+/// #         |req: HttpRequest, id: web::Path<u32>| async move {
+/// #             Titles { prefix: "title" }.show(req, id.into_inner()).await
+/// #         },
+/// #     ))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "max-age=60, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "title 3 at /titles/3");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
+/// ```
+///
+/// expands to:
+///
+/// ```
+/// # use actix_web::{HttpRequest, HttpResponse};
+/// #[derive(Clone)]
+/// struct Titles {
+///     prefix: &'static str,
+/// }
+///
+/// impl Titles {
+///     async fn show(&self, __ac_req_param: HttpRequest, __ac_arg2: u32) -> HttpResponse {
+///         let __ac_req: ::actix_web::HttpRequest = ::core::clone::Clone::clone(&__ac_req_param);
+///         let __ac_cache = ::actix_conditional::response_cache::named_or_register("titles", || {
+///             ::actix_conditional::ResponseCache::ttl("titles", ::core::time::Duration::from_secs(30))
+///         });
+///         let __ac_clone = ::core::clone::Clone::clone;
+///         let __ac_this = __ac_clone(self);
+///         __ac_cache
+///             .serve_handler(
+///                 &__ac_req,
+///                 (::core::clone::Clone::clone(&__ac_req),),
+///                 move |__ac_req: ::actix_web::HttpRequest| {
+///                     let __ac_this = __ac_clone(&__ac_this);
+///                     let __ac_arg2 = ::core::clone::Clone::clone(&__ac_arg2);
+///                     async move {
+///                         let __ac_self = &__ac_this;
+///                         let req = ::core::clone::Clone::clone(&__ac_req);
+///                         let id = __ac_arg2;
+///                         const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
+///                             ::actix_conditional::condition::HandlerPolicy::new(
+///                                 ::actix_conditional::CachePolicy::new()
+///                                     .max_age(60)
+///                                     .must_revalidate()
+///                             );
+///                         let __ac_validators =
+///                             ::actix_conditional::condition::RequestValidators::new();
+///                         __AC_POLICY
+///                             .respond(&__ac_req, __ac_validators, async move {
+///                                 HttpResponse::Ok().body(format!(
+///                                     "{} {id} at {}",
+///                                     __ac_self.prefix,
+///                                     req.path()
+///                                 ))
+///                             })
+///                             .await
+///                     }
+///                 }
+///             )
+///             .await
+///     }
+/// }
+/// # actix_web::rt::System::new().block_on(async {
+/// #     use actix_web::{App, web, test::{self, TestRequest}};
+/// #     let app = test::init_service(App::new().route("/titles/{id}", web::get().to(
+/// #         |req: HttpRequest, id: web::Path<u32>| async move {
+/// #             Titles { prefix: "title" }.show(req, id.into_inner()).await
+/// #         },
+/// #     ))).await;
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(res.headers().get("cache-control").unwrap(), "max-age=60, must-revalidate");
+/// #     assert_eq!(test::read_body(res).await, "title 3 at /titles/3");
+/// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
+/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// # });
 /// ```
 ///
 /// A missing `max_age` is reported on the attribute:

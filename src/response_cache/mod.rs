@@ -149,6 +149,7 @@ mod engine;
 mod entry;
 mod flight;
 mod generations;
+mod handler;
 mod in_process;
 mod key;
 mod middleware;
