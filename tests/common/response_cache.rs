@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
-use actix_conditional::response_cache::ResponseCache;
+use actix_conditional::response_cache::{CacheStatus, ResponseCache};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::HeaderMap;
-use actix_web::{App, HttpRequest, test, web};
+use actix_web::{App, HttpRequest, HttpResponse, test, web};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -53,6 +53,8 @@ pub(crate) struct Res {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: String,
+    /// The typed status the cache attached ([`CacheStatus::of`]), if one did.
+    pub(crate) cache: Option<CacheStatus>,
 }
 
 impl Res {
@@ -73,16 +75,19 @@ impl Res {
 pub(crate) async fn call<S, R, B>(app: &S, req: R) -> Res
 where
     S: Service<R, Response = ServiceResponse<B>, Error = actix_web::Error>,
-    B: MessageBody,
+    B: MessageBody + 'static,
 {
     match app.call(req).await {
         Ok(res) => {
+            let res = res.map_into_boxed_body();
             let (status, headers) = (res.status(), res.headers().clone());
+            let cache = CacheStatus::of(res.response());
             let body = test::read_body(res).await;
             Res {
                 status,
                 headers,
                 body: String::from_utf8(body.to_vec()).unwrap(),
+                cache,
             }
         }
         Err(err) => {
@@ -91,8 +96,25 @@ where
                 status: res.status(),
                 headers: res.headers().clone(),
                 body: String::new(),
+                cache: CacheStatus::of(&res),
             }
         }
+    }
+}
+
+/// Reads a response (say, what `ResponseCache::serve` answered) whole; a body that fails
+/// part-way (aborted) fails the test.
+pub(crate) async fn read(res: HttpResponse) -> Res {
+    let (status, headers) = (res.status(), res.headers().clone());
+    let cache = CacheStatus::of(&res);
+    let body = actix_web::body::to_bytes(res.into_body())
+        .await
+        .expect("the body was aborted part-way");
+    Res {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+        cache,
     }
 }
 
@@ -107,7 +129,7 @@ where
     actix_rt::spawn(async move { call(&*app, req).await })
 }
 
-pub(crate) async fn joined(task: JoinHandle<Res>) -> Res {
+pub(crate) async fn joined<T>(task: JoinHandle<T>) -> T {
     tokio::time::timeout(WAIT, task)
         .await
         .expect("request did not finish in time")
