@@ -604,14 +604,12 @@ async fn timeout_memory() {
 }
 
 #[actix_rt::test]
-#[ignore = "engine bug: across instances a lock timeout leads, stores and is not counted (tier::claim returns Claimed::Build(None) at its deadline, plan() leads it as a Miss)"]
 async fn timeout_in_process_tier() {
     timeout(Tier::InProcess).await;
 }
 
 #[cfg(feature = "redis")]
 #[actix_rt::test]
-#[ignore = "engine bug: across instances a lock timeout leads, stores and is not counted (tier::claim returns Claimed::Build(None) at its deadline, plan() leads it as a Miss)"]
 async fn timeout_redis() {
     timeout(Tier::Redis).await;
 }
@@ -625,14 +623,15 @@ async fn timeout_redis() {
 /// time (a barrier all their handlers must reach), and the key is hit-for-pass on every
 /// instance that saw it: a request no longer waits for another's build.
 ///
-/// In memory every waiter passes (`LeaderUncacheable`, counted in `lock_passes`). Across
-/// instances A's lease is released without a value: B's first waiter takes it over and builds
-/// for itself (`Miss`, unstored), which releases B's other waiters the same way.
+/// Every waiter passes (`LeaderUncacheable`, counted in `lock_passes`), on the leader's
+/// instance and across instances alike: A leaves a hit-for-pass marker in the shared tier
+/// before it releases its lease, so B's waiter polling the lease finds it and B's other
+/// waiters are released with it.
 async fn leader_uncacheable(tier: Tier) {
     let Some(env) = Env::new(tier) else { return };
     for kind in Kind::UNCACHEABLE {
-        let takeovers = usize::from(env.cross());
-        let passes = N - takeovers;
+        let takeovers = 0;
+        let passes = N;
         let stage = Stage::with_barrier(passes);
         let (a, b) = env.pair(&format!("pass{}", kind.path()), LONG, &stage);
         let path = kind.path();
@@ -640,13 +639,7 @@ async fn leader_uncacheable(tier: Tier) {
 
         let leader = a.spawn(path, Cue::hold(0));
         until("the leader's build", || stage.runs.get() == 1).await;
-        // A waiter that takes over builds before the others are released: no barrier for it.
-        let first = if env.cross() {
-            Cue::plain()
-        } else {
-            Cue::barrier()
-        };
-        let waiters = env.waiters(&b, path, first, Cue::barrier()).await;
+        let waiters = env.waiters(&b, path, Cue::barrier(), Cue::barrier()).await;
         stage.open(0);
         let released = Instant::now();
 

@@ -35,6 +35,9 @@ pub(crate) enum Outcome {
     /// The build failed for a reason of the leader's own (408, 429): the waiters join again
     /// and one of them builds.
     Transient,
+    /// The leader waited for another instance's build past its lock timeout: each waiter
+    /// waits on until its own.
+    TimedOut,
 }
 
 type Slot = watch::Receiver<Option<Outcome>>;

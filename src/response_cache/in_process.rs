@@ -73,6 +73,9 @@ enum Stored {
         names: Vec<HeaderName>,
         until: Instant,
     },
+    Pass {
+        until: Instant,
+    },
 }
 
 impl fmt::Debug for InProcessTier {
@@ -178,6 +181,7 @@ impl Bound {
                 Some(Fetched::Entry(Arc::new(entry)))
             }
             Stored::Vary { names, until } if at < *until => Some(Fetched::Vary(names.clone())),
+            Stored::Pass { until } if at < *until => Some(Fetched::Pass),
             _ => None,
         }
     }
@@ -252,6 +256,21 @@ impl SharedTier for Bound {
         drop(lease); // released after the value, as Redis does in one pipeline
         self.stats.record(Event::L2Write);
         Box::pin(async { true })
+    }
+
+    fn put_pass<'a>(
+        &'a self,
+        key: &'a str,
+        life: Duration,
+        lease: Option<TierLease>,
+    ) -> LocalBoxFuture<'a, ()> {
+        let until = Instant::now() + life;
+        self.tier
+            .lock()
+            .values
+            .insert(self.key(key), Stored::Pass { until });
+        drop(lease);
+        Box::pin(async {})
     }
 
     fn try_lease<'a>(

@@ -30,6 +30,9 @@ pub(crate) enum Fetched {
     Entry(Arc<Entry>),
     /// The response under this base key varies on these request headers.
     Vary(Vec<HeaderName>),
+    /// This key's responses are not shareable: every instance passes its requests to the
+    /// handler, without waiting for a build (hit-for-pass).
+    Pass,
 }
 
 /// What trying to take a build lease found.
@@ -69,6 +72,16 @@ pub(crate) trait SharedTier: Send + Sync + fmt::Debug {
         vary: Option<(&'a str, &'a [HeaderName])>,
     ) -> LocalBoxFuture<'a, bool>;
 
+    /// Marks `key` as not shareable for `life` (hit-for-pass), then releases `lease`: other
+    /// instances waiting for this build, and later requests on any instance, go straight to
+    /// their handler.
+    fn put_pass<'a>(
+        &'a self,
+        key: &'a str,
+        life: Duration,
+        lease: Option<TierLease>,
+    ) -> LocalBoxFuture<'a, ()>;
+
     /// Tries to take the build lease of `key`, reading its value in the same round trip.
     /// `None`: unavailable.
     fn try_lease<'a>(
@@ -96,6 +109,11 @@ pub(crate) enum Claimed {
     /// Another instance built it; stored under this key (the request's variant, when the
     /// response varies).
     Found(Arc<str>, Arc<Entry>),
+    /// The key is marked not shareable: build for this request alone.
+    Pass,
+    /// Another instance's build outlasted the wait (`lock_timeout`): build for this request
+    /// alone, without storing, as a local waiter would.
+    TimedOut,
 }
 
 /// For a stale refresh: `Some` to refresh here (holding a lease when the tier is reachable),
@@ -135,6 +153,7 @@ pub(crate) async fn claim(
         match stored? {
             Fetched::Entry(entry) if usable(&entry) => Some(Claimed::Found(Arc::from(key), entry)),
             Fetched::Entry(_) => None,
+            Fetched::Pass => Some(Claimed::Pass),
             Fetched::Vary(names) => Some(
                 match follow(tier, store, key, &names, req_headers, now()).await {
                     Some((full, entry)) if usable(&entry) => Claimed::Found(full, entry),
@@ -161,9 +180,9 @@ pub(crate) async fn claim(
             if at >= deadline {
                 tracing::warn!(
                     key,
-                    "response cache: waited too long for another instance's build; building here"
+                    "response cache: waited too long for another instance's build; building without storing"
                 );
-                return Claimed::Build(None);
+                return Claimed::TimedOut;
             }
             tokio::time::sleep(delay.min(deadline - at)).await;
             delay = (delay * 2).min(Duration::from_millis(100));
@@ -184,12 +203,14 @@ pub(crate) async fn claim(
 
 /// What the cache holds for `key`: this instance's entry if `usable`, else (with a shared
 /// tier) the shared one when it is usable or newer than the local one, else whatever is local.
+///
+/// A hit-for-pass marker in the tier is remembered here for `pass_life`.
 pub(crate) async fn lookup(
     store: &Store,
     tier: Option<&dyn SharedTier>,
     key: &Arc<str>,
     req_headers: &HeaderMap,
-    now: Duration,
+    (now, pass_life): (Duration, Duration),
     usable: &dyn Fn(&Entry) -> bool,
 ) -> Option<Slot> {
     let local = store.get(key);
@@ -209,6 +230,12 @@ pub(crate) async fn lookup(
     let (remote_key, remote) = match tier.get(key, now).await? {
         Fetched::Entry(entry) => (Arc::clone(key), entry),
         Fetched::Vary(names) => follow(tier, store, key, &names, req_headers, now).await?,
+        Fetched::Pass => {
+            store.mark_unshared(key, now + pass_life);
+            return Some(Slot::Unshared {
+                until: now + pass_life,
+            });
+        }
     };
     let better = vary_matches(&remote.vary, req_headers)
         && local_entry
@@ -237,7 +264,7 @@ pub(crate) async fn follow(
     }
     match tier.get(&full, now).await? {
         Fetched::Entry(entry) => Some((full, entry)),
-        Fetched::Vary(_) => None,
+        Fetched::Vary(_) | Fetched::Pass => None,
     }
 }
 

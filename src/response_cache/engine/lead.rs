@@ -130,22 +130,18 @@ impl Lead {
         if let Some(reason) = response_unstorable(status, res.headers(), keyed_by_user) {
             tracing::debug!(cache = %engine.name, key = %lead.key, reason, "response cache: not stored");
             // 304/412 answer one request's preconditions; they say nothing about the resource.
-            if !matches!(status.as_u16(), 304 | 412) {
-                engine
-                    .store
-                    .mark_unshared(&lead.key, engine.now() + engine.hit_for_miss);
-            }
             lead.guard.complete(Outcome::Unshared);
+            if !matches!(status.as_u16(), 304 | 412) {
+                pass_key(engine, &lead.key, lead.lease).await;
+            }
             return labelled(res, unstored);
         }
         let (head, body) = match capture(res, engine.max_entry_bytes).await {
             Captured::Buffered(head, body) => (head, body),
             Captured::Passthrough(res) => {
                 tracing::debug!(cache = %engine.name, key = %lead.key, "response cache: body streamed or too large; not stored");
-                engine
-                    .store
-                    .mark_unshared(&lead.key, engine.now() + engine.hit_for_miss);
                 lead.guard.complete(Outcome::Unshared);
+                pass_key(engine, &lead.key, lead.lease).await;
                 return labelled(res, unstored);
             }
         };
@@ -254,6 +250,18 @@ impl Lead {
     }
 }
 
+/// Remembers for `hit_for_miss` that `key`'s responses are not shared, here and in the shared
+/// tier (then releasing `lease`), so requests for it, on every instance, run side by side
+/// instead of queueing behind one another (Varnish's hit-for-pass).
+async fn pass_key(engine: &Engine, key: &Arc<str>, lease: Option<TierLease>) {
+    engine
+        .store
+        .mark_unshared(key, engine.now() + engine.hit_for_miss);
+    if let Some(tier) = engine.tier() {
+        tier.put_pass(key, engine.hit_for_miss, lease).await;
+    }
+}
+
 /// The response for `req` and, for sections, its parts: `refresher`'s, or the cache's own.
 pub(super) fn build(
     engine: &Arc<Engine>,
@@ -341,6 +349,9 @@ pub(super) async fn wait(
             engine.stats.record(Event::LockPass);
             Some(engine.pass(PassReason::LeaderUncacheable))
         }
+        // Our instance's leader gave up waiting for another instance's build at its own
+        // deadline; ours is later: join again, and wait (or lead the wait) until it.
+        Ok(Some(Outcome::TimedOut)) => None,
         Ok(Some(Outcome::Transient)) => {
             tracing::debug!(cache = %engine.name, %key, "response cache: leader failed transiently, re-electing");
             engine.stats.record(Event::LockTransient);

@@ -319,6 +319,19 @@ impl Engine {
                         );
                         match claimed.await {
                             Claimed::Build(lease) => lease,
+                            Claimed::TimedOut => {
+                                guard.complete(Outcome::TimedOut);
+                                self.stats.record(Event::LockTimeout);
+                                return self.pass(PassReason::LockTimeout);
+                            }
+                            Claimed::Pass => {
+                                // Another instance found the response not shareable.
+                                let until = self.now() + self.hit_for_miss;
+                                self.store.mark_unshared(&key, until);
+                                guard.complete(Outcome::Unshared);
+                                self.stats.record(Event::LockPass);
+                                return self.pass(PassReason::LeaderUncacheable);
+                            }
                             Claimed::Found(found_key, entry) => {
                                 self.store.keep(&found_key, &entry);
                                 guard.complete(Outcome::Fresh(Arc::clone(&entry)));
@@ -376,7 +389,8 @@ impl Engine {
         usable: &dyn Fn(&Entry) -> bool,
     ) -> Option<Slot> {
         let tier = self.tier().filter(|_| !self.flights.in_progress(key));
-        tier::lookup(&self.store, tier, key, req_headers, self.now(), usable).await
+        let times = (self.now(), self.hit_for_miss);
+        tier::lookup(&self.store, tier, key, req_headers, times, usable).await
     }
 
     /// The URL part of the key, or `None` for a request the cache must not touch.

@@ -26,6 +26,13 @@
 //! "acV" 0x01   str key   u16 n { str name }     the names in the response's `Vary`
 //! ```
 //!
+//! A key whose responses were not shareable gets a marker for the cache's `hit_for_miss`, so
+//! every instance sends its requests for it straight to the handler (hit-for-pass):
+//!
+//! ```text
+//! "acP" 0x01   str key
+//! ```
+//!
 //! Integers are big-endian; `str`/`bytes` are a `u32` length and the bytes; `opt` is a `u8`
 //! (0 absent, 1 present) before the value.
 
@@ -39,6 +46,7 @@ use crate::response_cache::entry::{Entry, SectionPart};
 
 const MAGIC: &[u8; 3] = b"acE";
 const VARY_MAGIC: &[u8; 3] = b"acV";
+const PASS_MAGIC: &[u8; 3] = b"acP";
 /// Bumped whenever the layout changes: an old instance reading a new value (or the reverse)
 /// sees a miss, never a misread entry.
 pub(crate) const VERSION: u8 = 1;
@@ -50,6 +58,8 @@ pub(crate) enum Value {
     Entry(Decoded),
     /// The response under this base key varies on these request headers.
     Vary(Vec<HeaderName>),
+    /// This key's responses are not shareable (hit-for-pass).
+    Pass,
 }
 
 /// An entry as read back from Redis.
@@ -132,7 +142,16 @@ pub(crate) fn encode_vary(key: &str, names: &[HeaderName]) -> Vec<u8> {
     out
 }
 
-/// Reads a value written by [`encode`] or [`encode_vary`] for `key`. An entry's body is a
+/// The stored form of "responses under `key` are not shareable".
+pub(crate) fn encode_pass(key: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 8);
+    out.put_slice(PASS_MAGIC);
+    out.put_u8(VERSION);
+    put_bytes(&mut out, key.as_bytes());
+    out
+}
+
+/// Reads a value written by [`encode`], [`encode_vary`] or [`encode_pass`] for `key`. An entry's body is a
 /// slice of `value`: no copy.
 pub(crate) fn decode(key: &str, value: Bytes) -> Result<Value, DecodeError> {
     let mut buf = value;
@@ -143,8 +162,19 @@ pub(crate) fn decode(key: &str, value: Bytes) -> Result<Value, DecodeError> {
     match &magic[..3] {
         m if m == MAGIC => decode_entry(key, buf).map(Value::Entry),
         m if m == VARY_MAGIC => decode_vary(key, buf).map(Value::Vary),
+        m if m == PASS_MAGIC => decode_pass(key, buf).map(|()| Value::Pass),
         _ => Err(DecodeError::Version),
     }
+}
+
+fn decode_pass(key: &str, mut buf: Bytes) -> Result<(), DecodeError> {
+    if take_bytes(&mut buf)? != key.as_bytes() {
+        return Err(DecodeError::OtherKey);
+    }
+    if buf.has_remaining() {
+        return Err(DecodeError::Truncated);
+    }
+    Ok(())
 }
 
 fn decode_vary(key: &str, mut buf: Bytes) -> Result<Vec<HeaderName>, DecodeError> {
@@ -316,7 +346,27 @@ mod tests {
         match value {
             Value::Entry(decoded) => decoded,
             Value::Vary(names) => panic!("a vary pointer: {names:?}"),
+            Value::Pass => panic!("a pass marker"),
         }
+    }
+
+    #[test]
+    fn pass_markers_round_trip_and_check_their_key() {
+        let value = Bytes::from(encode_pass("http://h/p"));
+        assert!(matches!(
+            decode("http://h/p", value.clone()),
+            Ok(Value::Pass)
+        ));
+        assert_eq!(
+            decode("http://h/q", value.clone()).err(),
+            Some(DecodeError::OtherKey)
+        );
+        let mut longer = value.to_vec();
+        longer.push(0);
+        assert_eq!(
+            decode("http://h/p", Bytes::from(longer)).err(),
+            Some(DecodeError::Truncated)
+        );
     }
 
     #[test]
@@ -328,7 +378,7 @@ mod tests {
         let bytes = encode_vary("http://h/a", &names);
         match decode("http://h/a", Bytes::from(bytes.clone())).unwrap() {
             Value::Vary(got) => assert_eq!(got, names),
-            Value::Entry(_) => panic!("an entry"),
+            other => panic!("not a vary pointer: {other:?}"),
         }
         assert_eq!(
             decode("http://h/b", Bytes::from(bytes.clone())).unwrap_err(),

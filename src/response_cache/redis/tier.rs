@@ -67,6 +67,7 @@ impl RedisTier {
         let decoded = match codec::decode(key, value) {
             Ok(Value::Entry(decoded)) => decoded,
             Ok(Value::Vary(names)) => return Some(Fetched::Vary(names)),
+            Ok(Value::Pass) => return Some(Fetched::Pass),
             Err(err) => {
                 tracing::warn!(cache = %self.generations.cache(), key, error = %err, "response cache: unreadable value in redis; treated as a miss");
                 self.stats.record(Event::L2Undecodable);
@@ -123,6 +124,21 @@ impl SharedTier for RedisTier {
             self.backend
                 .store(self.entry_key(key), value, life, lease, pointer)
                 .await
+        })
+    }
+
+    fn put_pass<'a>(
+        &'a self,
+        key: &'a str,
+        life: Duration,
+        lease: Option<TierLease>,
+    ) -> LocalBoxFuture<'a, ()> {
+        Box::pin(async move {
+            let lease = lease.and_then(|lease| lease.downcast::<Lease>().ok().map(|l| *l));
+            let value = codec::encode_pass(key);
+            self.backend
+                .store(self.entry_key(key), value, life, lease, None)
+                .await;
         })
     }
 
