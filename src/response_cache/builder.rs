@@ -21,8 +21,8 @@ use actix_web::HttpRequest;
 
 use super::clock::{Clock, SystemClock};
 use super::engine::{Engine, Settings, TierFactory, UserKeyFn};
-use super::sections::{Section, SectionedCache};
-use super::strategy::{RevisionFn, Strategy};
+use super::sections::{RevisionFn, Section, SectionedCache};
+use super::strategy::Strategy;
 use super::{
     DEFAULT_HIT_FOR_MISS, DEFAULT_LOCK_TIMEOUT, DEFAULT_MAX_BYTES, DEFAULT_MAX_ENTRY_BYTES,
     DEFAULT_MAX_STALE, ResponseCache,

@@ -12,14 +12,9 @@ use actix_web::http::header::{
 };
 use bytes::Bytes;
 
-use super::status::CacheStatus;
+use super::status::{CacheStatus, X_CACHE, X_REVISION};
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_request};
 use crate::{not_modified, preconditions};
-
-/// The `X-Cache` response header.
-pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
-/// The `X-Revision` response header: the revision fingerprint of the bytes served.
-pub const X_REVISION: HeaderName = HeaderName::from_static("x-revision");
 
 /// Fields that belong to one connection (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [

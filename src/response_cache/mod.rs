@@ -178,7 +178,6 @@ pub use self::builder::{
     ResponseCacheBuilder, RevisionCacheBuilder, SectionsCacheBuilder, TtlCacheBuilder, mode,
 };
 pub use self::clock::{Clock, ManualClock, SystemClock};
-pub use self::entry::{X_CACHE, X_REVISION};
 pub use self::in_process::{DEFAULT_IN_PROCESS_LEASE_TTL, InProcessTier};
 pub use self::middleware::{InvalidateOnSuccess, ResponseCacheMiddleware};
 #[cfg(feature = "redis")]
@@ -187,7 +186,7 @@ pub use self::redis::{RedisBackend, RedisBackendBuilder, RedisBackendError};
 pub use self::registry::{invalidate_named, named, named_or_register};
 pub use self::sections::{Section, SectionedCache};
 pub use self::stats::CacheStats;
-pub use self::status::{CacheStatus, PassReason};
+pub use self::status::{CacheStatus, PassReason, X_CACHE, X_REVISION};
 pub use self::tier::Invalidation;
 
 use self::engine::{Engine, Refresher};

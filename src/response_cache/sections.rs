@@ -14,8 +14,13 @@ use serde::Serialize;
 
 use super::ResponseCache;
 use super::entry::SectionPart;
-use super::strategy::RevisionFn;
 use crate::CachePolicy;
+
+/// A revision function, type-erased: `Send + Sync` so one cache serves every worker, while
+/// its future may be `!Send` (it runs on the worker that asked).
+pub(crate) type RevisionFn = Arc<
+    dyn Fn(HttpRequest) -> LocalBoxFuture<'static, Result<String, actix_web::Error>> + Send + Sync,
+>;
 
 type BuildFn = Arc<
     dyn Fn(HttpRequest) -> LocalBoxFuture<'static, Result<Bytes, actix_web::Error>> + Send + Sync,

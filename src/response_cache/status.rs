@@ -20,9 +20,12 @@ use std::time::Duration;
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::entry::X_CACHE;
+/// The `X-Cache` response header.
+pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// The `X-Revision` response header: the revision fingerprint of the bytes served.
+pub const X_REVISION: HeaderName = HeaderName::from_static("x-revision");
 
 /// What a response cache did with one request. Every response that went through a cache
 /// carries it (see [`CacheStatus::of`]); its `X-Cache` label is rendered from it.

@@ -2,24 +2,16 @@
 //! runs one decision loop for all of them and asks its strategy how to fingerprint a request,
 //! how to classify an entry, and (sections) how to rebuild only what changed.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::header::{CACHE_CONTROL, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
-use futures_util::future::LocalBoxFuture;
 
 use super::entry::{Entry, SectionPart, Snapshot};
 use super::generations::Generations;
-use super::sections::{Section, build_parts, merged_body};
+use super::sections::{RevisionFn, Section, build_parts, merged_body};
 use super::status::CacheStatus;
 use crate::etag::ETagHasher;
-
-/// A revision function, type-erased: `Send + Sync` so one cache serves every worker, while
-/// its future may be `!Send` (it runs on the worker that asked).
-pub(crate) type RevisionFn = Arc<
-    dyn Fn(HttpRequest) -> LocalBoxFuture<'static, Result<String, actix_web::Error>> + Send + Sync,
->;
 
 /// How one cache decides freshness.
 pub(crate) enum Strategy {
