@@ -22,12 +22,15 @@ use super::generations::Generations;
 use super::key::vary_matches;
 use super::stats::{Event, Stats};
 use super::status::{CacheStatus, PassReason, Role, labelled};
-use super::storable::{UserKey, admit, forced};
+use super::storable::{admit, forced};
 use super::store::{Slot, Store};
 use super::strategy::{Fingerprint, State, Strategy};
 use super::tier::{self, Claimed, Invalidation, SharedTier};
 
 mod lead;
+mod settings;
+
+pub(crate) use self::settings::{Settings, TierFactory, UserKeyFn};
 
 /// Where the cache's clock starts: 2^30 s (34 years), so any entry's age fits before it
 /// (an entry read from a shared tier may predate this process).
@@ -35,28 +38,6 @@ const EPOCH: Duration = Duration::from_secs(1 << 30);
 
 /// Re-runs the handler for a request: what `serve` builds and refreshes with.
 pub(crate) type Refresher = Rc<dyn Fn(HttpRequest) -> LocalBoxFuture<'static, HttpResponse>>;
-/// Names the user behind a credentialed request (`key_by`).
-pub(crate) type UserKeyFn = Arc<UserKey>;
-
-/// Everything an engine is built from (assembled by the mode builders).
-pub(crate) struct Settings {
-    pub(crate) name: Arc<str>,
-    pub(crate) strategy: Strategy,
-    pub(crate) max_stale: Duration,
-    pub(crate) max_bytes: u64,
-    pub(crate) max_entry_bytes: usize,
-    pub(crate) lock_timeout: Duration,
-    pub(crate) hit_for_miss: Duration,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) key_by: Option<UserKeyFn>,
-    pub(crate) forced_refresh: bool,
-    /// Connects a shared tier to the cache's counters and stats, if it has one.
-    pub(crate) tier: Option<TierFactory>,
-    pub(crate) memory_copies: bool,
-}
-
-/// Makes a cache's shared tier, given its counters and stats.
-pub(crate) type TierFactory = Box<dyn FnOnce(Arc<Generations>, Arc<Stats>) -> Arc<dyn SharedTier>>;
 
 /// What to do with a request.
 pub(crate) enum Plan {
@@ -211,12 +192,13 @@ impl Engine {
         // take HEAD (a GET-only route answers 404/405), or answer it without a body; storing
         // that replaced the GET entry or marked the key hit-for-miss, uncaching its GETs.
         let may_lead = req.method() != Method::HEAD;
-        let classify = |entry: &Entry| {
+        let classify = |entry: &Entry, now| {
             self.strategy
-                .classify(entry, self.now(), fp, generation, self.max_stale)
+                .classify(entry, now, fp, generation, self.max_stale)
         };
         let usable = |entry: &Entry| {
-            vary_matches(&entry.vary, req.headers()) && matches!(classify(entry), State::Fresh(_))
+            vary_matches(&entry.vary, req.headers())
+                && matches!(classify(entry, self.now()), State::Fresh(_))
         };
         let lead = |guard, role, stale: Option<&Arc<Entry>>, old, lease| Lead {
             base: base.clone(),
@@ -231,18 +213,19 @@ impl Engine {
         };
         loop {
             let mut old = None;
+            let now = self.now();
             let found = if forced {
                 None
             } else {
-                self.lookup(&key, req.headers(), &usable).await
+                self.lookup(&key, req.headers(), now, &usable).await
             };
             match found {
-                Some(Slot::Unshared { until }) if self.now() < until => {
+                Some(Slot::Unshared { until }) if now < until => {
                     return self.pass(PassReason::Uncacheable);
                 }
                 Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req.headers()) => {
-                    match classify(&entry) {
-                        State::Fresh(status) => return self.hit(req, &entry, status, fp),
+                    match classify(&entry, now) {
+                        State::Fresh(status) => return self.hit(req, &entry, status, fp, now),
                         State::Patch if may_lead => {
                             if let Some(guard) = self.flights.try_lead(&key) {
                                 self.stats.record(Event::Hit);
@@ -296,10 +279,10 @@ impl Engine {
                     if !forced
                         && let Some(Slot::Entry(entry)) = self.store.get(&key)
                         && usable(&entry)
-                        && let State::Fresh(status) = classify(&entry)
+                        && let State::Fresh(status) = classify(&entry, self.now())
                     {
                         guard.complete(Outcome::Fresh(Arc::clone(&entry)));
-                        return self.hit(req, &entry, status, fp);
+                        return self.hit(req, &entry, status, fp, self.now());
                     }
                     // Then across instances: one of them builds, the others wait for it.
                     let lease = if forced {
@@ -364,14 +347,15 @@ impl Engine {
         entry: &Entry,
         status: CacheStatus,
         fp: Option<&Fingerprint>,
+        now: Duration,
     ) -> Plan {
         // Only a revision check verifies the bytes; a TTL hit does not.
         if fp.is_some() {
-            entry.verified(self.now());
+            entry.verified(now);
         }
         self.stats.record(Event::Hit);
         tracing::debug!(cache = %self.name, status = status.label(), "response cache: hit");
-        Plan::Respond(entry.respond(req, status, self.now()))
+        Plan::Respond(entry.respond(req, status, now))
     }
 
     fn pass(&self, reason: PassReason) -> Plan {
@@ -386,10 +370,11 @@ impl Engine {
         &self,
         key: &Arc<str>,
         req_headers: &HeaderMap,
+        now: Duration,
         usable: &dyn Fn(&Entry) -> bool,
     ) -> Option<Slot> {
         let tier = self.tier().filter(|_| !self.flights.in_progress(key));
-        let times = (self.now(), self.hit_for_miss);
+        let times = (now, self.hit_for_miss);
         tier::lookup(&self.store, tier, key, req_headers, times, usable).await
     }
 

@@ -60,8 +60,12 @@
 //!   (`SET lease NX PX`, a random token, renewed every third of its life while the build runs,
 //!   deleted only by a script that checks the token). The others poll for the value, up to the
 //!   cache's [`lock_timeout`](super::ResponseCacheBuilder::lock_timeout), then build
-//!   themselves; a lease whose holder died expires after
-//!   [`lease_ttl`](RedisBackendBuilder::lease_ttl) and exactly one waiter takes it over.
+//!   for themselves without storing; a lease whose holder died expires after
+//!   [`lease_ttl`](RedisBackendBuilder::lease_ttl) and exactly one waiter takes it over. A
+//!   build whose response is not shareable leaves a hit-for-pass marker under the key for
+//!   the cache's [`hit_for_miss`](super::ResponseCacheBuilder::hit_for_miss) before its
+//!   lease goes: the waiting instances, and later requests on any instance, go straight to
+//!   their handler instead of queueing for a build that will not be stored.
 //! - **Faults.** Every call has a [`timeout`](RedisBackendBuilder::timeout). A failed or slow
 //!   call marks Redis unavailable (a warning, `actix_conditional_redis_up` 0 and
 //!   `actix_conditional_redis_errors_total` counted): for
