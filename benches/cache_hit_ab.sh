@@ -41,8 +41,11 @@ work=$(mktemp -d)
 base_tree="$work/base"
 trap 'git worktree remove --force "$base_tree" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 git worktree add --detach "$base_tree" "$base_rev" >/dev/null
-# One target directory: the dependencies are built once; each tree's crate is its own.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# A target directory per tree: cargo leaves a path dependency's location out of its artifact
+# names, so two trees in one directory would overwrite each other's binaries. The base one is
+# kept under target/ so later runs reuse its dependencies.
+head_target="${CARGO_TARGET_DIR:-$PWD/target}"
+base_target="$head_target/ab-base"
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
@@ -54,7 +57,7 @@ grep -q 'name = "hit_instructions"' "$base_tree/Cargo.toml" ||
 log "building the benches on $base_rev and on $head_rev$dirty"
 # Prints the path of the hit_instructions binary it built.
 build() {
-    (cd "$1" && cargo bench --locked --bench response_cache --no-run >/dev/null 2>&1 &&
+    (cd "$1" && export CARGO_TARGET_DIR="$2" && cargo bench --locked --bench response_cache --no-run >/dev/null 2>&1 &&
         cargo bench --locked --bench hit_instructions --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
 for line in sys.stdin:
@@ -62,8 +65,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "hit_instructions":
         print(m["executable"])')
 }
-base_bin=$(build "$base_tree")
-head_bin=$(build "$PWD")
+base_bin=$(build "$base_tree" "$base_target")
+head_bin=$(build "$PWD" "$head_target")
 [[ -x $base_bin && -x $head_bin ]] || { echo "could not build hit_instructions" >&2; exit 1; }
 # Copies, so the second build cannot replace the first binary under the same name.
 cp "$base_bin" "$work/base_bin"
@@ -71,8 +74,8 @@ cp "$head_bin" "$work/head_bin"
 
 # One criterion run; prints "group/size median_ns" lines.
 run() {
-    local dir=$1
-    (cd "$dir" && cargo bench --locked --bench response_cache -- \
+    local dir=$1 target=$2
+    (cd "$dir" && CARGO_TARGET_DIR="$target" cargo bench --locked --bench response_cache -- \
         --warm-up-time 1 --measurement-time "$MEASURE" --noplot 2>/dev/null) |
         python3 -c '
 import re, sys
@@ -93,10 +96,14 @@ results="$work/results"
 : >"$results"
 for ((round = 1; round <= ROUNDS; round++)); do
     for side in base head; do
-        dir=$([[ $side == base ]] && echo "$base_tree" || echo "$PWD")
+        if [[ $side == base ]]; then
+            dir=$base_tree target=$base_target
+        else
+            dir=$PWD target=$head_target
+        fi
         while read -r name ns; do
             echo "$round $side $name $ns" >>"$results"
-        done < <(run "$dir")
+        done < <(run "$dir" "$target")
         log "round $round/$ROUNDS $side: $(grep -c "^$round $side " "$results") benchmarks"
     done
 done
