@@ -201,8 +201,9 @@ pub(crate) async fn claim(
     }
 }
 
-/// What the cache holds for `key`: this instance's entry if `usable`, else (with a shared
-/// tier) the shared one when it is usable or newer than the local one, else whatever is local.
+/// What the cache holds for `key` that answers a request with these headers (its `Vary`
+/// values match): this instance's entry if `fresh`, else (with a shared tier) the shared one
+/// when it is fresh or newer than the local one, else whatever is local.
 ///
 /// A hit-for-pass marker in the tier is remembered here for `pass_life`.
 pub(crate) async fn lookup(
@@ -211,17 +212,16 @@ pub(crate) async fn lookup(
     key: &Arc<str>,
     req_headers: &HeaderMap,
     (now, pass_life): (Duration, Duration),
-    usable: &dyn Fn(&Entry) -> bool,
+    fresh: &dyn Fn(&Entry) -> bool,
 ) -> Option<Slot> {
-    let local = store.get(key);
+    let local = match store.get(key) {
+        Some(Slot::Entry(entry)) if !vary_matches(&entry.vary, req_headers) => None,
+        local => local,
+    };
     let local_entry = match &local {
         Some(Slot::Unshared { until }) if now < *until => return local,
-        Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req_headers) => {
-            if usable(entry) {
-                return local;
-            }
-            Some(Arc::clone(entry))
-        }
+        Some(Slot::Entry(entry)) if fresh(entry) => return local,
+        Some(Slot::Entry(entry)) => Some(Arc::clone(entry)),
         _ => None,
     };
     let Some(tier) = tier else {
@@ -240,7 +240,7 @@ pub(crate) async fn lookup(
     let better = vary_matches(&remote.vary, req_headers)
         && local_entry
             .as_ref()
-            .is_none_or(|l| usable(&remote) || remote.stored_at > l.stored_at);
+            .is_none_or(|l| fresh(&remote) || remote.stored_at > l.stored_at);
     if !better {
         return local;
     }

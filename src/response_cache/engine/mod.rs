@@ -196,10 +196,8 @@ impl Engine {
             self.strategy
                 .classify(entry, now, fp, generation, self.max_stale)
         };
-        let usable = |entry: &Entry| {
-            vary_matches(&entry.vary, req.headers())
-                && matches!(classify(entry, self.now()), State::Fresh(_))
-        };
+        let fresh = |entry: &Entry| matches!(classify(entry, self.now()), State::Fresh(_));
+        let usable = |entry: &Entry| vary_matches(&entry.vary, req.headers()) && fresh(entry);
         let lead = |guard, role, stale: Option<&Arc<Entry>>, old, lease| Lead {
             base: base.clone(),
             key: Arc::clone(&key),
@@ -217,13 +215,13 @@ impl Engine {
             let found = if forced {
                 None
             } else {
-                self.lookup(&key, req.headers(), now, &usable).await
+                self.lookup(&key, req.headers(), now, &fresh).await
             };
             match found {
                 Some(Slot::Unshared { until }) if now < until => {
                     return self.pass(PassReason::Uncacheable);
                 }
-                Some(Slot::Entry(entry)) if vary_matches(&entry.vary, req.headers()) => {
+                Some(Slot::Entry(entry)) => {
                     match classify(&entry, now) {
                         State::Fresh(status) => return self.hit(req, &entry, status, fp, now),
                         State::Patch if may_lead => {
@@ -291,7 +289,9 @@ impl Engine {
                             .flatten()
                     } else {
                         let now = || self.now();
-                        let claimed = tier::claim(
+                        // Boxed: only misses get here, and inline it would grow every
+                        // request's future by its state.
+                        let claimed = Box::pin(tier::claim(
                             self.tier(),
                             &self.store,
                             &key,
@@ -299,7 +299,7 @@ impl Engine {
                             &now,
                             deadline,
                             &usable,
-                        );
+                        ));
                         match claimed.await {
                             Claimed::Build(lease) => lease,
                             Claimed::TimedOut => {
@@ -332,7 +332,7 @@ impl Engine {
                     return Plan::Lead(lead(guard, Role::Miss, None, old, lease));
                 }
                 Join::Wait(waiter) => {
-                    match wait(self, req, &key, waiter, generation, fp, deadline).await {
+                    match Box::pin(wait(self, req, &key, waiter, generation, fp, deadline)).await {
                         Some(plan) => return plan,
                         None => forced = false,
                     }
@@ -371,11 +371,11 @@ impl Engine {
         key: &Arc<str>,
         req_headers: &HeaderMap,
         now: Duration,
-        usable: &dyn Fn(&Entry) -> bool,
+        fresh: &dyn Fn(&Entry) -> bool,
     ) -> Option<Slot> {
         let tier = self.tier().filter(|_| !self.flights.in_progress(key));
         let times = (now, self.hit_for_miss);
-        tier::lookup(&self.store, tier, key, req_headers, times, usable).await
+        tier::lookup(&self.store, tier, key, req_headers, times, fresh).await
     }
 
     /// The URL part of the key, or `None` for a request the cache must not touch.
