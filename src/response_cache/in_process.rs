@@ -13,6 +13,10 @@ use super::generations::Generations;
 use super::stats::{Event, Stats};
 use super::tier::{Fetched, LeaseAttempt, LeasePoll, SharedTier, TierLease};
 
+/// Default byte budget of an in-process tier: 64 MiB. A value that does not fit once expired
+/// ones are gone is not stored (the caches keep their own copies).
+pub const DEFAULT_IN_PROCESS_MAX_BYTES: usize = 64 * 1024 * 1024;
+
 /// Default life of a build lease: how long a build may run before another cache sharing the
 /// tier may start the same one: 5 s.
 pub const DEFAULT_IN_PROCESS_LEASE_TTL: Duration = Duration::from_secs(5);
@@ -61,6 +65,51 @@ struct State {
     caches: Vec<Weak<Generations>>,
     tokens: u64,
     lease_ttl: Option<Duration>,
+    max_bytes: Option<usize>,
+    /// What `values` weigh (keys, entries, pointers).
+    bytes: usize,
+    /// Values stored since the last sweep of expired ones.
+    since_sweep: usize,
+}
+
+impl State {
+    /// Stores `value` under `key` within the byte budget; whether it fit.
+    fn store(&mut self, key: String, value: Stored) -> bool {
+        self.remove(&key);
+        let weight = value.weight(&key);
+        let budget = self.max_bytes.unwrap_or(DEFAULT_IN_PROCESS_MAX_BYTES);
+        self.since_sweep += 1;
+        if self.bytes + weight > budget || self.since_sweep >= 256 {
+            self.sweep();
+        }
+        if self.bytes + weight > budget {
+            return false;
+        }
+        self.bytes += weight;
+        self.values.insert(key, value);
+        true
+    }
+
+    fn remove(&mut self, key: &str) {
+        if let Some(old) = self.values.remove(key) {
+            self.bytes -= old.weight(key);
+        }
+    }
+
+    /// Drops the values whose life has ended.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .values
+            .iter()
+            .filter(|(_, value)| value.until() <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.remove(&key);
+        }
+        self.since_sweep = 0;
+    }
 }
 
 enum Stored {
@@ -78,6 +127,24 @@ enum Stored {
     },
 }
 
+impl Stored {
+    fn until(&self) -> Instant {
+        match self {
+            Self::Entry { until, .. } | Self::Vary { until, .. } | Self::Pass { until } => *until,
+        }
+    }
+
+    /// Bytes it costs in the budget, with its key.
+    fn weight(&self, key: &str) -> usize {
+        key.len()
+            + match self {
+                Self::Entry { entry, .. } => entry.weight() as usize,
+                Self::Vary { names, .. } => 32 * names.len() + 64,
+                Self::Pass { .. } => 64,
+            }
+    }
+}
+
 impl fmt::Debug for InProcessTier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.lock();
@@ -92,6 +159,17 @@ impl InProcessTier {
     /// An empty tier.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The most the stored values may weigh (default [`DEFAULT_IN_PROCESS_MAX_BYTES`]).
+    pub fn max_bytes(self, max_bytes: usize) -> Self {
+        self.lock().max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// Bytes the stored values weigh.
+    pub fn weighted_bytes(&self) -> usize {
+        self.lock().bytes
     }
 
     /// How long a build lease lives (default [`DEFAULT_IN_PROCESS_LEASE_TTL`]).
@@ -238,24 +316,18 @@ impl SharedTier for Bound {
             entry.sections.clone(),
             entry.generation,
         );
-        {
+        let stored = {
             let mut state = self.tier.lock();
-            let stored = Stored::Entry {
-                entry: Arc::new(copy),
-                at,
-                until,
-            };
-            state.values.insert(self.key(key), stored);
-            if let Some((base, names)) = vary {
+            let entry = Arc::new(copy);
+            let stored = state.store(self.key(key), Stored::Entry { entry, at, until });
+            if stored && let Some((base, names)) = vary {
                 let names = names.to_vec();
-                state
-                    .values
-                    .insert(self.key(base), Stored::Vary { names, until });
+                state.store(self.key(base), Stored::Vary { names, until });
             }
-        }
+            stored
+        };
         drop(lease); // released after the value, as Redis does in one pipeline
-        self.stats.record(Event::L2Write);
-        Box::pin(async { true })
+        Box::pin(async move { stored })
     }
 
     fn put_pass<'a>(
@@ -267,8 +339,7 @@ impl SharedTier for Bound {
         let until = Instant::now() + life;
         self.tier
             .lock()
-            .values
-            .insert(self.key(key), Stored::Pass { until });
+            .store(self.key(key), Stored::Pass { until });
         drop(lease);
         Box::pin(async {})
     }
@@ -339,5 +410,72 @@ impl SharedTier for Bound {
             generations.observe(section, value);
         }
         Box::pin(async {})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use actix_web::{HttpResponse, test};
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::response_cache::ResponseCache;
+
+    /// Caches of one name on one tier, each `max_bytes` of tier; every key's body is 1 KiB.
+    async fn fill(tier: &InProcessTier, prefix: &str, keys: usize) -> ResponseCache {
+        let cache = ResponseCache::ttl("budget", Duration::from_secs(60))
+            .shared_in_process(tier)
+            .build();
+        for i in 0..keys {
+            let req = test::TestRequest::get()
+                .uri(&format!("/{prefix}{i}"))
+                .to_http_request();
+            let body = Bytes::from(vec![b'x'; 1024]);
+            cache
+                .serve(&req, move |_| {
+                    let body = body.clone();
+                    async move { HttpResponse::Ok().body(body) }
+                })
+                .await;
+        }
+        cache
+    }
+
+    #[actix_rt::test]
+    async fn the_byte_budget_holds_and_expired_values_make_room() {
+        let tier = InProcessTier::new().max_bytes(16 * 1024);
+        let cache = fill(&tier, "k", 64).await;
+        let weighed = tier.weighted_bytes();
+        assert!(weighed <= 16 * 1024, "{weighed} bytes over a 16 KiB budget");
+        assert!(
+            weighed > 8 * 1024,
+            "{weighed}: the budget is used, not left empty"
+        );
+        let stored = tier.lock().values.len();
+        assert!((8..64).contains(&stored), "{stored} values for 64 keys");
+        // Only what the tier took was counted as written to it.
+        assert_eq!(cache.stats().redis_writes, stored as u64);
+
+        // Once their life ends, expired values are swept to make room for new ones.
+        let until = Instant::now();
+        for value in tier.lock().values.values_mut() {
+            if let Stored::Entry { until: life, .. } = value {
+                *life = until;
+            }
+        }
+        let _ = fill(&tier, "n", 64).await;
+        let state = tier.lock();
+        assert!(
+            state.values.keys().all(|key| key.contains("/n")),
+            "expired values kept"
+        );
+        assert!(
+            state.values.len() >= 8,
+            "new values refused: {}",
+            state.values.len()
+        );
+        assert!(state.bytes <= 16 * 1024);
     }
 }

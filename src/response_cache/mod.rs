@@ -178,7 +178,9 @@ pub use self::builder::{
     ResponseCacheBuilder, RevisionCacheBuilder, SectionsCacheBuilder, TtlCacheBuilder, mode,
 };
 pub use self::clock::{Clock, ManualClock, SystemClock};
-pub use self::in_process::{DEFAULT_IN_PROCESS_LEASE_TTL, InProcessTier};
+pub use self::in_process::{
+    DEFAULT_IN_PROCESS_LEASE_TTL, DEFAULT_IN_PROCESS_MAX_BYTES, InProcessTier,
+};
 pub use self::middleware::{InvalidateOnSuccess, ResponseCacheMiddleware};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
