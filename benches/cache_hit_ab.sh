@@ -175,7 +175,7 @@ for group, what in [("bare", "the handler, no cache")] + groups:
         bb, hb = ins[("base", "bare", size)], ins[("head", "bare", size)]
         own = "" if group == "bare" else f"{b - bb:+,} → {h - hb:+,}"
         if group != "bare":
-            iverdicts.append(h - hb <= (b - bb) * (1 + noise))
+            iverdicts.append(h - hb <= (b - bb) + abs(b - bb) * noise)
         irows.append(f"| `{group}` | {label} | {b:,} | {h:,} | {h / b:.3f}x | {own} |")
 now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
 load = os.getloadavg()
