@@ -179,7 +179,7 @@ impl<M> ResponseCacheBuilder<M> {
     }
 
     /// Shares the cache with other caches of this process through `tier`: entries,
-    /// invalidations and builds, as [Redis](Self::redis) shares them between instances. Give
+    /// invalidations and builds, as Redis (`redis`, feature `redis`) shares them between instances. Give
     /// every cache the same name.
     pub fn shared_in_process(mut self, tier: &super::InProcessTier) -> Self {
         let tier = tier.clone();
@@ -189,7 +189,7 @@ impl<M> ResponseCacheBuilder<M> {
         self
     }
 
-    /// Whether a cache with a shared tier ([Redis](super::redis)) also keeps entries in this
+    /// Whether a cache with a shared tier (Redis, [in-process](super::InProcessTier)) also keeps entries in this
     /// process's memory (default: yes). Off, every lookup asks Redis: for instances that must
     /// not hold copies, and to measure what a Redis hit costs. Without a shared tier the
     /// memory tier is the cache, and this setting is ignored.

@@ -108,7 +108,7 @@
 //!
 //! # Shared tiers
 //!
-//! A cache lives in its process's memory. With [Redis](ResponseCacheBuilder::redis) (feature
+//! A cache lives in its process's memory. With Redis (`ResponseCacheBuilder::redis`, feature
 //! `redis`) or an [`InProcessTier`] it also shares entries, invalidations and builds with the
 //! caches of the same name elsewhere; the engine sees either through one trait, and the
 //! invalidation counters of a cache are one object both keep in step.
@@ -288,7 +288,7 @@ impl ResponseCache {
     /// miss, or in revision mode a stale-while-revalidate refresh); for a sectioned cache,
     /// every section or the one named. Call it *after* the write it reflects has committed.
     ///
-    /// It applies to this process at once. With Redis ([`ResponseCacheBuilder::redis`]) it is
+    /// It applies to this process at once. With Redis (`ResponseCacheBuilder::redis`) it is
     /// also counted there and broadcast to the other instances: await the returned
     /// [`Invalidation`] to answer the write only once they have been told (what
     /// [`invalidates`](Self::invalidates) and `#[etag_cached(invalidates = …)]` do), or drop
