@@ -184,6 +184,19 @@ impl Entry {
         }
     }
 
+    /// The same response and facts, built (and last verified) at `stored_at`: what a tier
+    /// keeps, and hands back on another cache's clock.
+    pub(crate) fn copy_built_at(&self, stored_at: Duration) -> Self {
+        Self::new(
+            self.snapshot.clone(),
+            stored_at,
+            self.revision.clone(),
+            self.vary.clone(),
+            self.sections.clone(),
+            self.generation,
+        )
+    }
+
     /// When the bytes were last known to be current.
     pub(crate) fn verified_at(&self) -> Duration {
         Duration::from_nanos(self.verified_at_nanos.load(Ordering::Relaxed))

@@ -247,14 +247,7 @@ impl Bound {
                 until,
             } if at < *until => {
                 let elapsed = at.saturating_duration_since(*stored);
-                let entry = Entry::new(
-                    entry.snapshot.clone(),
-                    now.saturating_sub(elapsed),
-                    entry.revision.clone(),
-                    entry.vary.clone(),
-                    entry.sections.clone(),
-                    entry.generation,
-                );
+                let entry = entry.copy_built_at(now.saturating_sub(elapsed));
                 self.stats.record(Event::L2Hit);
                 Some(Fetched::Entry(Arc::new(entry)))
             }
@@ -308,14 +301,7 @@ impl SharedTier for Bound {
     ) -> LocalBoxFuture<'a, bool> {
         let at = Instant::now();
         let until = at + life;
-        let copy = Entry::new(
-            entry.snapshot.clone(),
-            entry.stored_at,
-            entry.revision.clone(),
-            entry.vary.clone(),
-            entry.sections.clone(),
-            entry.generation,
-        );
+        let copy = entry.copy_built_at(entry.stored_at);
         let stored = {
             let mut state = self.tier.lock();
             let entry = Arc::new(copy);

@@ -276,7 +276,7 @@ impl Engine {
                     // and ended its flight between the lookup above and this join.
                     if !forced
                         && let Some(Slot::Entry(entry)) = self.store.get(&key)
-                        && usable(&entry)
+                        && vary_matches(&entry.vary, req.headers())
                         && let State::Fresh(status) = classify(&entry, self.now())
                     {
                         guard.complete(Outcome::Fresh(Arc::clone(&entry)));
