@@ -163,12 +163,18 @@ fn redis_caches() -> io::Result<Option<[ResponseCache; 3]>> {
             .build()
             .map_err(invalid)?;
         let hour = Duration::from_secs(3600);
-        let l1 = ResponseCache::ttl("bench-l1", hour).redis(&backend).build();
+        // `X-Cache` (opt-in) is what benches/redis_load.sh checks.
+        let l1 = ResponseCache::ttl("bench-l1", hour)
+            .redis(&backend)
+            .x_cache(true)
+            .build();
         let lazy = ResponseCache::ttl("bench-l1-lazy", hour)
             .redis(&lazy_backend)
+            .x_cache(true)
             .build();
         let l2 = ResponseCache::ttl("bench-l2", hour)
             .redis(&backend)
+            .x_cache(true)
             .memory_tier(false)
             .build();
         Ok(Some([l1, lazy, l2]))
@@ -249,8 +255,13 @@ async fn main() -> io::Result<()> {
     let body = web::Data::new(json_body(BODY_BYTES));
     // Built here, outside the closure: one cache for every worker.
     let caches = web::Data::new(Caches {
-        hit: ResponseCache::ttl("bench", Duration::from_secs(3600)).build(),
-        refresh: ResponseCache::ttl("bench-refresh", refresh_ttl).build(),
+        // `X-Cache` (opt-in) is what benches/load.sh checks.
+        hit: ResponseCache::ttl("bench", Duration::from_secs(3600))
+            .x_cache(true)
+            .build(),
+        refresh: ResponseCache::ttl("bench-refresh", refresh_ttl)
+            .x_cache(true)
+            .build(),
         build_delay,
         redis: redis_caches()?,
     });

@@ -112,9 +112,14 @@ fn write_hex(digest: &[u8], out: &mut [u8]) -> usize {
 /// and the response is one `Compress` encodes (same content-type rule as its default
 /// predicate, not already coded, not 204/206). Erring towards "yes" only costs a weak tag.
 pub(crate) fn may_be_compressed(req: &HttpRequest, response: &HttpResponse<()>) -> bool {
+    request_accepts_coding(req) && encodable(response)
+}
+
+/// Whether `Compress` would encode this response for a client that accepts a coding: its
+/// content type is one `Compress` encodes, it is not already coded, not 204/206.
+pub(crate) fn encodable(response: &HttpResponse<()>) -> bool {
     let status = response.status();
-    request_accepts_coding(req)
-        && status != StatusCode::NO_CONTENT
+    status != StatusCode::NO_CONTENT
         && status != StatusCode::PARTIAL_CONTENT
         && !response.headers().contains_key(header::CONTENT_ENCODING)
         && compressible_content_type(response.headers().get(header::CONTENT_TYPE))

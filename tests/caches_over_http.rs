@@ -125,7 +125,7 @@ impl Server {
 // ---------------------------------------------------------------------------------------------
 
 fn x_cache(res: &Response) -> &str {
-    res.header("x-cache")
+    res.cache_label()
 }
 
 /// `GET /state/summary`, asserting a 200 JSON object with both sections.

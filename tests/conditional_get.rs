@@ -394,7 +394,12 @@ async fn not_modified_keeps_cache_headers_and_cookies_and_drops_content_headers(
         "Sun, 06 Nov 1994 08:50:37 GMT"
     );
     assert_eq!(h.get(header::LAST_MODIFIED).unwrap(), LAST_MODIFIED);
-    assert_eq!(h.get(header::VARY).unwrap(), "Accept-Language");
+    // The 200 went out as identity to a client that accepts no coding, so it (and this 304
+    // standing in for it) varies on Accept-Encoding too, like its encoded siblings.
+    assert_eq!(
+        h.get(header::VARY).unwrap(),
+        "Accept-Language, accept-encoding"
+    );
     assert_eq!(h.get(header::ETAG).unwrap().to_str().unwrap(), etag);
     let cookies: Vec<&HeaderValue> = h.get_all(header::SET_COOKIE).collect();
     assert_eq!(cookies, ["a=1; Path=/", "b=2; HttpOnly"]);
@@ -557,4 +562,63 @@ async fn inside_compress_pre_handler_304_matches_the_weak_200() {
     let res = app.call(req.to_request()).await.unwrap();
     assert_eq!(etag_of(&res).unwrap(), "\"rev-1\"");
     assert!(res.headers().get(header::VARY).is_none());
+}
+
+/// RFC 9110 §12.5.5: a response that could have been encoded differently says so. An outer
+/// `Compress` adds `Vary: accept-encoding` only to what it encodes; the identity 200 a client
+/// without `Accept-Encoding` gets must carry it too, or a shared cache may hand that copy to
+/// everyone (and a gzip copy, if `Vary` is lost on the way, to clients that cannot decode it).
+#[actix_rt::test]
+async fn compressible_identity_answers_vary_on_accept_encoding_like_their_encoded_siblings() {
+    let app = test::init_service(
+        App::new()
+            .wrap(Compress::default())
+            .wrap(ConditionalGet::new())
+            .route(
+                "/json",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body("[1, 2, 3]".repeat(100))
+                }),
+            )
+            .route(
+                "/png",
+                web::get().to(|| async {
+                    HttpResponse::Ok()
+                        .content_type("image/png")
+                        .body(vec![0u8; 900])
+                }),
+            ),
+    )
+    .await;
+    let vary = |headers: &header::HeaderMap| -> Vec<String> {
+        headers
+            .get_all(header::VARY)
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+            .collect()
+    };
+    let identity = test::call_service(&app, TestRequest::get().uri("/json").to_request()).await;
+    assert!(identity.headers().get(header::CONTENT_ENCODING).is_none());
+    assert_eq!(vary(identity.headers()), ["accept-encoding"]);
+    let gzip = test::call_service(
+        &app,
+        TestRequest::get()
+            .uri("/json")
+            .insert_header((header::ACCEPT_ENCODING, "gzip"))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(
+        gzip.headers().get(header::CONTENT_ENCODING).unwrap(),
+        "gzip"
+    );
+    assert_eq!(
+        vary(gzip.headers()),
+        ["accept-encoding"],
+        "once, from Compress"
+    );
+    // Compress never encodes images: nothing varies.
+    let png = test::call_service(&app, TestRequest::get().uri("/png").to_request()).await;
+    assert!(vary(png.headers()).is_empty());
 }

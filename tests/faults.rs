@@ -37,7 +37,7 @@ fn hold_write_lock(path: &std::path::Path) -> rusqlite::Connection {
 fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on() {
     let app = Example::start("locked");
     let (warm, _) = send(&app, "GET", "/challenges/active", None);
-    assert_eq!((warm.status, warm.header("x-cache")), (200, "miss"));
+    assert_eq!((warm.status, warm.cache_label()), (200, "miss"));
     let (summary, _) = send(&app, "GET", "/state/summary", None);
     assert_eq!(summary.status, 200);
 
@@ -83,9 +83,9 @@ fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on
         read.1
     );
     let (res, _) = send(&app, "GET", "/challenges/active", None);
-    assert_eq!((res.status, res.header("x-cache")), (200, "hit"));
+    assert_eq!((res.status, res.cache_label()), (200, "hit"));
     let (res, _) = send(&app, "GET", "/state/summary", None);
-    assert_eq!((res.status, res.header("x-cache")), (200, "hit-revision"));
+    assert_eq!((res.status, res.cache_label()), (200, "hit-revision"));
 
     drop(holder);
     let (res, _) = send(&app, "POST", "/uploads", Some(r#"{"name":"x.csv"}"#));

@@ -155,10 +155,10 @@ fn two_instances_share_entries() {
     let b = instance(&redis, "share", &db, Duration::ZERO);
 
     let first = a.get("/data");
-    assert_eq!((first.status, first.header("x-cache")), (200, "miss"));
+    assert_eq!((first.status, first.cache_label()), (200, "miss"));
     let from_b = b.get("/data");
     assert_eq!(from_b.status, 200);
-    assert_eq!(from_b.header("x-cache"), "hit", "{from_b:#?}");
+    assert_eq!(from_b.cache_label(), "hit", "{from_b:#?}");
     assert_eq!(from_b.body, first.body);
     assert_eq!(from_b.etag(), first.etag(), "one ETag on every instance");
     assert_eq!((a.builds(), b.builds()), (1, 0));
@@ -166,7 +166,7 @@ fn two_instances_share_entries() {
     assert_eq!(a.cache.stats().redis_writes, 1);
 
     // B kept it in memory: the next hit does not ask Redis.
-    assert_eq!(b.get("/data").header("x-cache"), "hit");
+    assert_eq!(b.get("/data").cache_label(), "hit");
     assert_eq!(b.cache.stats().redis_hits, 1);
 
     // A conditional request on B is answered from the shared validators.
@@ -200,12 +200,12 @@ fn an_invalidation_on_one_instance_is_seen_by_the_other_on_its_next_request() {
     for round in 1..=20 {
         assert_eq!(version(&a.get("/data")), round - 1);
         assert_eq!(version(&b.get("/data")), round - 1);
-        assert_eq!(b.get("/data").header("x-cache"), "hit");
+        assert_eq!(b.get("/data").cache_label(), "hit");
         assert_eq!(a.write().status, 204);
         // B's very next request: not the old bytes.
         let res = b.get("/data");
         assert_eq!(version(&res), round, "round {round}: {res:#?}");
-        assert_eq!(res.header("x-cache"), "miss");
+        assert_eq!(res.cache_label(), "miss");
     }
 }
 
@@ -216,15 +216,15 @@ fn an_invalidation_whose_broadcast_was_lost_is_seen_on_the_next_request() {
     };
     let db = Arc::new(Db::default());
     let a = instance(&redis, "lost", &db, Duration::ZERO);
-    assert_eq!(a.get("/data").header("x-cache"), "miss");
-    assert_eq!(a.get("/data").header("x-cache"), "hit");
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    assert_eq!(a.get("/data").cache_label(), "hit");
     // Another instance's invalidation whose message never arrived: the counter moved in
     // Redis, nothing was published. Each request reads the counters (read-your-writes).
     let mut conn = redis.connection();
     let _: u64 = conn.incr("lost:data:gen", 1).unwrap();
     db.version.fetch_add(1, Ordering::SeqCst);
     let res = a.get("/data");
-    assert_eq!((res.header("x-cache"), version(&res)), ("miss", 1));
+    assert_eq!((res.cache_label(), version(&res)), ("miss", 1));
 }
 
 #[test]
@@ -238,8 +238,8 @@ fn without_read_your_writes_a_lost_broadcast_is_caught_by_the_periodic_sync() {
         .build()
         .unwrap();
     let a = instance_on(backend, &db, Duration::ZERO);
-    assert_eq!(a.get("/data").header("x-cache"), "miss");
-    assert_eq!(a.get("/data").header("x-cache"), "hit");
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    assert_eq!(a.get("/data").cache_label(), "hit");
     let mut conn = redis.connection();
     let _: u64 = conn.incr("lazy:data:gen", 1).unwrap();
     db.version.fetch_add(1, Ordering::SeqCst);
@@ -270,10 +270,10 @@ fn invalidations_still_reach_everyone_after_redis_lost_its_counters() {
     assert_eq!(version(&c.get("/data")), 3);
     assert_eq!(c.write().status, 204);
     let res = a.get("/data");
-    assert_eq!((res.header("x-cache"), version(&res)), ("miss", 4));
+    assert_eq!((res.cache_label(), version(&res)), ("miss", 4));
     let res = c.get("/data");
     assert_eq!(version(&res), 4);
-    assert_eq!(res.header("x-cache"), "hit", "C finds A's build: {res:#?}");
+    assert_eq!(res.cache_label(), "hit", "C finds A's build: {res:#?}");
 }
 
 #[test]
@@ -331,11 +331,7 @@ fn a_varying_response_is_found_by_an_instance_that_never_saw_it() {
     let (b, b_cache, b_builds) = vary_instance();
     for (lang, body) in [("fr", "bonjour"), ("en", "hello"), ("fr", "bonjour")] {
         let res = get(&b, lang);
-        assert_eq!(
-            (res.body_str(), res.header("x-cache")),
-            (body, "hit"),
-            "{lang}"
-        );
+        assert_eq!((res.body_str(), res.cache_label()), (body, "hit"), "{lang}");
     }
     assert_eq!(
         b_builds.load(Ordering::SeqCst),
@@ -344,7 +340,7 @@ fn a_varying_response_is_found_by_an_instance_that_never_saw_it() {
     );
     assert!(b_cache.stats().redis_hits >= 2);
     let res = get(&b, "de");
-    assert_eq!((res.body_str(), res.header("x-cache")), ("hello", "miss"));
+    assert_eq!((res.body_str(), res.cache_label()), ("hello", "miss"));
 }
 
 #[test]
@@ -361,7 +357,7 @@ fn a_hundred_cold_requests_across_two_instances_build_once() {
                 let target = if i % 2 == 0 { &a } else { &b };
                 s.spawn(move || {
                     let res = target.get("/data");
-                    (res.status, res.header("x-cache").to_owned(), res.body)
+                    (res.status, res.cache_label().to_owned(), res.body)
                 })
             })
             .collect();
@@ -450,7 +446,7 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
     let b = instance(&redis, "lease", &db, Duration::ZERO);
     let res = b.get("/data");
     let waited = killed.elapsed();
-    assert_eq!((res.status, res.header("x-cache")), (200, "miss"));
+    assert_eq!((res.status, res.cache_label()), (200, "miss"));
     assert_eq!(b.builds(), 1);
     // It waited for the lease to expire (600 ms after the last renewal), not for its own
     // lock timeout (10 s).
@@ -461,7 +457,7 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
     );
     assert!(waited < Duration::from_secs(3), "{waited:?}");
     assert!(!conn.exists::<_, bool>(&lease_key).unwrap());
-    assert_eq!(b.get("/data").header("x-cache"), "hit");
+    assert_eq!(b.get("/data").cache_label(), "hit");
 }
 
 /// The lease holder of the test above, run as a child process; does nothing when run
@@ -556,8 +552,8 @@ fn redis_killed_mid_load_every_request_is_answered_then_the_cache_works_again() 
     assert_eq!(version(&a.get("/data?k=1")), current);
     // Shared again: A builds, B finds it in Redis.
     let builds_b = b.builds();
-    assert_eq!(a.get("/data?after=restart").header("x-cache"), "miss");
-    assert_eq!(b.get("/data?after=restart").header("x-cache"), "hit");
+    assert_eq!(a.get("/data?after=restart").cache_label(), "miss");
+    assert_eq!(b.get("/data?after=restart").cache_label(), "hit");
     assert_eq!(b.builds(), builds_b);
     // And invalidations travel again.
     assert_eq!(a.write().status, 204);
@@ -575,12 +571,12 @@ fn a_paused_redis_costs_a_timeout_not_an_error() {
         .build()
         .unwrap();
     let a = instance_on(backend, &db, Duration::ZERO);
-    assert_eq!(a.get("/data").header("x-cache"), "miss");
+    assert_eq!(a.get("/data").cache_label(), "miss");
     redis.pause();
     let started = Instant::now();
     for k in 0..5 {
         let res = a.get(&format!("/data?k={k}"));
-        assert_eq!((res.status, res.header("x-cache")), (200, "miss"));
+        assert_eq!((res.status, res.cache_label()), (200, "miss"));
     }
     // The first call waits out its 100 ms timeout; then Redis is skipped for 200 ms.
     assert!(
@@ -589,11 +585,7 @@ fn a_paused_redis_costs_a_timeout_not_an_error() {
         started.elapsed()
     );
     assert!(!a.backend.is_available());
-    assert_eq!(
-        a.get("/data").header("x-cache"),
-        "hit",
-        "memory still serves"
-    );
+    assert_eq!(a.get("/data").cache_label(), "hit", "memory still serves");
     redis.resume();
     wait_until("redis back", Duration::from_secs(5), || {
         a.get("/data?again");
@@ -608,7 +600,7 @@ fn an_unreadable_value_is_a_miss() {
     };
     let db = Arc::new(Db::default());
     let a = instance(&redis, "garbage", &db, Duration::ZERO);
-    assert_eq!(a.get("/data").header("x-cache"), "miss");
+    assert_eq!(a.get("/data").cache_label(), "miss");
     let mut conn = redis.connection();
     let keys: Vec<String> = conn.keys("garbage:data:e:*").unwrap();
     assert_eq!(keys.len(), 1);
@@ -618,12 +610,12 @@ fn an_unreadable_value_is_a_miss() {
 
     let b = instance(&redis, "garbage", &db, Duration::ZERO);
     let res = b.get("/data");
-    assert_eq!((res.status, res.header("x-cache")), (200, "miss"));
+    assert_eq!((res.status, res.cache_label()), (200, "miss"));
     assert_eq!(b.builds(), 1);
     assert!(b.cache.stats().redis_undecodable >= 1);
     // Its build replaced the bad value.
     let c = instance(&redis, "garbage", &db, Duration::ZERO);
-    assert_eq!(c.get("/data").header("x-cache"), "hit");
+    assert_eq!(c.get("/data").cache_label(), "hit");
 }
 
 #[test]
@@ -647,9 +639,9 @@ fn revision_mode_shares_entries_and_etags() {
     let b = start(revision_cache(&backend_b), backend_b, &db, Duration::ZERO);
 
     let first = a.get("/data");
-    assert_eq!(first.header("x-cache"), "miss");
+    assert_eq!(first.cache_label(), "miss");
     let res = b.get("/data");
-    assert_eq!(res.header("x-cache"), "hit-revision", "{res:#?}");
+    assert_eq!(res.cache_label(), "hit-revision", "{res:#?}");
     assert_eq!(res.etag(), first.etag());
     assert_eq!(res.header("x-revision"), "v0");
     assert_eq!(b.builds(), 0);
@@ -663,7 +655,7 @@ fn revision_mode_shares_entries_and_etags() {
     // A write on A: B serves its old bytes as stale while one refresh runs, then the new.
     assert_eq!(a.write().status, 204);
     let res = b.get("/data");
-    assert_eq!(res.header("x-cache"), "stale", "{res:#?}");
+    assert_eq!(res.cache_label(), "stale", "{res:#?}");
     assert_eq!(res.header("x-revision"), "v0");
     wait_until("B's refresh", Duration::from_secs(3), || {
         b.get("/data").header("x-revision").starts_with("v1")

@@ -497,3 +497,107 @@ async fn a_waiter_for_another_language_does_not_get_the_leaders_variant() {
     let res = call(&*app, lang("de")).await;
     assert_eq!((res.x_cache(), res.body.as_str()), ("miss", "de 3"));
 }
+
+/// `/public` through `serve()`: `public, max-age=15`, the body naming the caller's cookie.
+fn public_route(cache: &ResponseCache) -> actix_web::Route {
+    let cache = cache.clone();
+    web::get().to(move |req: HttpRequest| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .serve(&req, |req: HttpRequest| async move {
+                    HttpResponse::Ok()
+                        .insert_header((header::CACHE_CONTROL, "public, max-age=15"))
+                        .body(header_str(&req, header::COOKIE))
+                })
+                .await
+        }
+    })
+}
+
+/// Privacy downstream = privacy here: an answer the cache would not share because of the
+/// request's credentials goes out `private`, so Squid or a CDN in front does not share it
+/// either (observed: Squid stored an answer to a request with a session cookie and served it
+/// to the next client without one). Cookieless answers stay public.
+#[actix_rt::test]
+async fn answers_bypassed_for_credentials_are_private_downstream() {
+    let cache = cache("privacy-downstream");
+    let app = test::init_service(App::new().route("/public", public_route(&cache))).await;
+    for (name, value) in [
+        (header::COOKIE, "session=alice"),
+        (header::AUTHORIZATION, "Bearer alice"),
+    ] {
+        let res = call(&app, req!("/public", with(name.clone(), value))).await;
+        assert_eq!(res.x_cache(), "bypass", "{name}");
+        assert_eq!(
+            res.header("cache-control"),
+            Some("max-age=15, private"),
+            "{name}"
+        );
+    }
+    let res = call(&app, get!("/public")).await;
+    assert_eq!(res.x_cache(), "miss");
+    assert_eq!(res.header("cache-control"), Some("public, max-age=15"));
+    assert_eq!(res.header("vary"), None);
+}
+
+/// Opted in (`vary_credentials`), an explicitly public answer keeps `public` and varies on the
+/// credentials it was bypassed for, so downstream shares it only among the same cookie.
+#[actix_rt::test]
+async fn vary_credentials_keeps_public_answers_public_but_varying_on_the_cookie() {
+    let cache = ResponseCache::ttl("privacy-vary", TTL)
+        .clock(ManualClock::new())
+        .vary_credentials(true)
+        .build();
+    let app = test::init_service(App::new().route("/public", public_route(&cache))).await;
+    let res = call(&app, req!("/public", with(header::COOKIE, "theme=dark"))).await;
+    assert_eq!(res.x_cache(), "bypass");
+    assert_eq!(res.header("cache-control"), Some("public, max-age=15"));
+    assert_eq!(res.header("vary"), Some("Cookie"));
+}
+
+/// `Cache-Status` is on every answer the cache handles, `X-Cache` only when asked for, and
+/// the key only when asked for.
+#[actix_rt::test]
+async fn x_cache_and_the_key_are_opt_in() {
+    let quiet = cache("status-quiet");
+    let loud = ResponseCache::ttl("status-loud", TTL)
+        .clock(ManualClock::new())
+        .x_cache(true)
+        .cache_status_key(true)
+        .build();
+    let app = test::init_service(
+        App::new()
+            .route("/quiet", public_route(&quiet))
+            .route("/loud", public_route(&loud)),
+    )
+    .await;
+    let res = call(&app, get!("/quiet")).await;
+    assert_eq!(res.header("x-cache"), None);
+    let member = support::cache_status::ours(
+        res.headers
+            .get_all("cache-status")
+            .map(|v| v.to_str().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(member.param("fwd"), Some("miss"));
+    assert_eq!(member.param("fwd-status"), Some("200"));
+    assert!(member.has("stored") && !member.has("key"), "{member:?}");
+
+    let res = call(&app, get!("/loud")).await;
+    assert_eq!(res.header("x-cache"), Some("miss"));
+    let res = call(&app, get!("/loud")).await;
+    assert_eq!(res.header("x-cache"), Some("hit"));
+    let member = support::cache_status::ours(
+        res.headers
+            .get_all("cache-status")
+            .map(|v| v.to_str().unwrap()),
+    )
+    .unwrap();
+    assert_eq!(member.param("hit"), Some("?1"));
+    assert_eq!(member.param("ttl"), Some("30"));
+    assert!(
+        member.param("key").is_some_and(|key| key.contains("/loud")),
+        "{member:?}"
+    );
+}

@@ -367,12 +367,15 @@ async fn forced_refresh_can_be_turned_off() {
     assert_eq!(builds.get(), 2);
 }
 
-/// Stale bytes look stale downstream (RFC 5861 §4): `Age` past the `max-age` they carry, so a
-/// CDN does not keep them fresh for another `max-age` (freshness counted twice, pitfall 23).
+/// Never stale on arrival, and stale bytes stale downstream too (RFC 9111 §4.2, RFC 5861 §4):
+/// `Age` is honest, fresh hits declare a lifetime covering it (up to what is left here), and
+/// stale answers a lifetime equal to it plus the stale window left here, so no cache after
+/// this one counts freshness twice or stores a response with a negative TTL.
 #[actix_rt::test]
-async fn stale_answers_carry_an_age_past_their_max_age() {
+async fn served_entries_declare_a_lifetime_that_covers_their_age() {
     let clock = ManualClock::new();
     let cache = ResponseCache::ttl("ttl-stale-age", Duration::from_secs(30))
+        .max_stale(Duration::from_secs(40))
         .clock(clock.clone())
         .build();
     let app = test::init_service(App::new().route(
@@ -385,7 +388,7 @@ async fn stale_answers_carry_an_age_past_their_max_age() {
                     cache
                         .serve(&req, |_req| async {
                             HttpResponse::Ok()
-                                .insert_header((header::CACHE_CONTROL, "max-age=60"))
+                                .insert_header((header::CACHE_CONTROL, "public, max-age=15"))
                                 .body("a")
                         })
                         .await
@@ -394,13 +397,29 @@ async fn stale_answers_carry_an_age_past_their_max_age() {
         }),
     ))
     .await;
-    assert_eq!(call(&app, get!("/a")).await.x_cache(), "miss");
-    clock.advance(Duration::from_secs(20));
+    let cc = |res: &Res| res.header("cache-control").unwrap().to_owned();
     let res = call(&app, get!("/a")).await;
+    assert_eq!(res.x_cache(), "miss");
+    assert_eq!(
+        cc(&res),
+        "public, max-age=15",
+        "a fresh build goes out as declared"
+    );
+    clock.advance(Duration::from_secs(5));
+    let res = call(&app, get!("/a")).await;
+    // 5 s old, 25 s fresh left here: 15 s more downstream.
+    assert_eq!((res.x_cache(), res.age()), ("hit", 5));
+    assert_eq!(cc(&res), "public, max-age=20");
+    clock.advance(Duration::from_secs(15));
+    let res = call(&app, get!("/a")).await;
+    // 20 s old (past the declared 15), 10 s fresh left here: 20 + 10.
     assert_eq!((res.x_cache(), res.age()), ("hit", 20));
+    assert_eq!(cc(&res), "public, max-age=30");
     clock.advance(Duration::from_secs(11));
     let res = call(&app, get!("/a")).await;
-    assert_eq!((res.x_cache(), res.age()), ("stale", 61));
+    // 31 s old, stale here for 39 s more: stale downstream, servable while revalidating.
+    assert_eq!((res.x_cache(), res.age()), ("stale", 31));
+    assert_eq!(cc(&res), "public, max-age=31, stale-while-revalidate=39");
 }
 
 /// A route whose builds answer with the status `status_of(n)` (after `gate` when n > 1).

@@ -152,11 +152,11 @@ mod handler;
 /// #     use actix_web::{App, test::{self, TestRequest}};
 /// #     let app = test::init_service(App::new().route("/seasons/{n}", web::get().to(season))).await;
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "miss");
 /// #     assert_eq!(res.headers().get("cache-control").unwrap(), "public, max-age=15, must-revalidate");
 /// #     assert_eq!(test::read_body(res).await, "season 7");
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "hit");
 /// # });
 /// ```
 ///
@@ -195,11 +195,11 @@ mod handler;
 /// #     use actix_web::{App, test::{self, TestRequest}};
 /// #     let app = test::init_service(App::new().route("/seasons/{n}", web::get().to(season))).await;
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "miss");
 /// #     assert_eq!(res.headers().get("cache-control").unwrap(), "public, max-age=15, must-revalidate");
 /// #     assert_eq!(test::read_body(res).await, "season 7");
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/seasons/7").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "hit");
 /// # });
 /// ```
 ///
@@ -231,11 +231,11 @@ mod handler;
 /// #         },
 /// #     ))).await;
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "miss");
 /// #     assert_eq!(res.headers().get("cache-control").unwrap(), "max-age=60, must-revalidate");
 /// #     assert_eq!(test::read_body(res).await, "title 3 at /titles/3");
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "hit");
 /// # });
 /// ```
 ///
@@ -298,11 +298,11 @@ mod handler;
 /// #         },
 /// #     ))).await;
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "miss");
 /// #     assert_eq!(res.headers().get("cache-control").unwrap(), "max-age=60, must-revalidate");
 /// #     assert_eq!(test::read_body(res).await, "title 3 at /titles/3");
 /// #     let res = test::call_service(&app, TestRequest::get().uri("/titles/3").to_request()).await;
-/// #     assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// #     assert_eq!(actix_conditional::response_cache::CacheStatus::of(res.response()).unwrap().label(), "hit");
 /// # });
 /// ```
 ///

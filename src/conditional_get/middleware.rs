@@ -16,7 +16,7 @@ use pin_project_lite::pin_project;
 
 use crate::cache_control::{cache_control_contains, patch_vary_headers};
 use crate::etag::{
-    ETagHasher, is_content_coded, may_be_compressed, request_accepts_coding, weaken_etag,
+    ETagHasher, encodable, is_content_coded, may_be_compressed, request_accepts_coding, weaken_etag,
 };
 use crate::not_modified::{not_modified, precondition_failed};
 use crate::preconditions::{
@@ -230,6 +230,14 @@ impl Config {
         };
         if compressible || is_content_coded(response.headers()) {
             weaken(response.headers_mut());
+        } else if self.weaken_when_compressible && status == StatusCode::OK && encodable(&response)
+        {
+            // Sent as identity only because this client accepts no coding: its gzip siblings
+            // carry `Vary: accept-encoding` (from `Compress`), so this one must too, or a
+            // shared cache may hand the identity copy to every client, or (with `Vary`
+            // stripped on the way) a gzip copy to one that cannot decode it (RFC 9110
+            // §12.5.5). Encoded ones get it from `Compress` itself.
+            patch_vary_headers(response.headers_mut(), &["accept-encoding"]);
         }
 
         let headers = response.headers();

@@ -20,6 +20,7 @@ use std::time::Duration;
 use actix_web::HttpRequest;
 
 use super::clock::{Clock, SystemClock};
+use super::downstream::Downstream;
 use super::engine::{Engine, Settings, TierFactory, UserKeyFn};
 use super::sections::{RevisionFn, Section, SectionedCache};
 use super::strategy::Strategy;
@@ -75,6 +76,7 @@ pub struct ResponseCacheBuilder<M> {
     clock: Arc<dyn Clock>,
     key_by: Option<UserKeyFn>,
     forced_refresh: bool,
+    downstream: Downstream,
     tier: Option<TierFactory>,
     memory_copies: bool,
 }
@@ -160,6 +162,7 @@ impl<M> ResponseCacheBuilder<M> {
             clock: Arc::new(SystemClock),
             key_by: None,
             forced_refresh: true,
+            downstream: Downstream::default(),
             tier: None,
             memory_copies: true,
         }
@@ -260,6 +263,31 @@ impl<M> ResponseCacheBuilder<M> {
         self
     }
 
+    /// Also send `X-Cache` (`hit`, `hit-revision`, `section`, `stale`, `miss`, `refresh`,
+    /// `coalesced`, `bypass`: [`CacheStatus::label`](super::CacheStatus::label)) beside
+    /// `Cache-Status`, for dashboards and scripts built on it (default: no).
+    pub fn x_cache(mut self, enabled: bool) -> Self {
+        self.downstream.x_cache = enabled;
+        self
+    }
+
+    /// Put each request's cache key in its `Cache-Status` member (`key="…"`, RFC 9211 §2.7;
+    /// default: no, since a key can reveal what it is made of, such as a user's id).
+    pub fn cache_status_key(mut self, enabled: bool) -> Self {
+        self.downstream.expose_key = enabled;
+        self
+    }
+
+    /// How an answer this cache declined to share for the request's `Cookie` or
+    /// `Authorization` is marked downstream when its `Cache-Control` is explicitly `public`:
+    /// by default it is made `private` (caches after this one do not share it either); with
+    /// `true` it keeps `public` and gets `Vary: Cookie` (or `Authorization`), so downstream
+    /// caches share it only among requests with the same credentials.
+    pub fn vary_credentials(mut self, enabled: bool) -> Self {
+        self.downstream.vary_credentials = enabled;
+        self
+    }
+
     fn engine(self, strategy: Strategy, warn_on_worker: bool) -> Engine {
         if warn_on_worker
             && std::thread::current()
@@ -280,6 +308,7 @@ impl<M> ResponseCacheBuilder<M> {
             clock: self.clock,
             key_by: self.key_by,
             forced_refresh: self.forced_refresh,
+            downstream: self.downstream,
             tier: self.tier,
             memory_copies: self.memory_copies,
         })

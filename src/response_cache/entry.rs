@@ -13,6 +13,7 @@ use actix_web::http::header::{
 };
 use bytes::Bytes;
 
+use super::lifetime::{self, Window};
 use super::status::{CacheStatus, X_CACHE, X_REVISION};
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_request};
 use crate::{not_modified, preconditions};
@@ -36,8 +37,6 @@ pub(crate) struct Snapshot {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     last_modified: Option<SystemTime>,
-    /// The longest freshness lifetime the response grants downstream (`max-age`, `s-maxage`).
-    lifetime: Option<u64>,
 }
 
 impl Snapshot {
@@ -64,17 +63,11 @@ impl Snapshot {
         let last_modified = headers
             .get(LAST_MODIFIED)
             .and_then(|value| preconditions::parse_http_date(value.as_bytes()));
-        let lifetime = crate::cache_control::cache_control_directives(headers)
-            .filter(|d| d.is("max-age") || d.is("s-maxage"))
-            .filter_map(|d| d.delta_seconds())
-            .max()
-            .map(u64::from);
         Self {
             status,
             headers: kept,
             body,
             last_modified,
-            lifetime,
         }
     }
 
@@ -210,15 +203,10 @@ impl Entry {
 
     /// The `Age` to send (RFC 9111 §5.1: time since the response was generated *or validated*
     /// at the origin, which this cache is part of): seconds since the bytes were last known
-    /// current, so a `hit-revision` just checked is `0`. Stale bytes must look stale downstream
-    /// (RFC 5861 §4): at least one second past the lifetime their `Cache-Control` grants, or a
-    /// CDN would keep them fresh for another `max-age` (freshness counted twice).
-    pub(crate) fn age_for(&self, status: CacheStatus, now: Duration) -> u64 {
-        let age = now.saturating_sub(self.verified_at()).as_secs();
-        match self.snapshot.lifetime {
-            Some(lifetime) if status.is_stale() => age.max(lifetime.saturating_add(1)),
-            _ => age,
-        }
+    /// current, so a `hit-revision` just checked is `0`. Honest for stale bytes too: what
+    /// makes them stale downstream is the lifetime they declare ([`lifetime`](super::lifetime)).
+    pub(crate) fn age(&self, now: Duration) -> u64 {
+        now.saturating_sub(self.verified_at()).as_secs()
     }
 
     /// Byte-budget weight, capped to what moka's `u32` weigher holds.
@@ -231,28 +219,22 @@ impl Entry {
         u32::try_from(self.snapshot.weight() + sections).unwrap_or(u32::MAX)
     }
 
-    /// [`respond_to`](Self::respond_to) `req`.
-    pub(crate) fn respond(
-        &self,
-        req: &actix_web::HttpRequest,
-        status: CacheStatus,
-        now: Duration,
-    ) -> HttpResponse {
-        self.respond_to(req.method(), req.headers(), status, now)
-    }
-
-    /// The response for this entry, with its cache status, `Age`, and preconditions applied.
+    /// The response for this entry, with its cache status, `Age`, a lifetime that covers it
+    /// (`window`: what is left of it here), and preconditions applied.
     pub(crate) fn respond_to(
         &self,
         method: &actix_web::http::Method,
         req_headers: &HeaderMap,
         status: CacheStatus,
         now: Duration,
+        window: Window,
     ) -> HttpResponse {
         let mut res = self.snapshot.to_response();
         status.apply(&mut res);
         let headers = res.headers_mut();
-        headers.insert(AGE, HeaderValue::from(self.age_for(status, now)));
+        let age = self.age(now);
+        headers.insert(AGE, HeaderValue::from(age));
+        lifetime::fit(headers, age, window);
         if let Some(revision) = self.revision.as_deref()
             && let Ok(value) = HeaderValue::from_str(revision)
         {
@@ -342,6 +324,5 @@ mod tests {
         let kept: Vec<&str> = snapshot.headers.keys().map(HeaderName::as_str).collect();
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert!(kept.contains(&"content-type") && kept.contains(&"cache-control"));
-        assert_eq!(snapshot.lifetime, Some(90));
     }
 }

@@ -46,7 +46,7 @@ impl ResponseCache {
     /// ```
     /// use std::sync::atomic::{AtomicUsize, Ordering};
     /// use std::time::Duration;
-    /// use actix_conditional::response_cache::{ManualClock, ResponseCache};
+    /// use actix_conditional::response_cache::{CacheStatus, ManualClock, ResponseCache};
     /// use actix_web::{App, HttpRequest, HttpResponse, test, web};
     ///
     /// static BUILDS: AtomicUsize = AtomicUsize::new(0);
@@ -103,28 +103,28 @@ impl ResponseCache {
     ///
     /// let get = |uri| test::TestRequest::get().uri(uri).to_request();
     /// let res = test::call_service(&app, get("/seasons/7?a=1")).await;
-    /// assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+    /// assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "miss");
     /// assert_eq!(test::read_body(res).await, "season 7 (1 params), build 1");
     /// let res = test::call_service(&app, get("/seasons/7?a=1")).await;
-    /// assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    /// assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "hit");
     /// assert_eq!(test::read_body(res).await, "season 7 (1 params), build 1");
     ///
     /// // Past the TTL: the stale bytes at once, and one refresh in the background.
     /// clock.advance(Duration::from_secs(31));
     /// let res = test::call_service(&app, get("/seasons/7?a=1")).await;
-    /// assert_eq!(res.headers().get("x-cache").unwrap(), "stale");
+    /// assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "stale");
     /// for _ in 0..10 {
     ///     actix_web::rt::task::yield_now().await;
     /// }
     /// let res = test::call_service(&app, get("/seasons/7?a=1")).await;
-    /// assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    /// assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "hit");
     /// assert_eq!(test::read_body(res).await, "season 7 (1 params), build 2");
     ///
     /// let res = test::call_service(&app, get("/titles/3")).await;
-    /// assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+    /// assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "miss");
     /// assert_eq!(test::read_body(res).await, "Season 3");
     /// let res = test::call_service(&app, get("/titles/3")).await;
-    /// assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+    /// assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "hit");
     /// # });
     /// ```
     pub async fn serve_handler<F, Args>(

@@ -29,7 +29,7 @@ pub const DEFAULT_IN_PROCESS_LEASE_TTL: Duration = Duration::from_secs(5);
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_conditional::response_cache::{InProcessTier, ResponseCache, Scope};
+/// use actix_conditional::response_cache::{CacheStatus, InProcessTier, ResponseCache, Scope};
 /// use actix_web::{HttpResponse, test};
 ///
 /// # actix_web::rt::System::new().block_on(async {
@@ -40,14 +40,14 @@ pub const DEFAULT_IN_PROCESS_LEASE_TTL: Duration = Duration::from_secs(5);
 /// let (a, b) = (cache("a"), cache("b"));
 /// let req = test::TestRequest::get().uri("/x").to_http_request();
 /// let res = a.serve(&req, |_| async { HttpResponse::Ok().body("built by a") }).await;
-/// assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// assert_eq!(CacheStatus::of(&res).unwrap().label(), "miss");
 /// // `b` never ran a handler: it found a's build in the tier.
 /// let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
-/// assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+/// assert_eq!(CacheStatus::of(&res).unwrap().label(), "hit");
 /// // An invalidation on `a` reaches `b`.
 /// a.invalidate(&Scope::All).await;
 /// let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
-/// assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+/// assert_eq!(CacheStatus::of(&res).unwrap().label(), "miss");
 /// # });
 /// ```
 ///

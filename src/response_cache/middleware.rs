@@ -58,7 +58,7 @@ where
         let service = Rc::clone(&self.service);
         let engine = Arc::clone(self.cache.engine());
         Box::pin(async move {
-            match engine.plan(req.request(), None).await {
+            let res = match engine.plan(req.request(), None).await {
                 Plan::Respond(res) => Ok(req.into_response(res)),
                 Plan::Pass(status) => {
                     let res = service.call(req).await?.map_into_boxed_body();
@@ -121,7 +121,12 @@ where
                         }
                     }
                 }
-            }
+            };
+            res.map(|res| {
+                let (req, res) = res.into_parts();
+                let res = engine.finish(&req, res);
+                ServiceResponse::new(req, res)
+            })
         })
     }
 }

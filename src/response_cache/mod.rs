@@ -35,19 +35,21 @@
 //! .await;
 //!
 //! let get = || test::TestRequest::get().uri("/challenges/active").to_request();
+//! // What happened is in `Cache-Status` (RFC 9211), after any member of a cache before us.
+//! let status = |res: &actix_web::dev::ServiceResponse| res.headers().get("cache-status").cloned().unwrap();
 //! let res = test::call_service(&app, get()).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+//! assert_eq!(status(&res), "actix-conditional; fwd=miss; fwd-status=200; stored");
 //! let res = test::call_service(&app, get()).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+//! assert_eq!(status(&res), "actix-conditional; hit; ttl=30");
 //! assert_eq!(test::read_body(res).await, "[1, 2, 3]");
 //!
 //! clock.advance(Duration::from_secs(31)); // past the TTL: stale bytes now, one refresh behind
 //! let res = test::call_service(&app, get()).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "stale");
+//! assert_eq!(status(&res), "actix-conditional; hit; detail=stale");
 //! assert_eq!(res.headers().get("age").unwrap(), "31");
 //! actix_web::rt::task::yield_now().await; // let the background refresh run
 //! let res = test::call_service(&app, get()).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+//! assert_eq!(status(&res), "actix-conditional; hit; ttl=30");
 //! assert_eq!(builds.load(Ordering::SeqCst), 2);
 //! # });
 //! ```
@@ -71,14 +73,23 @@
 //!   [inline](ResponseCacheBuilder::inline_section) sections changed, only they are rebuilt
 //!   and merged in the request (`section`).
 //!
-//! What happened to a request is a [`CacheStatus`] (read it with [`CacheStatus::of`]); the
-//! `X-Cache` header is rendered from it: `hit`, `hit-revision`, `section`, `stale`, `miss`,
-//! `refresh` (the middleware's stale reader that refreshes), `coalesced` (waited for another
-//! request's build) or `bypass`. Served entries carry `Age` (RFC 9111 §5.1): seconds since
-//! the bytes were built or, in revision mode, last verified current (`0` on a
-//! `hit-revision`); `stale` answers carry an `Age` past the `max-age` / `s-maxage` they were
-//! stored with (RFC 5861 §4), so clients and CDNs never count freshness twice. Revision-mode
-//! entries carry `X-Revision`.
+//! What happened to a request is a [`CacheStatus`] (read it with [`CacheStatus::of`]). Every
+//! answer the cache handles carries it as a `Cache-Status` member (RFC 9211), appended after
+//! the members of any cache nearer the origin: `actix-conditional; hit; ttl=12`,
+//! `…; fwd=miss; fwd-status=200; stored`, `…; hit; detail=stale`, `…; fwd=miss;
+//! fwd-status=200; collapsed` (see [`CacheStatus::cache_status`] for every case; the cache key
+//! only with [`cache_status_key`](ResponseCacheBuilder::cache_status_key)). `X-Cache` (`hit`,
+//! `hit-revision`, `section`, `stale`, `miss`, `refresh`, `coalesced`, `bypass`) is an opt-in
+//! ([`x_cache`](ResponseCacheBuilder::x_cache)) for dashboards built on it.
+//!
+//! Served entries carry `Age` (RFC 9111 §5.1): seconds since the bytes were built or, in
+//! revision mode, last verified current (`0` on a `hit-revision`). **No answer arrives
+//! stale by its own headers**: the lifetimes it declares (`max-age`, `s-maxage`,
+//! `CDN-Cache-Control`, `Surrogate-Control`) are raised to cover its `Age`, up to what is left
+//! of the entry's freshness here, and stale answers declare a lifetime equal to their `Age`
+//! plus `stale-while-revalidate` for the stale window left here (RFC 5861 §3), so caches
+//! after this one neither store them with a negative TTL nor count freshness twice. The rule
+//! in full is in the `lifetime` module's source. Revision-mode entries carry `X-Revision`.
 //!
 //! # Single-flight and its outcomes
 //!
@@ -145,6 +156,7 @@
 
 mod builder;
 mod clock;
+mod downstream;
 mod engine;
 mod entry;
 mod flight;
@@ -152,6 +164,7 @@ mod generations;
 mod handler;
 mod in_process;
 mod key;
+mod lifetime;
 mod middleware;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -188,7 +201,9 @@ pub use self::redis::{RedisBackend, RedisBackendBuilder, RedisBackendError};
 pub use self::registry::{invalidate_named, named, named_or_register};
 pub use self::sections::{Section, SectionedCache};
 pub use self::stats::CacheStats;
-pub use self::status::{CacheStatus, PassReason, X_CACHE, X_REVISION};
+pub use self::status::{
+    CACHE_STATUS, CACHE_STATUS_NAME, CacheStatus, PassReason, X_CACHE, X_REVISION,
+};
 pub use self::tier::Invalidation;
 
 use self::engine::{Engine, Refresher};

@@ -22,8 +22,13 @@ use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
-/// The `X-Cache` response header.
+/// The `X-Cache` response header: [`CacheStatus::label`], sent only by caches that opt in
+/// ([`x_cache`](super::ResponseCacheBuilder::x_cache)).
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+/// The `Cache-Status` response header (RFC 9211), sent by every response cache.
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// How this library names itself in `Cache-Status` (an RFC 8941 token).
+pub const CACHE_STATUS_NAME: &str = "actix-conditional";
 /// The `X-Revision` response header: the revision fingerprint of the bytes served.
 pub const X_REVISION: HeaderName = HeaderName::from_static("x-revision");
 
@@ -80,6 +85,23 @@ pub enum CacheStatus {
     Bypass,
 }
 
+/// Appends `value` as an RFC 8941 §3.3.3 sf-string: quoted, `"` and `\` escaped; characters
+/// outside printable ASCII (which an sf-string cannot hold) become `?`.
+fn push_sf_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ' '..='~' => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out.push('"');
+}
+
 /// Why a request ran its own handler instead of sharing a stored entry or a build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -96,6 +118,20 @@ pub enum PassReason {
     Head,
     /// The shared build was made for another variant (`Vary`) of the URL.
     OtherVariant,
+}
+
+impl PassReason {
+    /// The `detail` token of its `Cache-Status` member.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Uncacheable => "uncacheable",
+            Self::LeaderUncacheable => "leader-uncacheable",
+            Self::LockTimeout => "lock-timeout",
+            Self::RevisionFailed => "revision-failed",
+            Self::Head => "head",
+            Self::OtherVariant => "other-variant",
+        }
+    }
 }
 
 impl CacheStatus {
@@ -147,14 +183,109 @@ impl CacheStatus {
         res.extensions().get::<Self>().copied()
     }
 
-    /// Records this status on `res` and renders its headers: the one place they are written.
+    /// Records this status on `res`; the cache renders its headers from it once, as the
+    /// response leaves ([`render`](Self::render)).
     pub(crate) fn apply(self, res: &mut HttpResponse) {
-        self.render(res.headers_mut());
         res.extensions_mut().insert(self);
     }
 
-    fn render(self, headers: &mut HeaderMap) {
-        headers.insert(X_CACHE, HeaderValue::from_static(self.label()));
+    /// Renders this status into `headers`: appends this cache's member to `Cache-Status`
+    /// (RFC 9211 §2: a cache adds its own member after those of the caches nearer the origin
+    /// and never rewrites theirs), and sets `X-Cache` when `x_cache`. `response` is the
+    /// status of the response as the next hop (the handler) answered it, for `fwd-status`
+    /// where the status itself does not carry it; `forced` says the client asked for the
+    /// rebuild (`fwd=request`); `key` is exposed only when the cache is configured to.
+    pub(crate) fn render(
+        self,
+        headers: &mut HeaderMap,
+        response: StatusCode,
+        forced: bool,
+        key: Option<&str>,
+        x_cache: bool,
+    ) {
+        let member = self.member(response, forced, key);
+        match HeaderValue::from_str(&member) {
+            Ok(value) => headers.append(CACHE_STATUS, value),
+            // Unreachable: the member is built of tokens, integers and an escaped string.
+            Err(_) => tracing::error!(%member, "response cache: invalid Cache-Status member"),
+        }
+        if x_cache {
+            headers.insert(X_CACHE, HeaderValue::from_static(self.label()));
+        }
+    }
+
+    /// This cache's `Cache-Status` list member (RFC 9211 §2), e.g.
+    /// `actix-conditional; hit; ttl=12` or `actix-conditional; fwd=miss; fwd-status=200; stored`.
+    ///
+    /// | status | member parameters |
+    /// |---|---|
+    /// | `Hit` | `hit; ttl=<seconds left>` |
+    /// | `HitRevision` | `hit; detail=revision` (the data's revision was checked just now) |
+    /// | `Stale` (refresh running) | `hit; detail=stale` (`collapsed` if it waited) |
+    /// | `Stale` (refresh failed) | `fwd=stale; fwd-status=<failed>; detail=stale` |
+    /// | `Section` | `fwd=stale; fwd-status=200; detail=section` (+ `stored`) |
+    /// | `Miss` | `fwd=miss` (`fwd=request` when the client forced it); `fwd-status` (+ `stored`) |
+    /// | `Refresh` | `fwd=stale; fwd-status` (+ `stored`) |
+    /// | `Coalesced` | `fwd=miss; fwd-status; collapsed` |
+    /// | `Pass` | `fwd=miss` (`vary-miss` for another variant's build); `fwd-status; detail=<reason>` |
+    /// | `Bypass` | `fwd=bypass; fwd-status` |
+    pub fn cache_status(&self, response: StatusCode) -> String {
+        self.member(response, false, None)
+    }
+
+    fn member(self, response: StatusCode, forced: bool, key: Option<&str>) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(64);
+        out.push_str(CACHE_STATUS_NAME);
+        let miss = if forced { "request" } else { "miss" };
+        let (fwd, fwd_status, detail): (Option<&str>, Option<StatusCode>, Option<&str>) = match self
+        {
+            Self::Hit { ttl } => {
+                let _ = write!(out, "; hit; ttl={}", ttl.as_secs());
+                (None, None, None)
+            }
+            Self::HitRevision => {
+                out.push_str("; hit");
+                (None, None, Some("revision"))
+            }
+            Self::Stale { failed: None, .. } => {
+                out.push_str("; hit");
+                (None, None, Some("stale"))
+            }
+            Self::Stale {
+                failed: Some(failed),
+                ..
+            } => (Some("stale"), Some(failed), Some("stale")),
+            Self::Section { .. } => (Some("stale"), Some(StatusCode::OK), Some("section")),
+            Self::Miss { status, .. } => (Some(miss), Some(status), None),
+            Self::Refresh { status, .. } => (Some("stale"), Some(status), None),
+            Self::Coalesced { status } => (Some(miss), Some(status), None),
+            Self::Pass {
+                reason: PassReason::OtherVariant,
+            } => (Some("vary-miss"), Some(response), None),
+            Self::Pass { reason } => (Some(miss), Some(response), Some(reason.detail())),
+            Self::Bypass => (Some("bypass"), Some(response), None),
+        };
+        if let Some(fwd) = fwd {
+            let _ = write!(out, "; fwd={fwd}");
+        }
+        if let Some(status) = fwd_status {
+            let _ = write!(out, "; fwd-status={}", status.as_u16());
+        }
+        if self.is_stored() {
+            out.push_str("; stored");
+        }
+        if self.is_collapsed() {
+            out.push_str("; collapsed");
+        }
+        if let Some(key) = key {
+            out.push_str("; key=");
+            push_sf_string(&mut out, key);
+        }
+        if let Some(detail) = detail {
+            let _ = write!(out, "; detail={detail}");
+        }
+        out
     }
 
     /// The status of a build this request led, once its outcome is known.
@@ -235,9 +366,124 @@ mod tests {
             assert_eq!(status.label(), label);
             let mut res = HttpResponse::Ok().finish();
             status.apply(&mut res);
-            assert_eq!(res.headers().get(X_CACHE).unwrap(), label);
             assert_eq!(CacheStatus::of(&res), Some(status));
+            let mut headers = HeaderMap::new();
+            status.render(&mut headers, ok, false, None, true);
+            assert_eq!(headers.get(X_CACHE).unwrap(), label);
+            let mut quiet = HeaderMap::new();
+            status.render(&mut quiet, ok, false, None, false);
+            assert!(!quiet.contains_key(X_CACHE), "X-Cache is opt-in");
+            assert!(quiet.contains_key(CACHE_STATUS));
         }
+    }
+
+    #[test]
+    fn cache_status_members() {
+        let ok = StatusCode::OK;
+        let cases = [
+            (
+                CacheStatus::Hit {
+                    ttl: Duration::from_millis(12_900),
+                },
+                "actix-conditional; hit; ttl=12",
+            ),
+            (
+                CacheStatus::HitRevision,
+                "actix-conditional; hit; detail=revision",
+            ),
+            (
+                CacheStatus::Stale {
+                    collapsed: false,
+                    failed: None,
+                },
+                "actix-conditional; hit; detail=stale",
+            ),
+            (
+                CacheStatus::Stale {
+                    collapsed: true,
+                    failed: Some(StatusCode::BAD_GATEWAY),
+                },
+                "actix-conditional; fwd=stale; fwd-status=502; collapsed; detail=stale",
+            ),
+            (
+                CacheStatus::Section { stored: true },
+                "actix-conditional; fwd=stale; fwd-status=200; stored; detail=section",
+            ),
+            (
+                CacheStatus::Miss {
+                    stored: true,
+                    status: ok,
+                },
+                "actix-conditional; fwd=miss; fwd-status=200; stored",
+            ),
+            (
+                CacheStatus::Refresh {
+                    stored: false,
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                },
+                "actix-conditional; fwd=stale; fwd-status=503",
+            ),
+            (
+                CacheStatus::Coalesced { status: ok },
+                "actix-conditional; fwd=miss; fwd-status=200; collapsed",
+            ),
+            (
+                CacheStatus::Pass {
+                    reason: PassReason::LockTimeout,
+                },
+                "actix-conditional; fwd=miss; fwd-status=200; detail=lock-timeout",
+            ),
+            (
+                CacheStatus::Pass {
+                    reason: PassReason::OtherVariant,
+                },
+                "actix-conditional; fwd=vary-miss; fwd-status=200",
+            ),
+            (
+                CacheStatus::Bypass,
+                "actix-conditional; fwd=bypass; fwd-status=200",
+            ),
+        ];
+        for (status, member) in cases {
+            assert_eq!(status.cache_status(ok), member);
+            let list: sfv::List = sfv::Parser::new(member).parse().expect(member);
+            assert_eq!(list.len(), 1, "{member}");
+        }
+        // The client asked for the rebuild; the key, when exposed, is an escaped sf-string.
+        let miss = CacheStatus::Miss {
+            stored: true,
+            status: ok,
+        };
+        assert_eq!(
+            miss.member(ok, true, Some("GET /a?q=\"x\"\u{e9}")),
+            r#"actix-conditional; fwd=request; fwd-status=200; stored; key="GET /a?q=\"x\"?""#
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_member_is_a_valid_sf_list_whatever_the_key(key in ".{0,64}", code in 100u16..600) {
+            let status = StatusCode::from_u16(code).unwrap();
+            for cache in [CacheStatus::Bypass, CacheStatus::Miss { stored: false, status }] {
+                let member = cache.member(status, code % 2 == 0, Some(&key));
+                let list: sfv::List = sfv::Parser::new(&member).parse().unwrap();
+                let sfv::ListEntry::Item(item) = &list[0] else { panic!("{member}") };
+                let shown = item.params.get("key").and_then(|v| v.as_string()).unwrap();
+                proptest::prop_assert_eq!(shown.as_str().chars().count(), key.chars().count());
+                proptest::prop_assert!(HeaderValue::from_str(&member).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn cache_status_appends_to_the_members_of_caches_nearer_the_origin() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CACHE_STATUS, HeaderValue::from_static("origin-cache; hit"));
+        CacheStatus::HitRevision.render(&mut headers, StatusCode::OK, false, None, false);
+        let lines: Vec<_> = headers.get_all(CACHE_STATUS).collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0], "origin-cache; hit");
+        assert_eq!(lines[1], "actix-conditional; hit; detail=revision");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use super::entry::{Entry, SectionPart, Snapshot};
 use super::generations::Generations;
+use super::lifetime::Window;
 use super::sections::{RevisionFn, Section, build_parts, merged_body};
 use super::status::CacheStatus;
 use crate::etag::ETagHasher;
@@ -140,6 +141,42 @@ impl Strategy {
         match self {
             Self::Ttl { ttl, .. } => now.saturating_sub(entry.stored_at) < *ttl + max_stale,
             _ => now.saturating_sub(entry.verified_at()) <= max_stale,
+        }
+    }
+
+    /// How much longer `entry` counts as fresh here, and then as servable stale: what the
+    /// lifetime it declares downstream must fit (see [`lifetime`](super::lifetime)).
+    pub(crate) fn window(
+        &self,
+        entry: &Entry,
+        now: Duration,
+        max_stale: Duration,
+        stale: bool,
+    ) -> Window {
+        match self {
+            Self::Ttl { ttl, .. } => {
+                let age = now.saturating_sub(entry.stored_at);
+                let stale_left = (*ttl + max_stale).saturating_sub(age);
+                if stale {
+                    Window::stale(stale_left)
+                } else {
+                    Window {
+                        fresh_left: Some(ttl.saturating_sub(age)),
+                        stale_left,
+                    }
+                }
+            }
+            _ => {
+                let stale_left = max_stale.saturating_sub(now.saturating_sub(entry.verified_at()));
+                if stale {
+                    Window::stale(stale_left)
+                } else {
+                    Window {
+                        fresh_left: None,
+                        stale_left,
+                    }
+                }
+            }
         }
     }
 

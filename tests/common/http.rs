@@ -18,6 +18,11 @@ use actix_web::dev::{ServerHandle, ServiceFactory, ServiceRequest, ServiceRespon
 use actix_web::{App, Error, HttpServer};
 use serde_json::Value;
 
+// Some test binaries include both this file and its sibling that loads it too.
+#[allow(clippy::duplicate_mod)]
+#[path = "cache_status.rs"]
+pub(crate) mod cache_status;
+
 /// Upper bound for connecting, writing and waiting for a response.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for bytes that must not come (a body after a 304, 204 or HEAD).
@@ -194,6 +199,12 @@ impl Response {
     pub(crate) fn header(&self, name: &str) -> &str {
         self.get(name)
             .unwrap_or_else(|| panic!("no {name}: {self:#?}"))
+    }
+
+    /// The `X-Cache` label of this library's `Cache-Status` member (`<none>` without one),
+    /// read with a structured-field parser.
+    pub(crate) fn cache_label(&self) -> &'static str {
+        cache_status::label(self.all("cache-status"))
     }
 
     pub(crate) fn etag(&self) -> &str {

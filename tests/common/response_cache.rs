@@ -18,6 +18,20 @@ use actix_web::{App, HttpRequest, HttpResponse, test, web};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+// Some test binaries include both this file and its sibling that loads it too.
+#[allow(clippy::duplicate_mod)]
+#[path = "cache_status.rs"]
+pub(crate) mod cache_status;
+
+/// The `X-Cache` label of this library's `Cache-Status` member in `headers`.
+pub(crate) fn cache_label(headers: &HeaderMap) -> &'static str {
+    cache_status::label(
+        headers
+            .get_all("cache-status")
+            .map(|value| value.to_str().expect("Cache-Status is ASCII")),
+    )
+}
+
 /// Upper bound of every wait for a background task, a gate or a condition.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
 pub(crate) const TTL: Duration = Duration::from_secs(30);
@@ -62,8 +76,10 @@ impl Res {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
-    pub(crate) fn x_cache(&self) -> &str {
-        self.header("x-cache").unwrap_or("<none>")
+    /// The `X-Cache` label of the cache's `Cache-Status` member (`<none>` without one), read
+    /// with a structured-field parser.
+    pub(crate) fn x_cache(&self) -> &'static str {
+        cache_label(&self.headers)
     }
 
     pub(crate) fn age(&self) -> u64 {

@@ -193,7 +193,7 @@ impl Lead {
             }
         }
         let status = CacheStatus::led(lead.role, current, status);
-        entry.respond_to(method, req_headers, status, now)
+        engine.serve_entry(method, req_headers, &entry, status, now)
     }
 
     /// A build that failed (5xx, or the transient 408/429): stale bytes stand in for it while
@@ -223,7 +223,7 @@ impl Lead {
                 collapsed: false,
                 failed: Some(status),
             };
-            return stale.respond_to(method, req_headers, served, now);
+            return engine.serve_entry(method, req_headers, &stale, served, now);
         }
         tracing::warn!(cache = %engine.name, key = %lead.key, status = status.as_u16(), "response cache: build failed; nothing stale to serve");
         let unstored = CacheStatus::led(lead.role, false, status);

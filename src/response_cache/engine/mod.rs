@@ -16,6 +16,7 @@ use futures_util::future::LocalBoxFuture;
 pub(crate) use self::lead::Lead;
 use self::lead::{build, wait};
 use super::clock::Clock;
+use super::downstream::Downstream;
 use super::entry::Entry;
 use super::flight::{Flights, Join, Outcome};
 use super::generations::Generations;
@@ -66,6 +67,7 @@ pub(crate) struct Engine {
     hit_for_miss: Duration,
     key_by: Option<UserKeyFn>,
     forced_refresh: bool,
+    downstream: Downstream,
 }
 
 impl Engine {
@@ -108,6 +110,7 @@ impl Engine {
             hit_for_miss: settings.hit_for_miss,
             key_by: settings.key_by,
             forced_refresh: settings.forced_refresh,
+            downstream: settings.downstream,
         }
     }
 
@@ -154,11 +157,12 @@ impl Engine {
         req: &HttpRequest,
         refresher: Option<&Refresher>,
     ) -> HttpResponse {
-        match self.plan(req, refresher).await {
+        let res = match self.plan(req, refresher).await {
             Plan::Respond(res) => res,
             Plan::Pass(status) => labelled(build(self, req, None, refresher).await.0, status),
             Plan::Lead(lead) => lead.run(self, req, refresher).await,
-        }
+        };
+        self.finish(req, res)
     }
 
     /// Decides how to answer `req`. With a `refresher` (or a cache that builds itself) a stale
@@ -260,7 +264,13 @@ impl Engine {
                                 collapsed: false,
                                 failed: None,
                             };
-                            return Plan::Respond(entry.respond(req, stale, self.now()));
+                            return Plan::Respond(self.serve_entry(
+                                req.method(),
+                                req.headers(),
+                                &entry,
+                                stale,
+                                self.now(),
+                            ));
                         }
                         State::Expired => old = Some(entry),
                     }
@@ -355,7 +365,7 @@ impl Engine {
         }
         self.stats.record(Event::Hit);
         tracing::debug!(cache = %self.name, status = status.label(), "response cache: hit");
-        Plan::Respond(entry.respond(req, status, now))
+        Plan::Respond(self.serve_entry(req.method(), req.headers(), entry, status, now))
     }
 
     fn pass(&self, reason: PassReason) -> Plan {
@@ -390,12 +400,61 @@ impl Engine {
         }
     }
 
+    /// `entry`'s response to a request with `method` and `req_headers`: status, `Age`, a
+    /// lifetime that covers it (what is left of the entry's freshness here), preconditions.
+    pub(crate) fn serve_entry(
+        &self,
+        method: &Method,
+        req_headers: &HeaderMap,
+        entry: &Entry,
+        status: CacheStatus,
+        now: Duration,
+    ) -> HttpResponse {
+        let window = self
+            .strategy
+            .window(entry, now, self.max_stale, status.is_stale());
+        entry.respond_to(method, req_headers, status, now, window)
+    }
+
+    /// Renders what this cache tells the caches after it onto `res`, once, as it leaves:
+    /// `Cache-Status` (and `X-Cache` if opted in) from the status recorded on it, and, for a
+    /// request the cache declined to share because of its credentials, the same downstream.
+    pub(crate) fn finish(&self, req: &HttpRequest, mut res: HttpResponse) -> HttpResponse {
+        let Some(status) = CacheStatus::of(&res) else {
+            return res;
+        };
+        let forced = matches!(
+            status,
+            CacheStatus::Miss { .. } | CacheStatus::Refresh { .. }
+        ) && forced(req, self.forced_refresh);
+        let key = if self.downstream.expose_key && !matches!(status, CacheStatus::Bypass) {
+            admit(req, self.key_by.as_deref(), self.forced_refresh)
+                .ok()
+                .map(|base| self.store.key_for(&base, req.headers()))
+        } else {
+            None
+        };
+        let response_status = res.status();
+        let headers = res.headers_mut();
+        status.render(
+            headers,
+            response_status,
+            forced,
+            key.as_deref(),
+            self.downstream.x_cache,
+        );
+        if status == CacheStatus::Bypass && self.key_by.is_none() {
+            self.downstream.credentials(req, headers);
+        }
+        res
+    }
+
     fn coalesced(&self, req: &HttpRequest, entry: &Entry, status: CacheStatus) -> Plan {
         if !vary_matches(&entry.vary, req.headers()) {
             // Built for another variant (its `Vary` was not known yet): build our own.
             return self.pass(PassReason::OtherVariant);
         }
         self.stats.record(Event::Coalesced);
-        Plan::Respond(entry.respond(req, status, self.now()))
+        Plan::Respond(self.serve_entry(req.method(), req.headers(), entry, status, self.now()))
     }
 }

@@ -3,7 +3,9 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use actix_conditional::response_cache::{RedisBackend, RedisBackendError, ResponseCache};
+//! use actix_conditional::response_cache::{
+//!     CacheStatus, RedisBackend, RedisBackendError, ResponseCache,
+//! };
 //! use actix_web::{App, HttpRequest, HttpResponse, test, web};
 //!
 //! # actix_web::rt::System::new().block_on(async {
@@ -33,9 +35,9 @@
 //! let get = || test::TestRequest::get().uri("/challenges/active").to_request();
 //! let res = test::call_service(&app, get()).await;
 //! assert_eq!(res.status(), 200); // never a 5xx because of Redis
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "miss");
+//! assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "miss");
 //! let res = test::call_service(&app, get()).await;
-//! assert_eq!(res.headers().get("x-cache").unwrap(), "hit");
+//! assert_eq!(CacheStatus::of(res.response()).unwrap().label(), "hit");
 //! assert!(!redis.is_available());
 //! # });
 //! ```

@@ -1,0 +1,82 @@
+//! What a response cache tells the caches after it (browsers, proxies, CDNs), beyond the
+//! response it serves: which knobs it has, and the privacy rule for requests it did not share.
+//!
+//! A cache that refuses to share an answer because of the request's `Cookie` or
+//! `Authorization` (it may be personal) must not let a cache downstream share it either:
+//! otherwise Squid stores the answer to a request with a session cookie and serves it to the
+//! next client without one (observed). So such an answer is made `private` (RFC 9111
+//! §5.2.2.7), unless its policy is explicitly `public` and the cache is configured to say
+//! `Vary: Cookie` instead ([`vary_credentials`](super::ResponseCacheBuilder::vary_credentials)),
+//! which keeps it shareable among requests with the same cookie (RFC 9110 §12.5.5).
+//!
+//! ```
+//! use std::time::Duration;
+//! use actix_conditional::response_cache::ResponseCache;
+//! use actix_web::{App, HttpResponse, test, web};
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let cache = ResponseCache::ttl("downstream-doc", Duration::from_secs(30)).build();
+//! let app = test::init_service(App::new().wrap(cache).route(
+//!     "/",
+//!     web::get().to(|| async {
+//!         HttpResponse::Ok().insert_header(("cache-control", "public, max-age=15")).body("hi")
+//!     }),
+//! ))
+//! .await;
+//! let req = test::TestRequest::get().uri("/").insert_header(("cookie", "session=alice"));
+//! let res = test::call_service(&app, req.to_request()).await;
+//! // Not shared here, not shared downstream.
+//! assert_eq!(res.headers().get("cache-control").unwrap(), "max-age=15, private");
+//! assert_eq!(
+//!     res.headers().get("cache-status").unwrap(),
+//!     "actix-conditional; fwd=bypass; fwd-status=200",
+//! );
+//! # });
+//! ```
+
+use actix_web::HttpRequest;
+use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap};
+
+use crate::cache_control::{
+    CachePolicy, cache_control_contains, patch_cache_control, patch_vary_headers,
+};
+
+/// How a cache renders its answers for the caches after it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Downstream {
+    /// Also send `X-Cache: <label>` (opt-in, for dashboards built on it).
+    pub(crate) x_cache: bool,
+    /// Put the cache key in `Cache-Status` (`key=`); off by default (RFC 9211 §2.7: it may
+    /// reveal what the key is made of).
+    pub(crate) expose_key: bool,
+    /// Answers the cache bypassed for their credentials: `Vary: Cookie` instead of `private`
+    /// when the answer is explicitly `public`.
+    pub(crate) vary_credentials: bool,
+}
+
+impl Downstream {
+    /// The privacy rule of the [module docs](self), for an answer to `req` that the cache
+    /// bypassed.
+    pub(crate) fn credentials(&self, req: &HttpRequest, headers: &mut HeaderMap) {
+        let sent: Vec<&str> = [(COOKIE, "Cookie"), (AUTHORIZATION, "Authorization")]
+            .into_iter()
+            .filter(|(name, _)| req.headers().contains_key(name))
+            .map(|(_, label)| label)
+            .collect();
+        if sent.is_empty()
+            || cache_control_contains(headers, "private")
+            || cache_control_contains(headers, "no-store")
+        {
+            return;
+        }
+        if self.vary_credentials && cache_control_contains(headers, "public") {
+            patch_vary_headers(headers, &sent);
+            return;
+        }
+        tracing::debug!(
+            credentials = ?sent,
+            "response cache: bypassed for credentials; marked private downstream"
+        );
+        patch_cache_control(headers, &CachePolicy::new().private());
+    }
+}
