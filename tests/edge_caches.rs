@@ -835,3 +835,180 @@ fn with_varnish_stopped_a_write_answers_within_the_bound_and_the_purge_is_sent_o
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The shipped VCL itself, against a backend whose headers the test chooses
+// ---------------------------------------------------------------------------------------------
+
+/// A backend that answers every GET with the headers the request names in `x-respond-<name>`
+/// lines, and a body counting the requests that reached it for that path: a test tells a
+/// hit from a fetch by the body.
+fn scripted_backend() -> http::Server {
+    use actix_web::{HttpRequest, HttpResponse, web};
+    static FETCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    http::Server::start(|| {
+        actix_web::App::new().default_service(web::to(|req: HttpRequest| async move {
+            let n = FETCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut res = HttpResponse::Ok();
+            for (name, value) in req.headers() {
+                if let Some(name) = name.as_str().strip_prefix("x-respond-") {
+                    res.append_header((name.to_owned(), value.clone()));
+                }
+            }
+            res.body(format!("{} #{n}", req.path()))
+        }))
+    })
+}
+
+/// Varnish running the shipped VCL in front of [`scripted_backend`].
+fn scripted_varnish(test: &str) -> Option<(TempDir, http::Server, Varnish)> {
+    let dir = TempDir::new(test);
+    let backend = scripted_backend();
+    let varnish = Varnish::start(&dir.path, backend.addr().port())?;
+    Some((dir, backend, varnish))
+}
+
+#[test]
+fn the_vcl_purges_by_tag_hard_and_soft_and_only_with_a_tag() {
+    let Some((_dir, _backend, varnish)) = scripted_varnish("vcl-purge") else {
+        return;
+    };
+    let port = varnish.port();
+    let a: &[(&str, &[u8])] = &[
+        ("x-respond-cache-control", b"max-age=60"),
+        ("x-respond-surrogate-key", b"group-a shared"),
+    ];
+    let b: &[(&str, &[u8])] = &[
+        ("x-respond-cache-control", b"max-age=60"),
+        ("x-respond-xkey", b"group-b shared"),
+    ];
+    let (a1, b1) = (get(port, "/a", a), get(port, "/b", b));
+    assert!(varnish_hit(&get(port, "/a", a)) && varnish_hit(&get(port, "/b", b)));
+    for res in [&a1, &b1] {
+        assert!(
+            !res.has("xkey") && !res.has("surrogate-key"),
+            "tags stay in Varnish: {res:?}"
+        );
+    }
+
+    let purge = |header: &str, tags: &[u8]| send(port, "PURGE", "/", &[(header, tags)], None);
+    let res = purge("xkey-purge", b"group-a");
+    assert_eq!(
+        (res.status, res.body_str().trim()),
+        (200, "Invalidated 1 objects")
+    );
+    let a2 = get(port, "/a", a);
+    assert!(!varnish_hit(&a2) && a2.body != a1.body, "{}", brief(&a2));
+    let b2 = get(port, "/b", b);
+    assert!(varnish_hit(&b2) && b2.body == b1.body, "another tag stays");
+
+    // Soft: the objects turn stale; the next read gets the old bytes (grace) while Varnish
+    // fetches new ones in the background, and the reads after it the new ones.
+    assert_eq!(purge("xkey-softpurge", b"shared").status, 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let b3 = get(port, "/b", b);
+        if b3.body != b1.body {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the soft purge never refreshed /b"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    assert_eq!(send(port, "PURGE", "/", &[], None).status, 400);
+}
+
+#[test]
+fn the_vcl_keeps_objects_for_their_targeted_lifetime_and_hides_the_targeted_fields() {
+    let Some((_dir, _backend, varnish)) = scripted_varnish("vcl-targeted") else {
+        return;
+    };
+    let port = varnish.port();
+    let stored = |uri: &str, headers: &[(&str, &[u8])]| {
+        let first = get(port, uri, headers);
+        for name in ["cdn-cache-control", "surrogate-control"] {
+            assert!(!first.has(name), "{name} is for Varnish only: {first:?}");
+        }
+        varnish_hit(&get(port, uri, headers))
+    };
+    // Browsers revalidate every time; Varnish holds it a minute (RFC 9213).
+    assert!(stored(
+        "/cdn",
+        &[
+            ("x-respond-cache-control", b"no-cache"),
+            ("x-respond-cdn-cache-control", b"max-age=60"),
+        ]
+    ));
+    // Surrogate-Control is more specific than CDN-Cache-Control.
+    assert!(stored(
+        "/surrogate",
+        &[
+            ("x-respond-cdn-cache-control", b"no-store"),
+            ("x-respond-surrogate-control", b"max-age=60"),
+        ]
+    ));
+    // The targeted field can forbid what Cache-Control allows.
+    assert!(!stored(
+        "/cdn-no-store",
+        &[
+            ("x-respond-cache-control", b"public, max-age=60"),
+            ("x-respond-cdn-cache-control", b"no-store"),
+        ]
+    ));
+    // The targeted lifetime counts from the answer's Age: 5 s old with max-age=5 is stale.
+    assert!(!stored(
+        "/cdn-aged",
+        &[
+            ("x-respond-cdn-cache-control", b"max-age=5"),
+            ("x-respond-age", b"5"),
+        ]
+    ));
+    assert!(stored(
+        "/cdn-young",
+        &[
+            ("x-respond-cdn-cache-control", b"max-age=60"),
+            ("x-respond-age", b"5"),
+        ]
+    ));
+}
+
+#[test]
+fn the_vcl_never_shares_between_credentialed_and_anonymous_requests() {
+    let Some((_dir, _backend, varnish)) = scripted_varnish("vcl-credentials") else {
+        return;
+    };
+    let port = varnish.port();
+    let public: (&str, &[u8]) = ("x-respond-cache-control", b"public, max-age=60");
+    let vary: (&str, &[u8]) = ("x-respond-vary", b"Cookie");
+    let alice: (&str, &[u8]) = ("Cookie", b"session=alice");
+    let bob: (&str, &[u8]) = ("Cookie", b"session=bob");
+
+    // Public, but not varying on Cookie: a cookie request's answer is not stored, and an
+    // anonymous copy is not served to cookie requests.
+    let first = get(port, "/plain", &[public, alice]);
+    assert!(!varnish_hit(&get(port, "/plain", &[public])));
+    assert!(
+        varnish_hit(&get(port, "/plain", &[public])),
+        "anonymous copies are shared"
+    );
+    let again = get(port, "/plain", &[public, alice]);
+    assert!(
+        !varnish_hit(&again) && again.body != first.body,
+        "alice's requests always reach the app: {}",
+        brief(&again)
+    );
+
+    // Public and varying on Cookie: stored per cookie value.
+    let _ = get(port, "/varies", &[public, vary, alice]);
+    assert!(varnish_hit(&get(port, "/varies", &[public, vary, alice])));
+    assert!(!varnish_hit(&get(port, "/varies", &[public, vary, bob])));
+    assert!(!varnish_hit(&get(port, "/varies", &[public, vary])));
+
+    // Authorization without `Vary: Authorization`: never stored.
+    let token: (&str, &[u8]) = ("Authorization", b"Bearer alice");
+    let _ = get(port, "/auth", &[public, token]);
+    assert!(!varnish_hit(&get(port, "/auth", &[public, token])));
+}
