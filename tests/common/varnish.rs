@@ -103,6 +103,10 @@ impl Varnish {
 
     /// Stops it (SIGTERM: the manager stops its child and closes the port).
     pub(crate) fn stop(&mut self) {
+        // A paused (SIGSTOPped) child would ignore the stop and outlive the test.
+        if self.daemon.pid().is_some() {
+            self.resume();
+        }
         self.daemon.stop();
         // The child may close the listening socket a moment after the manager exits.
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -163,9 +167,14 @@ impl Varnish {
 
 impl Drop for Varnish {
     fn drop(&mut self) {
-        if std::thread::panicking() && self.daemon.child.is_some() {
-            eprintln!("---- varnishlog ----\n{}", self.log());
+        if self.daemon.child.is_none() {
+            return;
         }
-        // The daemon's own Drop prints varnishd's output and stops it.
+        self.resume();
+        if std::thread::panicking() {
+            eprintln!("---- varnishlog ----\n{}", self.log());
+            eprintln!("{}", self.daemon.logs());
+        }
+        self.daemon.stop();
     }
 }
