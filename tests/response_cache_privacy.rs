@@ -538,7 +538,12 @@ async fn answers_bypassed_for_credentials_are_private_downstream() {
     let res = call(&app, get!("/public")).await;
     assert_eq!(res.x_cache(), "miss");
     assert_eq!(res.header("cache-control"), Some("public, max-age=15"));
-    assert_eq!(res.header("vary"), None);
+    // Shared with every anonymous client, never with a request that has credentials: the
+    // cache would not have given it to one either.
+    assert_eq!(res.header("vary"), Some("Cookie, Authorization"));
+    let hit = call(&app, get!("/public")).await;
+    assert_eq!(hit.x_cache(), "hit");
+    assert_eq!(hit.header("vary"), Some("Cookie, Authorization"));
 }
 
 /// Opted in (`vary_credentials`), an explicitly public answer keeps `public` and varies on the

@@ -9,6 +9,13 @@
 //! `Vary: Cookie` instead ([`vary_credentials`](super::ResponseCacheBuilder::vary_credentials)),
 //! which keeps it shareable among requests with the same cookie (RFC 9110 §12.5.5).
 //!
+//! The same rule, seen from the other side: an answer this cache *shares* was built for a
+//! request without credentials, and a request with them would not get it here. So every
+//! shareable answer varies on `Cookie` and `Authorization` (as Django's session middleware
+//! adds `Vary: Cookie`): a cache downstream keeps serving it to every anonymous client, but
+//! never hands it to a request with a session cookie (observed without it: Squid served the
+//! anonymous copy to a logged-in client).
+//!
 //! ```
 //! use std::time::Duration;
 //! use actix_conditional::response_cache::ResponseCache;
@@ -54,7 +61,20 @@ pub(crate) struct Downstream {
     pub(crate) vary_credentials: bool,
 }
 
+/// The request fields a shared cache's answers vary on (it declines requests with them).
+const CREDENTIALS: [&str; 2] = ["Cookie", "Authorization"];
+
 impl Downstream {
+    /// An answer this (shared) cache took from an entry or built to share: downstream must
+    /// not hand it to requests with credentials either (see the [module docs](self)).
+    pub(crate) fn shared(&self, headers: &mut HeaderMap) {
+        if cache_control_contains(headers, "private") || cache_control_contains(headers, "no-store")
+        {
+            return;
+        }
+        patch_vary_headers(headers, &CREDENTIALS);
+    }
+
     /// The privacy rule of the [module docs](self), for an answer to `req` that the cache
     /// bypassed.
     pub(crate) fn credentials(&self, req: &HttpRequest, headers: &mut HeaderMap) {

@@ -443,8 +443,12 @@ impl Engine {
             key.as_deref(),
             self.downstream.x_cache,
         );
-        if status == CacheStatus::Bypass && self.key_by.is_none() {
-            self.downstream.credentials(req, headers);
+        if self.key_by.is_none() {
+            if status == CacheStatus::Bypass {
+                self.downstream.credentials(req, headers);
+            } else {
+                self.downstream.shared(headers);
+            }
         }
         res
     }
