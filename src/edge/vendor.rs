@@ -165,7 +165,15 @@ pub const HASHED_TAG_LEN: usize = 18;
 /// The tag `vendor` gets for `group`: `group` itself when the vendor accepts it (its alphabet,
 /// not empty, not too long), else `h-` and the 16 lowercase hex digits of `group`'s XXH3-64
 /// hash. Pure and stable across processes and versions: purgers call it to purge exactly the
-/// tags [`render_vendor_tags`] wrote.
+/// tags [`render_vendor_tags`] wrote. (A group itself spelt `h-` and 16 hex digits could share
+/// a hashed group's tag: avoid that spelling.)
+///
+/// ```
+/// use actix_conditional::edge::{Vendor, vendor_tag};
+/// assert_eq!(vendor_tag("challenge:42", Vendor::SurrogateKey), "challenge:42");
+/// // Akamai does not allow `:`. The token is pinned: purges must match across versions.
+/// assert_eq!(vendor_tag("challenge:42", Vendor::EdgeCacheTag), "h-3387c46ae90fc55d");
+/// ```
 pub fn vendor_tag(group: &str, vendor: Vendor) -> String {
     if vendor.accepts(group) {
         group.to_owned()
