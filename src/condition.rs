@@ -53,12 +53,25 @@ pub const MUTATION_POLICY: CachePolicy = CachePolicy::new().no_cache().no_store(
 pub struct HandlerPolicy {
     read: CachePolicy,
     vary: &'static [&'static str],
+    groups: &'static [&'static str],
 }
 
 impl HandlerPolicy {
     /// A policy whose reads get `read`.
     pub const fn new(read: CachePolicy) -> Self {
-        Self { read, vary: &[] }
+        Self {
+            read,
+            vary: &[],
+            groups: &[],
+        }
+    }
+
+    /// Cache groups (RFC 9875): reads list them in `Cache-Groups`; a 2xx answer to an unsafe
+    /// method lists them in `Cache-Group-Invalidation`, so caches downstream drop what they
+    /// stored under them (see [`edge`](crate::edge)).
+    #[must_use]
+    pub const fn groups(self, groups: &'static [&'static str]) -> Self {
+        Self { groups, ..self }
     }
 
     /// Adds `Vary` names (merged with [`patch_vary_headers`]) to every response.
@@ -106,7 +119,8 @@ impl HandlerPolicy {
     }
 
     /// Applies the policy to a finished response: `read` for GET/HEAD answered 2xx or 304,
-    /// [`MUTATION_POLICY`] for every other method and status, then the `Vary` names.
+    /// [`MUTATION_POLICY`] for every other method and status, then the `Vary` names, then the
+    /// [`groups`](Self::groups).
     ///
     /// A read answered to a request with `Authorization` also gets `private`, unless `read`
     /// is explicitly `public` (RFC 9111 §3.5: see [`with_cache_control`], which does the same).
@@ -122,6 +136,14 @@ impl HandlerPolicy {
         patch_cache_control(res.headers_mut(), &policy);
         if !self.vary.is_empty() {
             patch_vary_headers(res.headers_mut(), self.vary);
+        }
+        if !self.groups.is_empty() {
+            if is_read {
+                crate::edge::add_groups(res.headers_mut(), self.groups);
+            } else if !req.method().is_safe() && status.is_success() {
+                // RFC 9875 §3: only an unsafe method's answer invalidates.
+                crate::edge::add_invalidations(res.headers_mut(), self.groups);
+            }
         }
     }
 }

@@ -45,14 +45,23 @@ impl<V: Clone> ResolveSync for &Validator<Option<V>> {
 }
 
 /// `#[etag_cached(invalidates = "name[:section]")]`: invalidate after a 2xx answer only, and
-/// (with Redis) answer once the other instances have been told.
+/// (with Redis) answer once the other instances have been told; the answer names the group
+/// (`name`, or `name:section`) in `Cache-Group-Invalidation` for caches downstream (RFC 9875
+/// §3).
 pub async fn invalidate_on_success(
-    res: &actix_web::HttpResponse,
+    res: &mut actix_web::HttpResponse,
     name: &str,
     section: Option<&'static str>,
 ) {
     if res.status().is_success() {
         crate::response_cache::invalidate_named(name, section).await;
+        let scope = section.map_or(crate::Scope::All, crate::Scope::section);
+        let group = match crate::response_cache::named(name) {
+            Some(cache) => cache.invalidation_group(&scope),
+            // Nothing registered here (logged by `invalidate_named`): what was declared.
+            None => section.map_or_else(|| name.to_owned(), |section| format!("{name}:{section}")),
+        };
+        crate::edge::add_invalidations(res.headers_mut(), [group]);
     }
 }
 

@@ -24,6 +24,8 @@ enum Kind {
     FnPath,
     /// A string literal: `cache = "challenges"`.
     Str,
+    /// Space-separated cache group names: `tags = "challenges challenge-list"`.
+    Groups,
 }
 
 macro_rules! options {
@@ -85,6 +87,7 @@ options! {
     Cache => cache: Str,
     Ttl => ttl: Seconds,
     Invalidates => invalidates: Str,
+    Tags => tags: Groups,
 }
 
 /// Keys accepted by `#[etag_cached]`, in the order the error message lists them.
@@ -101,6 +104,7 @@ pub(crate) const ETAG_CACHED_KEYS: &[Key] = &[
     Key::Cache,
     Key::Ttl,
     Key::Invalidates,
+    Key::Tags,
 ];
 
 /// Keys accepted by `#[cache_control]` (Django's `cache_control` keyword arguments).
@@ -213,6 +217,14 @@ impl Options {
                     let lit: LitStr = input.parse()?;
                     if lit.value().is_empty() {
                         push(Error::new_spanned(&lit, "expected a non-empty name"));
+                    }
+                    Value::Str(lit)
+                }
+                Kind::Groups => {
+                    input.parse::<Token![=]>()?;
+                    let lit: LitStr = input.parse()?;
+                    if let Err(error) = check_groups(&lit) {
+                        push(error);
                     }
                     Value::Str(lit)
                 }
@@ -337,6 +349,20 @@ impl Options {
         }
     }
 
+    /// The group names given for `tags`, in order, without repeats.
+    pub(crate) fn groups(&self) -> Option<Vec<String>> {
+        let Some(Value::Str(lit)) = self.get(Key::Tags).map(|entry| &entry.value) else {
+            return None;
+        };
+        let mut groups: Vec<String> = Vec::new();
+        for group in lit.value().split_ascii_whitespace() {
+            if !groups.iter().any(|seen| seen == group) {
+                groups.push(group.to_owned());
+            }
+        }
+        Some(groups)
+    }
+
     /// The seconds given for `key` (`ttl`).
     pub(crate) fn seconds(&self, key: Key) -> Option<u32> {
         match self.get(key).map(|entry| &entry.value) {
@@ -367,6 +393,38 @@ fn with(errors: Option<Error>, error: Error) -> Error {
         }
         None => error,
     }
+}
+
+/// Longest group name, as `actix_conditional::edge::MAX_GROUP_BYTES`.
+const MAX_GROUP_BYTES: usize = 1024;
+
+/// `tags = "a b"`: one or more space-separated names, each an RFC 8941 `sf-string` (printable
+/// ASCII; space separates) of at most `MAX_GROUP_BYTES`, as `Cache-Groups` can carry them.
+fn check_groups(lit: &LitStr) -> syn::Result<()> {
+    let value = lit.value();
+    if value.split_ascii_whitespace().next().is_none() {
+        return Err(Error::new_spanned(
+            lit,
+            "expected one or more space-separated cache group names",
+        ));
+    }
+    for group in value.split_ascii_whitespace() {
+        if !group.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::new_spanned(
+                lit,
+                format!(
+                    "invalid cache group name {group:?}: only printable ASCII is allowed (RFC 8941 sf-string), separated by spaces"
+                ),
+            ));
+        }
+        if group.len() > MAX_GROUP_BYTES {
+            return Err(Error::new_spanned(
+                lit,
+                format!("cache group name longer than {MAX_GROUP_BYTES} bytes"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// RFC 9110 §5.1: a field name is a `token` (1*tchar).
@@ -450,6 +508,23 @@ mod tests {
             "number too large to fit in target type"
         );
         assert_eq!(message(etag(quote!(vary = ["a b"]))), "invalid header name");
+    }
+
+    #[test]
+    fn tags_are_space_separated_printable_ascii() {
+        let options = etag(quote!(max_age = 1, tags = " a  b:1\tc a "))
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(options.groups().unwrap(), ["a", "b:1", "c"]);
+        assert_eq!(
+            message(etag(quote!(tags = " "))),
+            "expected one or more space-separated cache group names"
+        );
+        assert!(message(etag(quote!(tags = "ok é"))).starts_with("invalid cache group name \"é\""));
+        let long = "x".repeat(MAX_GROUP_BYTES + 1);
+        assert_eq!(
+            message(etag(quote!(tags = #long))),
+            "cache group name longer than 1024 bytes"
+        );
     }
 
     #[test]

@@ -161,8 +161,8 @@ fn with_invalidation(options: &Options, respond: &TokenStream) -> TokenStream {
         None => quote!(::core::option::Option::None),
     };
     quote! {
-        let __ac_res: ::actix_web::HttpResponse = { #respond };
-        ::actix_conditional::__private::invalidate_on_success(&__ac_res, #name, #section).await;
+        let mut __ac_res: ::actix_web::HttpResponse = { #respond };
+        ::actix_conditional::__private::invalidate_on_success(&mut __ac_res, #name, #section).await;
         __ac_res
     }
 }
@@ -181,6 +181,9 @@ fn respond(options: &Options, receiver: bool, future: &TokenStream) -> TokenStre
     let req = req_ident();
     let policy = options.cache_policy(&[Key::MustRevalidate]);
     let vary = options.vary().map(|names| quote!(.vary(&[#(#names),*])));
+    let groups = options
+        .groups()
+        .map(|groups| quote!(.groups(&[#(#groups),*])));
     let validators = [
         (Key::Etag, quote!(etag)),
         (Key::LastModified, quote!(last_modified)),
@@ -204,7 +207,7 @@ fn respond(options: &Options, receiver: bool, future: &TokenStream) -> TokenStre
     });
     quote! {
         const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
-            ::actix_conditional::condition::HandlerPolicy::new(#policy) #vary;
+            ::actix_conditional::condition::HandlerPolicy::new(#policy) #vary #groups;
         let __ac_validators = ::actix_conditional::condition::RequestValidators::new() #(#validators)*;
         __AC_POLICY.respond(&#req, __ac_validators, #future).await
     }

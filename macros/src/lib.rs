@@ -84,7 +84,14 @@ mod handler;
 /// - `invalidates = "name"` or `"name:section"`: after a 2xx answer, invalidate the registered
 ///   cache `name` (or one section of it), e.g. on a mutation handler. It runs when the handler
 ///   returns: commit the write inside the handler, not in a middleware that commits later,
-///   or a reader could re-cache the old data.
+///   or a reader could re-cache the old data. The answer also names the group in
+///   `Cache-Group-Invalidation: "name"` (or `"name:section"`, RFC 9875) for caches downstream.
+/// - `tags = "group …"`: cache groups (RFC 9875), one or more names separated by spaces, each
+///   printable ASCII. A read (GET/HEAD answered 2xx or 304) lists them in `Cache-Groups`; a
+///   2xx answer to an unsafe method (POST, PUT, PATCH, DELETE, …) lists them in
+///   `Cache-Group-Invalidation`, so caches downstream drop what they stored under them. On an
+///   `impl` block, `tags = "challenges"` therefore tags the reads and invalidates on the
+///   writes. Handlers add their own groups with `actix_conditional::edge::tag`. Default: none.
 ///
 /// On an `impl` block the attribute applies to every `async fn` method (other items pass through
 /// untouched); a method's own `#[etag_cached(...)]` overrides or extends the block's options.
@@ -130,7 +137,7 @@ mod handler;
 /// }
 ///
 /// #[post("/challenges")]
-/// #[etag_cached(max_age = 0, invalidates = "challenges")]
+/// #[etag_cached(max_age = 0, invalidates = "challenges")] // + Cache-Group-Invalidation: "challenges"
 /// async fn add_challenge(db: web::Data<Db>, body: web::Json<NewChallenge>) -> HttpResponse {
 ///     HttpResponse::Created().json(db.insert(body.into_inner()))
 /// }

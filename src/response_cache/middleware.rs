@@ -186,12 +186,15 @@ where
         let service = Rc::clone(&self.service);
         let config = self.config.clone();
         Box::pin(async move {
-            let res = service.call(req).await?;
+            let mut res = service.call(req).await?;
             // Only after success: a failed write changed nothing worth rebuilding for. Awaited,
             // so that with Redis the other instances have been told before the client hears
             // back (its next read, wherever it lands, sees the write).
             if res.status().is_success() {
                 config.cache.invalidate(&config.scope).await;
+                // RFC 9875 §3: caches on the path invalidate this group too.
+                let group = config.cache.invalidation_group(&config.scope);
+                crate::edge::add_invalidations(res.headers_mut(), [group]);
             }
             Ok(res)
         })

@@ -315,8 +315,31 @@ impl ResponseCache {
         })
     }
 
+    /// The cache group (RFC 9875) that invalidating `scope` reaches downstream: the cache's
+    /// name, or `name:section` for one of its sections. A section this cache does not have
+    /// invalidates all of it, and so names the whole cache.
+    ///
+    /// ```
+    /// use actix_conditional::{ResponseCache, Scope};
+    /// use std::time::Duration;
+    ///
+    /// let cache = ResponseCache::ttl("challenges", Duration::from_secs(30)).build();
+    /// assert_eq!(cache.invalidation_group(&Scope::All), "challenges");
+    /// assert_eq!(cache.invalidation_group(&Scope::section("weekly")), "challenges");
+    /// ```
+    pub fn invalidation_group(&self, scope: &Scope) -> String {
+        match scope {
+            Scope::Section(section) if self.engine.has_section(section) => {
+                format!("{}:{section}", self.name())
+            }
+            Scope::All | Scope::Section(_) => self.name().to_owned(),
+        }
+    }
+
     /// A middleware that calls [`invalidate`](Self::invalidate) after each 2xx response of the
-    /// routes it wraps (a mutation handler declaring what it invalidates).
+    /// routes it wraps (a mutation handler declaring what it invalidates), and adds the
+    /// scope's [`invalidation_group`](Self::invalidation_group) to the response's
+    /// `Cache-Group-Invalidation` so caches downstream drop their copies too.
     pub fn invalidates(&self, scope: Scope) -> InvalidateOnSuccess {
         InvalidateOnSuccess::new(self.clone(), scope)
     }

@@ -118,6 +118,13 @@ impl Engine {
         &self.name
     }
 
+    /// Whether this cache has a section called `name`.
+    pub(crate) fn has_section(&self, name: &str) -> bool {
+        self.generations
+            .section_names()
+            .any(|section| section == name)
+    }
+
     pub(crate) fn stats(&self) -> &Stats {
         &self.stats
     }
