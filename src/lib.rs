@@ -6,6 +6,7 @@
 pub mod cache_control;
 pub mod condition;
 pub mod conditional_get;
+pub mod edge;
 pub mod etag;
 pub mod not_modified;
 pub mod preconditions;
