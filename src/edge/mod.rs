@@ -1,5 +1,6 @@
-//! Speaking to the caches downstream: cache groups (RFC 9875) and the vendor tag headers
-//! rendered from them.
+//! Speaking to the caches downstream: cache groups (RFC 9875), the vendor tag headers
+//! rendered from them, purges of what a write invalidated ([`purge`]), and the [`Edge`]
+//! middleware that does both for an app.
 //!
 //! A response lists the groups it belongs to in `Cache-Groups`; the response to a successful
 //! write lists the groups it changed in `Cache-Group-Invalidation`. Both are RFC 8941 lists of
@@ -39,6 +40,8 @@
 //! ```
 
 mod groups;
+mod middleware;
+pub mod purge;
 mod vendor;
 
 #[cfg(test)]
@@ -48,6 +51,7 @@ pub use self::groups::{
     CACHE_GROUP_INVALIDATION, CACHE_GROUPS, MAX_FIELD_BYTES, MAX_GROUP_BYTES, MAX_GROUPS,
     add_groups, add_invalidations, groups, invalidate, invalidations, is_valid_group, tag,
 };
+pub use self::middleware::{Edge, EdgeMiddleware};
 pub use self::vendor::{
     CACHE_TAG_MAX_HEADER_BYTES, CACHE_TAG_MAX_TAG_BYTES, EDGE_CACHE_TAG_MAX_TAG_BYTES,
     EDGE_CACHE_TAG_MAX_TAGS, HASHED_TAG_LEN, SURROGATE_KEY_MAX_HEADER_BYTES,

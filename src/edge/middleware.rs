@@ -1,0 +1,151 @@
+//! [`Edge`]: the middleware that speaks for the app to the caches in front of it.
+//!
+//! On every response it renders the vendor tag headers ([`TagHeaders`]) from the response's
+//! `Cache-Groups` (a response cache's own groups, a viewset's, a handler's). On a 2xx answer
+//! to an unsafe method that carries `Cache-Group-Invalidation` (RFC 9875 §3: what
+//! `#[etag_cached(invalidates = …)]`, [`ResponseCache::invalidates`], the viewset router and
+//! [`invalidate`](super::invalidate) add) it hands those groups to its [`Purges`] and answers
+//! once they are purged or the purge bound ([`PurgesBuilder::wait`]) has passed; a purge
+//! that missed the bound is retried in the background, never dropped silently.
+//!
+//! Only the instance that answered the write purges: invalidations that reach the other
+//! instances (through Redis) invalidate their own caches, not the edge, so each purge is sent
+//! once, however many instances run.
+//!
+//! [`ResponseCache::invalidates`]: crate::response_cache::ResponseCache::invalidates
+//! [`PurgesBuilder::wait`]: super::purge::PurgesBuilder::wait
+//!
+//! ```
+//! use actix_conditional::edge::{self, Edge, TagHeaders};
+//! use actix_web::{App, HttpResponse, test, web};
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let edge = Edge::new().tag_headers(TagHeaders::new().surrogate_key());
+//! let app = test::init_service(App::new().wrap(edge).route(
+//!     "/challenges",
+//!     web::get().to(|| async {
+//!         let mut res = HttpResponse::Ok().body("[]");
+//!         edge::tag(&mut res, ["challenges"]);
+//!         res
+//!     }),
+//! ))
+//! .await;
+//! let res = test::call_service(&app, test::TestRequest::get().uri("/challenges").to_request()).await;
+//! assert_eq!(res.headers().get("cache-groups").unwrap(), r#""challenges""#);
+//! assert_eq!(res.headers().get("surrogate-key").unwrap(), "challenges");
+//! # });
+//! ```
+
+use std::future::{Ready, ready};
+use std::rc::Rc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::Error;
+use futures_util::future::LocalBoxFuture;
+
+use super::purge::Purges;
+use super::{TagHeaders, groups, invalidations, render_vendor_tags};
+
+/// Renders vendor tag headers and purges what successful writes invalidate; see the
+/// [module docs](self). Build it once and clone it into every worker (a clone shares the
+/// purge dispatcher).
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct Edge {
+    tags: TagHeaders,
+    purges: Option<Purges>,
+}
+
+impl Edge {
+    /// No vendor tag headers (`Cache-Groups` only) and no purges.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Which vendor tag headers to render from `Cache-Groups`.
+    pub fn tag_headers(mut self, tags: TagHeaders) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Where invalidated groups are purged.
+    pub fn purges(mut self, purges: Purges) -> Self {
+        self.purges = Some(purges);
+        self
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Edge
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Transform = EdgeMiddleware<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(EdgeMiddleware {
+            service: Rc::new(service),
+            edge: self.clone(),
+        }))
+    }
+}
+
+/// The service [`Edge`] wraps around an app or scope.
+#[derive(Debug)]
+pub struct EdgeMiddleware<S> {
+    service: Rc<S>,
+    edge: Edge,
+}
+
+impl<S, B> Service<ServiceRequest> for EdgeMiddleware<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let (service, edge) = (Rc::clone(&self.service), self.edge.clone());
+        Box::pin(async move {
+            // RFC 9110 §9.2.1: only unsafe methods change state; RFC 9875 §3 honours the
+            // invalidation field on their responses only.
+            let unsafe_method = !req.method().is_safe();
+            let mut res = service.call(req).await?;
+            let tagged = groups(res.headers());
+            if !tagged.is_empty() {
+                render_vendor_tags(res.headers_mut(), &tagged, &edge.tags);
+            }
+            if unsafe_method && res.status().is_success() {
+                let invalidated = invalidations(res.headers());
+                if !invalidated.is_empty() {
+                    match &edge.purges {
+                        Some(purges) => {
+                            let outcome = purges.purge(invalidated.clone()).await;
+                            if outcome.is_done() {
+                                tracing::debug!(groups = ?invalidated, "edge: purged before answering");
+                            } else {
+                                tracing::warn!(
+                                    groups = ?invalidated,
+                                    pending = outcome.pending,
+                                    dropped = outcome.dropped,
+                                    "edge: purge not confirmed within its bound; answering, retrying in the background"
+                                );
+                            }
+                        }
+                        None => tracing::trace!(groups = ?invalidated, "edge: no purgers configured"),
+                    }
+                }
+            }
+            Ok(res)
+        })
+    }
+}
