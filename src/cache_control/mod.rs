@@ -75,4 +75,4 @@ pub use self::parse::{
 pub use self::patch::{add_never_cache_headers, patch_cache_control, patch_vary_headers};
 pub(crate) use self::policy::for_credentials;
 pub use self::policy::{CachePolicy, DELTA_SECONDS_MAX, Visibility};
-pub use self::targeted::{SURROGATE_CONTROL, Target, patch_targeted};
+pub use self::targeted::{SURROGATE_CONTROL, Target, TargetedPolicies, patch_targeted};

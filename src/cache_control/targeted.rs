@@ -117,6 +117,92 @@ pub fn patch_targeted(headers: &mut HeaderMap, target: &Target, policy: &CachePo
     patch_field(headers, &name, syntax, &[&new]);
 }
 
+/// Policies for the targeted fields, beside a response's `Cache-Control` policy: what
+/// `cdn_max_age` and `surrogate_max_age` of `#[etag_cached]` and `#[cache_control]` set.
+///
+/// A small `Copy` value built with `const` methods, like [`CachePolicy`].
+///
+/// # Examples
+///
+/// ```
+/// use actix_conditional::cache_control::{CachePolicy, TargetedPolicies};
+/// use actix_web::http::header::{CDN_CACHE_CONTROL, HeaderMap};
+///
+/// const EDGE: TargetedPolicies = TargetedPolicies::new().cdn(CachePolicy::new().max_age(600));
+///
+/// let mut headers = HeaderMap::new();
+/// EDGE.patch(&mut headers, false);
+/// assert_eq!(headers.get(CDN_CACHE_CONTROL).unwrap(), "max-age=600");
+/// assert!(!headers.contains_key("surrogate-control"));
+///
+/// // An answer Cache-Control marks private must not be stored by a CDN either.
+/// let mut headers = HeaderMap::new();
+/// EDGE.patch(&mut headers, true);
+/// assert_eq!(headers.get(CDN_CACHE_CONTROL).unwrap(), "private, max-age=600");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TargetedPolicies {
+    cdn: Option<CachePolicy>,
+    surrogate: Option<CachePolicy>,
+}
+
+impl TargetedPolicies {
+    /// No targeted field.
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            cdn: None,
+            surrogate: None,
+        }
+    }
+
+    /// `CDN-Cache-Control` gets `policy` ([`Target::Cdn`]).
+    #[must_use]
+    pub const fn cdn(mut self, policy: CachePolicy) -> Self {
+        self.cdn = Some(policy);
+        self
+    }
+
+    /// `Surrogate-Control` gets `policy` ([`Target::Surrogate`]).
+    #[must_use]
+    pub const fn surrogate(mut self, policy: CachePolicy) -> Self {
+        self.surrogate = Some(policy);
+        self
+    }
+
+    /// The `CDN-Cache-Control` policy, if any.
+    #[must_use]
+    pub const fn cdn_policy(&self) -> Option<CachePolicy> {
+        self.cdn
+    }
+
+    /// The `Surrogate-Control` policy, if any.
+    #[must_use]
+    pub const fn surrogate_policy(&self) -> Option<CachePolicy> {
+        self.surrogate
+    }
+
+    /// Whether no targeted field is set.
+    #[must_use]
+    pub const fn is_empty(&self) -> bool {
+        self.cdn.is_none() && self.surrogate.is_none()
+    }
+
+    /// Merges each policy into its field with [`patch_targeted`].
+    ///
+    /// `private`: the answer's `Cache-Control` has `private` (the handler or its policy said
+    /// so, or the request carried credentials). Each targeted policy then gets `private` too: a cache that reads a
+    /// targeted field ignores `Cache-Control` (RFC 9213 §2.2), so without it a CDN would store
+    /// and share the answer.
+    pub fn patch(&self, headers: &mut HeaderMap, private: bool) {
+        for (target, policy) in [(Target::Cdn, self.cdn), (Target::Surrogate, self.surrogate)] {
+            let Some(policy) = policy else { continue };
+            let policy = if private { policy.private() } else { policy };
+            patch_targeted(headers, &target, &policy);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::http::header::HeaderValue;
