@@ -22,7 +22,12 @@
 //! - the list's ETag is the table's revision, `"{table}-{count}-{max updated_at}"`
 //!   ([`TableViewSet::list_etag`], one `SELECT COUNT(*), MAX(updated_at)`);
 //! - an item's ETag is `"{table}-{id}-{updated_at}"` ([`TableViewSet::item_etag`]), absent when
-//!   the row does not exist (the handler then answers 404).
+//!   the row does not exist (the handler then answers 404);
+//! - both also send `Last-Modified`: the table's last write, deletions included, for the list
+//!   ([`TableViewSet::list_modified`]), the row's `updated_at` for an item
+//!   ([`TableViewSet::item_modified`]), each once its second is over ([`last_modified_at`]).
+//!   Caches that skip weak tags (Squid revalidates them only with `If-Modified-Since`, and
+//!   `Compress` makes every tag weak) get their 304s from it.
 //!
 //! So a matching `If-None-Match` costs one query and no serialization (304, the handler never
 //! runs: see [`LIST_BUILDS`]), and `PUT`/`PATCH`/`DELETE` with a stale `If-Match` answer 412
@@ -41,7 +46,7 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `GET`/`HEAD /challenges/active` | 200 `{"count":N,"results":[…]}`, `Cache-Control: public, max-age=15`; TTL cache, 30 s |
+//! | `GET`/`HEAD /challenges/active` | 200 `{"count":N,"results":[…]}`, `Cache-Control: public, max-age=15`, `Last-Modified` of the `challenges` table; TTL cache, 30 s |
 //! | `GET`/`HEAD /state/summary` | 200 `{"core":{…},"recent_progress":[…]}`; revision-gated, in two sections |
 //! | `POST /progress` `{"event":"…"}` | 201 + the row; invalidates the `recent_progress` section |
 //! | `GET /metrics` | the caches' counters in the Prometheus text format |
@@ -193,6 +198,10 @@ const SEED_CHALLENGES: [(&str, i64, bool); 4] = [
 /// `/state/summary` fingerprints.
 pub const REVISIONED: [&str; 4] = ["uploads", "claims", "reports", "progress"];
 
+/// Tables whose last write time (`INSERT`, `UPDATE` or `DELETE`, by trigger) is kept in
+/// `modified`: the `Last-Modified` of their lists (see [`table_last_modified`]).
+pub const MODIFIED: [&str; 4] = ["uploads", "claims", "reports", "challenges"];
+
 /// Opens (creating if needed) the SQLite file at `path`, switches it to WAL, creates the tables
 /// (the viewsets' three, `challenges`, `progress`, and the `revisions` counters with their
 /// triggers) and seeds the empty ones. Every step is idempotent: reopening an existing file
@@ -249,6 +258,32 @@ pub fn open_database(path: impl AsRef<Path>) -> rusqlite::Result<Db> {
             ))?;
         }
     }
+    // The last write to each table, in Unix milliseconds, strictly increasing. A deletion
+    // counts: a list's `Last-Modified` must move when a row leaves it, which `MAX(updated_at)`
+    // would not. A file that predates this table starts at "now", which is later than its
+    // real last write: safe for `If-Modified-Since`, at worst one full answer more.
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS modified (
+            name TEXT PRIMARY KEY,
+            at INTEGER NOT NULL /* unix millis */
+        ) WITHOUT ROWID;",
+    )?;
+    for table in MODIFIED {
+        conn.execute(
+            "INSERT OR IGNORE INTO modified (name, at) VALUES (?1, ?2)",
+            params![table, unix_millis(SystemTime::now())],
+        )?;
+        for (suffix, event) in [("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE")] {
+            conn.execute_batch(&format!(
+                "CREATE TRIGGER IF NOT EXISTS {table}_mod_{suffix} AFTER {event} ON {table}
+                 BEGIN
+                     UPDATE modified
+                     SET at = MAX(at + 1, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
+                     WHERE name = '{table}';
+                 END;"
+            ))?;
+        }
+    }
     let challenges: i64 = conn.query_row("SELECT COUNT(*) FROM challenges", [], |r| r.get(0))?;
     if challenges == 0 {
         for (title, points, active) in SEED_CHALLENGES {
@@ -296,6 +331,41 @@ fn next_stamp(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
         })
         .unwrap_or_else(|last| last);
     Ok(floor.max(previous + 1))
+}
+
+fn unix_millis(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The `Last-Modified` to send, as of `now`, for a write at `millis` (Unix milliseconds): its
+/// whole second, once that second is over; `None` (no `Last-Modified`) while it is not.
+///
+/// `Last-Modified` has one-second granularity and must not be later than `Date`
+/// (RFC 9110 §8.8.2.1). Sent during the second of the write, it would be that second, and a
+/// second write within the same second would keep it: a cache revalidating with
+/// `If-Modified-Since` would get a 304 for the older data (RFC 9110 §13.1.3 calls such a
+/// date a weak validator). Once the second is over, every later write falls in a later second.
+pub fn last_modified_at(millis: i64, now: SystemTime) -> Option<SystemTime> {
+    let secs = u64::try_from(millis.div_euclid(1000)).ok()?;
+    let now_secs = now.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    (secs < now_secs).then(|| UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// The `Last-Modified` of `table`'s contents (its last write, deletions included, from the
+/// `modified` table), per [`last_modified_at`]; `None` too if the query fails.
+pub fn table_last_modified(db: &Db, table: &str) -> Option<SystemTime> {
+    let at: rusqlite::Result<i64> =
+        lock(db).query_row("SELECT at FROM modified WHERE name = ?1", [table], |r| {
+            r.get(0)
+        });
+    match at {
+        Ok(at) => last_modified_at(at, SystemTime::now()),
+        Err(err) => {
+            tracing::error!(table, %err, "viewsets: last-modified query failed");
+            None
+        }
+    }
 }
 
 /// `17` → `Some(17)`; anything but plain ASCII digits that fit an `i64` → `None` (a 404).
@@ -351,6 +421,26 @@ impl TableViewSet {
         let id = parse_id(req.match_info().get("id")?)?;
         match self.find(id) {
             Ok(row) => row.map(|row| self.row_etag(&row)),
+            Err(err) => {
+                tracing::error!(table = self.table, id, %err, "viewsets: item query failed");
+                None
+            }
+        }
+    }
+
+    /// The list's `Last-Modified`: the table's last write, deletions included
+    /// ([`table_last_modified`]). Caches that do not revalidate weak tags (Squid sends only
+    /// `If-Modified-Since` for them, and compression makes every tag weak) get 304s from it.
+    pub fn list_modified(&self, _req: &HttpRequest) -> Option<SystemTime> {
+        table_last_modified(&self.db, self.table)
+    }
+
+    /// An item's `Last-Modified`: its `updated_at` ([`last_modified_at`]), or `None` if the row
+    /// does not exist.
+    pub fn item_modified(&self, req: &HttpRequest) -> Option<SystemTime> {
+        let id = parse_id(req.match_info().get("id")?)?;
+        match self.find(id) {
+            Ok(row) => last_modified_at(row?.updated_at, SystemTime::now()),
             Err(err) => {
                 tracing::error!(table = self.table, id, %err, "viewsets: item query failed");
                 None
@@ -515,7 +605,7 @@ fn is_busy(err: &rusqlite::Error) -> bool {
 /// defined here: all six.
 #[etag_cached(max_age = 60)]
 impl ViewSet for TableViewSet {
-    #[etag_cached(etag = Self::list_etag)]
+    #[etag_cached(etag = Self::list_etag, last_modified = Self::list_modified)]
     async fn list(&self, _req: HttpRequest) -> HttpResponse {
         LIST_BUILDS.fetch_add(1, Ordering::Relaxed);
         match self.all() {
@@ -546,7 +636,7 @@ impl ViewSet for TableViewSet {
         }
     }
 
-    #[etag_cached(etag = Self::item_etag)]
+    #[etag_cached(etag = Self::item_etag, last_modified = Self::item_modified)]
     async fn retrieve(&self, _req: HttpRequest, id: String) -> HttpResponse {
         let found = match parse_id(&id) {
             Some(key) => self.find(key),
@@ -904,13 +994,23 @@ async fn challenges_handler(req: HttpRequest, caches: web::Data<Caches>) -> Http
         .challenges
         .serve(&req, move |_req| {
             // Runs on a miss, and again in the background once the entry is past its TTL.
+            // `Last-Modified` before the query: a write between the two makes it older than
+            // the data, so a revalidation gets the data again rather than a wrong 304.
+            let modified = table_last_modified(&db, "challenges");
             let res = match active_challenges(&db) {
-                Ok(results) => HttpResponse::Ok()
-                    .insert_header((header::CACHE_CONTROL, CHALLENGES_POLICY))
-                    .json(ChallengePage {
+                Ok(results) => {
+                    let mut res = HttpResponse::Ok();
+                    res.insert_header((header::CACHE_CONTROL, CHALLENGES_POLICY));
+                    if let Some(modified) = modified {
+                        // The cache answers `If-Modified-Since` from it (Squid's only
+                        // validator for weak tags).
+                        res.insert_header(header::LastModified(modified.into()));
+                    }
+                    res.json(ChallengePage {
                         count: results.len(),
                         results,
-                    }),
+                    })
+                }
                 Err(err) => database_error(&err),
             };
             ready(res)

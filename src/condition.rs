@@ -38,7 +38,8 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, Responder};
 
 use crate::cache_control::{
-    CachePolicy, add_never_cache_headers, for_credentials, patch_cache_control, patch_vary_headers,
+    CachePolicy, TargetedPolicies, add_never_cache_headers, cache_control_contains,
+    for_credentials, patch_cache_control, patch_vary_headers,
 };
 use crate::not_modified::{not_modified, precondition_failed};
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_preconditions};
@@ -48,10 +49,32 @@ pub const MUTATION_POLICY: CachePolicy = CachePolicy::new().no_cache().no_store(
 
 /// The cache policy of one handler: `read` for successful GET/HEAD responses (and their 304s),
 /// [`MUTATION_POLICY`] for everything else, merged into what the handler set with
-/// [`patch_cache_control`]'s rules, plus `Vary` names.
+/// [`patch_cache_control`]'s rules, plus `Vary` names. Reads may also get targeted fields
+/// (`CDN-Cache-Control`, `Surrogate-Control`, RFC 9213); nothing else does.
+///
+/// ```
+/// use actix_conditional::CachePolicy;
+/// use actix_conditional::condition::HandlerPolicy;
+/// use actix_web::{HttpResponse, http::header, test::TestRequest};
+///
+/// // Browsers revalidate every time; the CDN holds the answer ten minutes.
+/// const POLICY: HandlerPolicy =
+///     HandlerPolicy::new(CachePolicy::revalidate(0)).cdn(CachePolicy::new().max_age(600));
+///
+/// let mut res = HttpResponse::Ok().finish();
+/// POLICY.apply(&TestRequest::get().to_http_request(), &mut res);
+/// assert_eq!(res.headers().get(header::CACHE_CONTROL).unwrap(), "max-age=0, must-revalidate");
+/// assert_eq!(res.headers().get(header::CDN_CACHE_CONTROL).unwrap(), "max-age=600");
+///
+/// let mut res = HttpResponse::Ok().finish();
+/// POLICY.apply(&TestRequest::post().to_http_request(), &mut res);
+/// assert_eq!(res.headers().get(header::CACHE_CONTROL).unwrap(), "no-cache, no-store, must-revalidate");
+/// assert!(!res.headers().contains_key(header::CDN_CACHE_CONTROL));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandlerPolicy {
     read: CachePolicy,
+    targeted: TargetedPolicies,
     vary: &'static [&'static str],
     groups: &'static [&'static str],
 }
@@ -61,6 +84,7 @@ impl HandlerPolicy {
     pub const fn new(read: CachePolicy) -> Self {
         Self {
             read,
+            targeted: TargetedPolicies::new(),
             vary: &[],
             groups: &[],
         }
@@ -72,6 +96,30 @@ impl HandlerPolicy {
     #[must_use]
     pub const fn groups(self, groups: &'static [&'static str]) -> Self {
         Self { groups, ..self }
+    }
+
+    /// Reads also get `CDN-Cache-Control` with `policy` (RFC 9213 §3), see [`TargetedPolicies`].
+    #[must_use]
+    pub const fn cdn(self, policy: CachePolicy) -> Self {
+        Self {
+            targeted: self.targeted.cdn(policy),
+            ..self
+        }
+    }
+
+    /// Reads also get `Surrogate-Control` with `policy`, see [`TargetedPolicies`].
+    #[must_use]
+    pub const fn surrogate(self, policy: CachePolicy) -> Self {
+        Self {
+            targeted: self.targeted.surrogate(policy),
+            ..self
+        }
+    }
+
+    /// Reads also get the targeted fields of `targeted` (replacing any set before).
+    #[must_use]
+    pub const fn targeted(self, targeted: TargetedPolicies) -> Self {
+        Self { targeted, ..self }
     }
 
     /// Adds `Vary` names (merged with [`patch_vary_headers`]) to every response.
@@ -124,6 +172,11 @@ impl HandlerPolicy {
     ///
     /// A read answered to a request with `Authorization` also gets `private`, unless `read`
     /// is explicitly `public` (RFC 9111 §3.5: see [`with_cache_control`], which does the same).
+    ///
+    /// Reads also get the targeted fields (`private` too when their final `Cache-Control` is,
+    /// whoever set it, see
+    /// [`TargetedPolicies::patch`]); other answers get none, so a CDN that reads
+    /// `CDN-Cache-Control` instead of `Cache-Control` sees no lifetime for them.
     pub fn apply(&self, req: &HttpRequest, res: &mut HttpResponse) {
         let status = res.status();
         let is_read = matches!(*req.method(), Method::GET | Method::HEAD)
@@ -134,6 +187,10 @@ impl HandlerPolicy {
             MUTATION_POLICY
         };
         patch_cache_control(res.headers_mut(), &policy);
+        if is_read {
+            let private = cache_control_contains(res.headers(), "private");
+            self.targeted.patch(res.headers_mut(), private);
+        }
         if !self.vary.is_empty() {
             patch_vary_headers(res.headers_mut(), self.vary);
         }
@@ -280,8 +337,27 @@ where
     Fut: Future<Output = R>,
     R: Responder,
 {
+    with_cache_control_targeted(req, policy, TargetedPolicies::new(), handler).await
+}
+
+/// [`with_cache_control`], then `targeted` merged into the targeted fields (RFC 9213), on
+/// every answer as `Cache-Control` is; `private` too when the final `Cache-Control` is (see
+/// [`TargetedPolicies::patch`]).
+pub async fn with_cache_control_targeted<Fut, R>(
+    req: &HttpRequest,
+    policy: CachePolicy,
+    targeted: TargetedPolicies,
+    handler: Fut,
+) -> HttpResponse
+where
+    Fut: Future<Output = R>,
+    R: Responder,
+{
     let mut res = handler.await.respond_to(req).map_into_boxed_body();
-    patch_cache_control(res.headers_mut(), &for_credentials(policy, req));
+    let policy = for_credentials(policy, req);
+    patch_cache_control(res.headers_mut(), &policy);
+    let private = cache_control_contains(res.headers(), "private");
+    targeted.patch(res.headers_mut(), private);
     res
 }
 

@@ -1,14 +1,18 @@
-//! Property tests for `actix_conditional::cache_control`: hostile `Cache-Control` and `Vary`
-//! headers never panic, always yield one valid field line, and re-parse to the same thing.
+//! Property tests for `actix_conditional::cache_control`: hostile `Cache-Control`, `Vary` and
+//! targeted (`CDN-Cache-Control`, `Surrogate-Control`) headers never panic, always yield one
+//! valid field line, and re-parse to the same thing.
 //!
 //! Cases come from `ProptestConfig::default()`, so `PROPTEST_CASES=5000 cargo test --test
 //! cache_control` runs more of them.
 
 use actix_conditional::cache_control::{
-    CachePolicy, DELTA_SECONDS_MAX, add_never_cache_headers, cache_control_contains,
-    parse_cache_control, parse_delta_seconds, patch_cache_control, patch_vary_headers,
+    CachePolicy, DELTA_SECONDS_MAX, SURROGATE_CONTROL, Target, add_never_cache_headers,
+    cache_control_contains, parse_cache_control, parse_delta_seconds, patch_cache_control,
+    patch_targeted, patch_vary_headers,
 };
-use actix_web::http::header::{CACHE_CONTROL, HeaderMap, HeaderValue, VARY};
+use actix_web::http::header::{
+    CACHE_CONTROL, CDN_CACHE_CONTROL, HeaderMap, HeaderName, HeaderValue, VARY,
+};
 use proptest::prelude::*;
 
 // --- strategies --------------------------------------------------------------------------------
@@ -30,6 +34,9 @@ fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
         .prop_map(|s| s.as_bytes().to_vec()),
         2 => "[0-9]{1,25}".prop_map(String::into_bytes),
         1 => Just(b"-".to_vec()),
+        // Structured-field syntax, for the targeted fields (RFC 8941).
+        1 => prop::sample::select(vec![";", "?1", "(", ")", ":", "*", "1.5", "_", "/"])
+            .prop_map(|s| s.as_bytes().to_vec()),
     ];
     prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
 }
@@ -198,5 +205,109 @@ proptest! {
         }
         patch_vary_headers(&mut headers, &new);
         prop_assert_eq!(single_line(&headers, &VARY), once);
+    }
+}
+
+// --- targeted fields (RFC 9213) ----------------------------------------------------------------
+
+/// An RFC 9213 targeted field: `CDN-Cache-Control` or another one named.
+fn dictionary_target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        Just(Target::Cdn),
+        Just(Target::Named(HeaderName::from_static(
+            "cloudflare-cdn-cache-control"
+        ))),
+    ]
+}
+
+/// Field lines made of plausible members (valid ones, RFC 9111 ones a dictionary rejects,
+/// garbage), so merges of well-formed dictionaries are common.
+fn member_lines() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    let member = prop_oneof![
+        "(no-cache|No-Cache|private)=\"[A-Za-z-]{1,8}\"",
+        "no-cache=[a-z]{1,6}",
+        "(max-age|s-maxage|stale-if-error)=[0-9]{1,17}",
+        "max-age=\"[0-9]{1,3}\"",
+        "(public|private|no-store|must-revalidate|ext)(;[a-z]=[0-9])?",
+        "[a-z*][a-z0-9_.*-]{0,5}(=(\\?[01]|[0-9.]{1,4}|:[a-z=]{0,4}:|[A-Za-z][a-z:/]{0,3}))?",
+        "[ -~]{0,6}",
+    ];
+    let line =
+        prop::collection::vec(member, 0..6).prop_map(|members| members.join(", ").into_bytes());
+    prop::collection::vec(line, 0..3)
+}
+
+/// The field parsed as an RFC 8941 Dictionary, as a targeted cache reads it (RFC 9213 §2.1).
+fn dictionary(value: &[u8]) -> Result<sfv::Dictionary, String> {
+    sfv::Parser::new(value)
+        .with_version(sfv::Version::Rfc8941)
+        .parse::<sfv::Dictionary>()
+        .map_err(|error| format!("{error}: {:?}", String::from_utf8_lossy(value)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::default())]
+
+    #[test]
+    fn targeted_patch_never_panics_and_writes_a_valid_dictionary(
+        target in dictionary_target(),
+        lines in prop_oneof![header_lines(), member_lines()],
+        policy in policy(),
+    ) {
+        let name = target.header_name();
+        let mut headers = map_with(&name, &lines);
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        patch_targeted(&mut headers, &target, &policy);
+        // Cache-Control is not touched.
+        prop_assert_eq!(headers.get(CACHE_CONTROL).unwrap(), "no-store");
+        let Some(out) = single_line(&headers, &name) else {
+            prop_assert!(policy.is_empty());
+            return Ok(());
+        };
+        prop_assert!(HeaderValue::from_bytes(&out).is_ok());
+        let dict = dictionary(&out).map_err(TestCaseError::fail)?;
+        prop_assert!(!dict.is_empty());
+        // No key twice: a dictionary keeps only a repeated key's last value (RFC 8941 §3.2),
+        // so several `no-cache="field"` values must have become one.
+        prop_assert_eq!(dict.len(), parse_cache_control(&out).count());
+        // Every directive of the policy is a key of the result...
+        for d in parse_cache_control(policy.to_string().as_bytes()) {
+            let key = std::str::from_utf8(d.name()).unwrap();
+            prop_assert!(dict.keys().any(|k| k.as_str() == key), "{key} missing");
+        }
+        // ...its max-age an sf-integer no greater than the policy's.
+        if let Some(max) = policy.max_age_secs() {
+            let entry = dict.iter().find(|(k, _)| k.as_str() == "max-age").map(|(_, v)| v);
+            let Some(sfv::ListEntry::Item(item)) = entry else {
+                return Err(TestCaseError::fail("max-age is not an item"));
+            };
+            let Some(got) = item.bare_item.as_integer() else {
+                return Err(TestCaseError::fail("max-age is not an integer"));
+            };
+            prop_assert!(i64::from(got) <= i64::from(max));
+        }
+        if policy.visibility().is_some() {
+            let has = |key: &str| dict.keys().any(|k| k.as_str() == key);
+            prop_assert!(!(has("public") && has("private")));
+        }
+
+        // Patching again with the same policy, or nothing, changes nothing.
+        patch_targeted(&mut headers, &target, &policy);
+        prop_assert_eq!(single_line(&headers, &name), Some(out.clone()));
+        patch_targeted(&mut headers, &target, &CachePolicy::new());
+        prop_assert_eq!(single_line(&headers, &name), Some(out));
+    }
+
+    #[test]
+    fn surrogate_control_merges_exactly_as_cache_control(lines in header_lines(), policy in policy()) {
+        let mut surrogate = map_with(&SURROGATE_CONTROL, &lines);
+        patch_targeted(&mut surrogate, &Target::Surrogate, &policy);
+        let mut cache_control = map_with(&CACHE_CONTROL, &lines);
+        patch_cache_control(&mut cache_control, &policy);
+        prop_assert_eq!(
+            single_line(&surrogate, &SURROGATE_CONTROL),
+            single_line(&cache_control, &CACHE_CONTROL)
+        );
+        prop_assert!(!surrogate.contains_key(CDN_CACHE_CONTROL));
     }
 }

@@ -81,6 +81,8 @@ options! {
     Immutable => immutable: Flag,
     StaleWhileRevalidate => stale_while_revalidate: Seconds,
     StaleIfError => stale_if_error: Seconds,
+    CdnMaxAge => cdn_max_age: Seconds,
+    SurrogateMaxAge => surrogate_max_age: Seconds,
     Vary => vary: HeaderNames,
     Etag => etag: FnPath,
     LastModified => last_modified: FnPath,
@@ -98,6 +100,8 @@ pub(crate) const ETAG_CACHED_KEYS: &[Key] = &[
     Key::Private,
     Key::StaleWhileRevalidate,
     Key::StaleIfError,
+    Key::CdnMaxAge,
+    Key::SurrogateMaxAge,
     Key::Vary,
     Key::Etag,
     Key::LastModified,
@@ -120,6 +124,8 @@ pub(crate) const CACHE_CONTROL_KEYS: &[Key] = &[
     Key::Immutable,
     Key::StaleWhileRevalidate,
     Key::StaleIfError,
+    Key::CdnMaxAge,
+    Key::SurrogateMaxAge,
 ];
 
 /// Cache-Control directives in the order they are chained onto `CachePolicy::new()`.
@@ -268,8 +274,30 @@ impl Options {
         self.get(key).is_some()
     }
 
-    /// `public` and `private` exclude each other (RFC 9111 §5.2.2.6, §5.2.2.9).
-    fn conflict(&self) -> Option<Error> {
+    /// `public` and `private` exclude each other (RFC 9111 §5.2.2.6, §5.2.2.9), and `private`
+    /// excludes the targeted lifetimes. Checked for each attribute, and again for a method's
+    /// options merged with its `impl` block's.
+    pub(crate) fn conflict(&self) -> Option<Error> {
+        if let Some(private) = self.get(Key::Private)
+            && let Some(targeted) = [Key::CdnMaxAge, Key::SurrogateMaxAge]
+                .into_iter()
+                .find_map(|key| self.get(key))
+        {
+            // A CDN reads its targeted field instead of Cache-Control (RFC 9213 §2.2): a
+            // lifetime there would have it store and share a private answer.
+            let later = self
+                .entries
+                .iter()
+                .rev()
+                .find(|entry| entry.key == private.key || entry.key == targeted.key)?;
+            return Some(Error::new(
+                later.span,
+                format!(
+                    "`{}` cannot be combined with `private`: a CDN obeys its targeted field instead of Cache-Control (RFC 9213), so it would store and share a private answer",
+                    targeted.key.name()
+                ),
+            ));
+        }
         self.get(Key::Public)?;
         self.get(Key::Private)?;
         // Entries are in source order: point at whichever of the two came second.
@@ -331,6 +359,25 @@ impl Options {
             }
         });
         quote!(::actix_conditional::CachePolicy::new() #(#calls)*)
+    }
+
+    /// `::actix_conditional::cache_control::TargetedPolicies::new()` with `.cdn(...)` and
+    /// `.surrogate(...)` for `cdn_max_age` and `surrogate_max_age`; `None` if neither is given.
+    pub(crate) fn targeted_policies(&self) -> Option<TokenStream> {
+        let calls: Vec<TokenStream> = [
+            (Key::CdnMaxAge, quote!(cdn)),
+            (Key::SurrogateMaxAge, quote!(surrogate)),
+        ]
+        .into_iter()
+        .filter_map(|(key, method)| {
+            let seconds = proc_macro2::Literal::u32_unsuffixed(self.seconds(key)?);
+            Some(quote!(.#method(::actix_conditional::CachePolicy::new().max_age(#seconds))))
+        })
+        .collect();
+        if calls.is_empty() {
+            return None;
+        }
+        Some(quote!(::actix_conditional::cache_control::TargetedPolicies::new() #(#calls)*))
     }
 
     /// The `vary = [...]` names, if given.
@@ -533,6 +580,35 @@ mod tests {
             message(etag(quote!(public, max_age = 1, private))),
             "`public` and `private` cannot be combined"
         );
+    }
+
+    #[test]
+    fn targeted_lifetimes() {
+        let parse = |args| etag(args).unwrap_or_else(|error| panic!("{error}"));
+        assert!(parse(quote!(max_age = 0)).targeted_policies().is_none());
+        let options = parse(quote!(
+            max_age = 0,
+            surrogate_max_age = 9,
+            cdn_max_age = 600
+        ));
+        assert_eq!(
+            options.targeted_policies().unwrap().to_string(),
+            quote!(
+                ::actix_conditional::cache_control::TargetedPolicies::new()
+                    .cdn(::actix_conditional::CachePolicy::new().max_age(600))
+                    .surrogate(::actix_conditional::CachePolicy::new().max_age(9))
+            )
+            .to_string()
+        );
+        // Not Cache-Control directives.
+        assert_eq!(
+            options.cache_policy(&[]).to_string(),
+            quote!(::actix_conditional::CachePolicy::new().max_age(0)).to_string()
+        );
+        // A method's `private` under a block's `cdn_max_age` conflicts once merged.
+        let merged = parse(quote!(cdn_max_age = 1)).overridden_by(&parse(quote!(private)));
+        assert!(merged.conflict().is_some());
+        assert!(parse(quote!(public, cdn_max_age = 1)).conflict().is_none());
     }
 
     #[test]

@@ -20,9 +20,18 @@ pub(crate) fn expand_cache_control(args: TokenStream, item: &TokenStream) -> Tok
         let policy = options.cache_policy(&[]);
         let req = req_ident();
         Ok(rewrite_free_fn(func, |future| {
-            quote! {
-                const __AC_POLICY: ::actix_conditional::CachePolicy = #policy;
-                ::actix_conditional::condition::with_cache_control(&#req, __AC_POLICY, #future).await
+            match options.targeted_policies() {
+                None => quote! {
+                    const __AC_POLICY: ::actix_conditional::CachePolicy = #policy;
+                    ::actix_conditional::condition::with_cache_control(&#req, __AC_POLICY, #future).await
+                },
+                Some(targeted) => quote! {
+                    const __AC_POLICY: ::actix_conditional::CachePolicy = #policy;
+                    const __AC_TARGETED: ::actix_conditional::cache_control::TargetedPolicies = #targeted;
+                    ::actix_conditional::condition::with_cache_control_targeted(
+                        &#req, __AC_POLICY, __AC_TARGETED, #future
+                    ).await
+                },
             }
         }))
     });

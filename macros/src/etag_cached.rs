@@ -205,9 +205,12 @@ fn respond(options: &Options, receiver: bool, future: &TokenStream) -> TokenStre
             })
         })
     });
+    let targeted = options
+        .targeted_policies()
+        .map(|targeted| quote!(.targeted(#targeted)));
     quote! {
         const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
-            ::actix_conditional::condition::HandlerPolicy::new(#policy) #vary #groups;
+            ::actix_conditional::condition::HandlerPolicy::new(#policy) #targeted #vary #groups;
         let __ac_validators = ::actix_conditional::condition::RequestValidators::new() #(#validators)*;
         __AC_POLICY.respond(&#req, __ac_validators, #future).await
     }
@@ -311,6 +314,11 @@ fn expand_impl(args: TokenStream, mut imp: ItemImpl) -> TokenStream {
             None => (impl_options.clone(), Span::call_site()),
         };
         let rewritten = require_max_age(options, span)
+            .and_then(|options| match options.conflict() {
+                // `private` on the block and `cdn_max_age` on the method, or the reverse.
+                Some(conflict) => Err(Error::new(span, conflict.to_string())),
+                None => Ok(options),
+            })
             .and_then(|options| check_cache_options(&options).map(|()| options))
             .and_then(|options| rewrite_method(method, &options));
         if let Err(error) = rewritten {

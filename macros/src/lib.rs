@@ -61,6 +61,15 @@ mod handler;
 /// - `stale_while_revalidate = u32`: adds `stale-while-revalidate` (RFC 5861). Default: not
 ///   sent. Note that `must-revalidate`, always sent, tells shared caches not to serve stale.
 /// - `stale_if_error = u32`: adds `stale-if-error` (RFC 5861). Default: not sent; same caveat.
+/// - `cdn_max_age = u32`: reads also get `CDN-Cache-Control: max-age=N` (RFC 9213), the
+///   lifetime for CDNs, which obey it instead of `Cache-Control`: with `max_age = 0,
+///   cdn_max_age = 600` browsers revalidate on every use while the edge serves the answer ten
+///   minutes (purge the edge when the data changes). Default: not sent. Mutations and errors
+///   never get it. When the answer's `Cache-Control` is `private` (a request with
+///   `Authorization`, or the handler set it), it gets `private` too; the option itself cannot
+///   be combined with `private`.
+/// - `surrogate_max_age = u32`: the same for `Surrogate-Control: max-age=N` (Fastly and other
+///   surrogates). Default: not sent.
 /// - `vary = ["Header", …]`: header names added to `Vary`. Default: none.
 /// - `etag = path`: the strong validator, `fn(&HttpRequest) -> Option<E>` (sync or `async`),
 ///   where `E` is an `EntityTag`, `String` or `&str`. In an `impl` block the function takes
@@ -141,6 +150,35 @@ mod handler;
 /// async fn add_challenge(db: web::Data<Db>, body: web::Json<NewChallenge>) -> HttpResponse {
 ///     HttpResponse::Created().json(db.insert(body.into_inner()))
 /// }
+/// ```
+///
+/// Browsers revalidate every time, the CDN in front keeps the answer ten minutes:
+///
+/// ```
+/// use actix_conditional::etag_cached;
+/// use actix_web::{App, HttpResponse, http::header, test, web};
+///
+/// #[etag_cached(max_age = 0, cdn_max_age = 600, etag = revision)]
+/// async fn scores() -> HttpResponse {
+///     HttpResponse::Ok().body("scores")
+/// }
+///
+/// fn revision(_: &actix_web::HttpRequest) -> Option<&'static str> {
+///     Some("r42")
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let app = test::init_service(App::new().route("/scores", web::get().to(scores))).await;
+/// let res = test::call_service(&app, test::TestRequest::get().uri("/scores").to_request()).await;
+/// assert_eq!(res.headers().get(header::CACHE_CONTROL).unwrap(), "max-age=0, must-revalidate");
+/// assert_eq!(res.headers().get(header::CDN_CACHE_CONTROL).unwrap(), "max-age=600");
+///
+/// // A 304 refreshes the CDN's stored headers (RFC 9111 §4.3.4): it carries the field too.
+/// let req = test::TestRequest::get().uri("/scores").insert_header((header::IF_NONE_MATCH, "\"r42\""));
+/// let res = test::call_service(&app, req.to_request()).await;
+/// assert_eq!(res.status(), 304);
+/// assert_eq!(res.headers().get(header::CDN_CACHE_CONTROL).unwrap(), "max-age=600");
+/// # });
 /// ```
 ///
 /// # Expansion
@@ -367,8 +405,31 @@ pub fn etag_cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// - `immutable`: `immutable` (RFC 8246).
 /// - `stale_while_revalidate = u32`: `stale-while-revalidate` (RFC 5861).
 /// - `stale_if_error = u32`: `stale-if-error` (RFC 5861).
+/// - `cdn_max_age = u32`: `CDN-Cache-Control: max-age=N` (RFC 9213), the lifetime CDNs obey
+///   instead of `Cache-Control`; `private` too when the answer's `Cache-Control` is. Cannot be
+///   combined with `private`.
+/// - `surrogate_max_age = u32`: `Surrogate-Control: max-age=N` (Fastly and other surrogates),
+///   likewise.
 ///
 /// # Examples
+///
+/// ```
+/// use actix_conditional::cache_control;
+/// use actix_web::{App, http::header, test, web};
+///
+/// // Browsers keep it a minute; Fastly a day.
+/// #[cache_control(public, max_age = 60, surrogate_max_age = 86400)]
+/// async fn schedule() -> &'static str {
+///     "schedule"
+/// }
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let app = test::init_service(App::new().route("/", web::get().to(schedule))).await;
+/// let res = test::call_service(&app, test::TestRequest::get().to_request()).await;
+/// assert_eq!(res.headers().get(header::CACHE_CONTROL).unwrap(), "public, max-age=60");
+/// assert_eq!(res.headers().get("surrogate-control").unwrap(), "max-age=86400");
+/// # });
+/// ```
 ///
 /// ```ignore
 /// use actix_conditional::cache_control;

@@ -29,6 +29,10 @@
 //! | `patch_vary_headers(response, newheaders)` | [`patch_vary_headers`] |
 //! | `ConditionalGetMiddleware.needs_etag` | [`cache_control_contains`]`(headers, "no-store")` |
 //!
+//! The same merge writes a policy into a field targeted at some caches only (RFC 9213):
+//! [`patch_targeted`] with [`Target::Cdn`] (`CDN-Cache-Control`), [`Target::Surrogate`]
+//! (`Surrogate-Control`) or [`Target::Named`], so browsers and CDNs can get different lifetimes.
+//!
 //! Reading is done by a lenient, allocation-free parser, [`parse_cache_control`], which
 //! yields one [`Directive`] per list member (RFC 9111 §5.2).
 //!
@@ -60,6 +64,7 @@
 mod parse;
 mod patch;
 mod policy;
+mod targeted;
 #[cfg(test)]
 mod tests;
 
@@ -70,3 +75,4 @@ pub use self::parse::{
 pub use self::patch::{add_never_cache_headers, patch_cache_control, patch_vary_headers};
 pub(crate) use self::policy::for_credentials;
 pub use self::policy::{CachePolicy, DELTA_SECONDS_MAX, Visibility};
+pub use self::targeted::{SURROGATE_CONTROL, Target, TargetedPolicies, patch_targeted};

@@ -18,6 +18,11 @@ pub struct Directive<'a> {
 }
 
 impl<'a> Directive<'a> {
+    /// A directive read by another parser (a targeted field's dictionary members).
+    pub(super) const fn new(name: &'a [u8], value: Option<&'a [u8]>) -> Self {
+        Self { name, value }
+    }
+
     /// The directive name as sent, never empty.
     #[must_use]
     pub const fn name(&self) -> &'a [u8] {

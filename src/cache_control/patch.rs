@@ -7,7 +7,7 @@ use std::{
     time::SystemTime,
 };
 
-use actix_web::http::header::{CACHE_CONTROL, EXPIRES, HeaderMap, HeaderValue, VARY};
+use actix_web::http::header::{CACHE_CONTROL, EXPIRES, HeaderMap, HeaderName, HeaderValue, VARY};
 use bytes::Bytes;
 
 use super::parse::*;
@@ -64,7 +64,7 @@ pub fn patch_cache_control(headers: &mut HeaderMap, policy: &CachePolicy) {
 }
 
 /// What [`patch_cache_control`] writes for `policy` on a response without `Cache-Control`.
-fn rendered_alone(policy: &CachePolicy) -> Option<HeaderValue> {
+pub(super) fn rendered_alone(policy: &CachePolicy) -> Option<HeaderValue> {
     // Policies are few (one per handler); past this many distinct ones, nothing is kept.
     const MAX_REMEMBERED: usize = 64;
     thread_local! {
@@ -139,12 +139,50 @@ pub fn add_never_cache_headers(headers: &mut HeaderMap) {
     );
 }
 
-/// Django's `patch_cache_control` applied once per step, parsing and writing the header once.
+/// Django's `patch_cache_control` applied once per step to `Cache-Control`.
 fn patch_in_steps(headers: &mut HeaderMap, steps: &[&[NewDirective]]) {
+    patch_field(headers, &CACHE_CONTROL, Syntax::List, steps);
+}
+
+/// How the members of a cache-control field are read and written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Syntax {
+    /// A `Cache-Control` list (RFC 9111 §5.2): lenient, members kept verbatim.
+    List,
+    /// A Dictionary Structured Field (RFC 8941 §3.2), as targeted fields are (RFC 9213 §2.1).
+    /// The existing field is read as a whole with an RFC 8941 parser, as a targeted cache
+    /// reads it, so each name appears once and the merge writes each once.
+    Dictionary,
+}
+
+/// Django's `patch_cache_control` applied once per step to the field `name`, parsing and
+/// writing the header once.
+pub(super) fn patch_field(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    syntax: Syntax,
+    steps: &[&[NewDirective]],
+) {
+    // Owned members of a parsed dictionary; declared first so `merged` can borrow them.
+    let members;
     let rendered = {
         let mut merged = Merged::default();
-        for directive in cache_control_directives(headers) {
-            merged.add_existing(directive);
+        match syntax {
+            Syntax::List => {
+                let existing = headers
+                    .get_all(name)
+                    .flat_map(|line| parse_cache_control(line.as_bytes()));
+                for directive in existing {
+                    merged.add_existing(directive);
+                }
+            }
+            Syntax::Dictionary => {
+                members = dictionary_members(headers, name);
+                for (key, value) in &members {
+                    let value = value.as_deref().map(str::as_bytes);
+                    merged.add_existing(Directive::new(key.as_bytes(), value));
+                }
+            }
         }
         for step in steps {
             merged.apply(step);
@@ -152,7 +190,7 @@ fn patch_in_steps(headers: &mut HeaderMap, steps: &[&[NewDirective]]) {
         merged.render()
     };
     if rendered.is_empty() {
-        headers.remove(CACHE_CONTROL);
+        headers.remove(name);
         return;
     }
     let value = HeaderValue::from_maybe_shared(Bytes::from(rendered)).unwrap_or_else(|_| {
@@ -165,7 +203,54 @@ fn patch_in_steps(headers: &mut HeaderMap, steps: &[&[NewDirective]]) {
         HeaderValue::from_maybe_shared(Bytes::from(merged.render()))
             .unwrap_or_else(|_| HeaderValue::from_static("no-store"))
     });
-    headers.insert(CACHE_CONTROL, value);
+    headers.insert(name.clone(), value);
+}
+
+/// The members of the field `name` read as one RFC 8941 Dictionary (its field lines joined
+/// with commas, RFC 8941 §4.2), each as `(key, value as serialized)`; a bare (`true`) member
+/// has no value, and its parameters are dropped (RFC 9213 §2.1: caches ignore them).
+///
+/// A field that is not a valid Dictionary gives nothing: a targeted cache ignores such a
+/// field entirely (RFC 9213 §2.1), so none of it was in effect, and keeping part of it would
+/// put into effect directives that were not.
+fn dictionary_members(headers: &HeaderMap, name: &HeaderName) -> Vec<(String, Option<String>)> {
+    let mut joined = Vec::new();
+    for line in headers.get_all(name) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b", ");
+        }
+        joined.extend_from_slice(line.as_bytes());
+    }
+    let dictionary = match sfv::Parser::new(&joined)
+        .with_version(sfv::Version::Rfc8941)
+        .parse::<sfv::Dictionary>()
+    {
+        Ok(dictionary) => dictionary,
+        Err(error) => {
+            tracing::debug!(
+                field = %name,
+                %error,
+                "targeted field: not a structured-field dictionary, ignored as caches ignore it (RFC 9213 §2.1)"
+            );
+            return Vec::new();
+        }
+    };
+    dictionary
+        .into_iter()
+        .filter_map(|(key, entry)| {
+            if let sfv::ListEntry::Item(item) = &entry
+                && item.bare_item.as_boolean() == Some(true)
+            {
+                return Some((key.as_str().to_owned(), None));
+            }
+            let mut one = sfv::Dictionary::new();
+            one.insert(key.clone(), entry);
+            // `key=value`: serialized alone, the member's value follows `key=`.
+            let member = sfv::FieldType::serialize(&one)?;
+            let value = member.strip_prefix(key.as_str())?.strip_prefix('=')?;
+            Some((key.as_str().to_owned(), Some(value.to_owned())))
+        })
+        .collect()
 }
 
 /// Django's `defaultdict(set)` of directives: insertion-ordered, last value wins, `no-cache`
