@@ -39,9 +39,9 @@
 use std::future::{Ready, ready};
 use std::rc::Rc;
 
+use actix_web::Error;
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
-use actix_web::Error;
 use futures_util::future::LocalBoxFuture;
 
 use super::purge::Purges;
@@ -141,7 +141,9 @@ where
                                 );
                             }
                         }
-                        None => tracing::trace!(groups = ?invalidated, "edge: no purgers configured"),
+                        None => {
+                            tracing::trace!(groups = ?invalidated, "edge: no purgers configured")
+                        }
                     }
                 }
             }

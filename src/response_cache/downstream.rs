@@ -45,7 +45,8 @@ use actix_web::HttpRequest;
 use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap};
 
 use crate::cache_control::{
-    CachePolicy, cache_control_contains, patch_cache_control, patch_vary_headers,
+    CachePolicy, Target, cache_control_contains, patch_cache_control, patch_targeted,
+    patch_vary_headers,
 };
 
 /// How a cache renders its answers for the caches after it.
@@ -98,5 +99,57 @@ impl Downstream {
             "response cache: bypassed for credentials; marked private downstream"
         );
         patch_cache_control(headers, &CachePolicy::new().private());
+        // A CDN obeys its targeted field instead of `Cache-Control` (RFC 9213 §2.2), so a
+        // targeted lifetime would still let it store the answer: make that private too.
+        for target in [Target::Cdn, Target::Surrogate] {
+            if headers.contains_key(target.header_name()) {
+                patch_targeted(headers, &target, &CachePolicy::new().private());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{CACHE_CONTROL, CDN_CACHE_CONTROL, HeaderValue, VARY};
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn answer(cache_control: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
+        headers.insert(CDN_CACHE_CONTROL, HeaderValue::from_static("max-age=600"));
+        headers
+    }
+
+    #[test]
+    fn a_credentialed_answer_is_private_in_every_field_a_cache_obeys() {
+        let req = TestRequest::get()
+            .insert_header((COOKIE, "session=alice"))
+            .to_http_request();
+        let mut headers = answer("max-age=0, must-revalidate");
+        Downstream::default().credentials(&req, &mut headers);
+        assert_eq!(
+            headers.get(CACHE_CONTROL).unwrap(),
+            "max-age=0, must-revalidate, private"
+        );
+        let cdn = headers.get(CDN_CACHE_CONTROL).unwrap().to_str().unwrap();
+        assert!(cdn.contains("private"), "{cdn}");
+    }
+
+    #[test]
+    fn anonymous_requests_and_private_answers_are_left_alone() {
+        let anonymous = TestRequest::get().to_http_request();
+        let mut headers = answer("public, max-age=15");
+        Downstream::default().credentials(&anonymous, &mut headers);
+        assert_eq!(headers.get(CACHE_CONTROL).unwrap(), "public, max-age=15");
+
+        let mut private = answer("private, max-age=15");
+        Downstream::default().shared(&mut private);
+        assert!(!private.contains_key(VARY));
+        let mut shared = answer("public, max-age=15");
+        Downstream::default().shared(&mut shared);
+        assert_eq!(shared.get(VARY).unwrap(), "Cookie, Authorization");
     }
 }

@@ -73,6 +73,29 @@ impl Action {
     }
 }
 
+/// RFC 9875: a viewset's answers belong to one cache group, its prefix (`uploads`). Reads
+/// (2xx or 304) list it in `Cache-Groups`; a 2xx write lists it in `Cache-Group-Invalidation`,
+/// so one write makes caches downstream (and [`Edge`](crate::edge::Edge)'s purges) drop the
+/// collection and every item at once: a write to an item changes the list too.
+fn with_groups(action: Action, group: &str, mut res: HttpResponse) -> HttpResponse {
+    let status = res.status();
+    let headers = res.headers_mut();
+    match action {
+        Action::List | Action::Retrieve
+            if status.is_success() || status == actix_web::http::StatusCode::NOT_MODIFIED =>
+        {
+            crate::edge::add_groups(headers, [group]);
+        }
+        Action::Create | Action::Update | Action::PartialUpdate | Action::Destroy
+            if status.is_success() =>
+        {
+            crate::edge::add_invalidations(headers, [group]);
+        }
+        _ => {}
+    }
+    res
+}
+
 /// A resource answered by one type, as in Django REST framework.
 ///
 /// Implement the actions you support and list them in [`ACTIONS`](Self::ACTIONS) (the
@@ -138,41 +161,55 @@ fn not_implemented(req: &HttpRequest) -> HttpResponse {
 pub fn register<V: ViewSet>(cfg: &mut ServiceConfig, prefix: &str, viewset: V) {
     let viewset = Rc::new(viewset);
     let prefix = prefix.trim_matches('/');
+    let group: Rc<str> = Rc::from(prefix);
     let mut collection = web::resource(format!("/{prefix}"));
     let mut item = web::resource(format!("/{prefix}/{{id}}"));
 
     for &action in V::ACTIONS {
         for method in action.methods() {
-            let vs = Rc::clone(&viewset);
+            let (vs, group) = (Rc::clone(&viewset), Rc::clone(&group));
             let route = web::route().method(method.clone());
-            let route = match action {
-                Action::List => route.to(move |req| {
-                    let vs = Rc::clone(&vs);
-                    async move { vs.list(req).await }
-                }),
-                Action::Create => route.to(move |req, body: Bytes| {
-                    let vs = Rc::clone(&vs);
-                    async move { vs.create(req, body).await }
-                }),
-                Action::Retrieve => route.to(move |req, id: web::Path<String>| {
-                    let vs = Rc::clone(&vs);
-                    async move { vs.retrieve(req, id.into_inner()).await }
-                }),
-                Action::Update => route.to(move |req, id: web::Path<String>, body: Bytes| {
-                    let vs = Rc::clone(&vs);
-                    async move { vs.update(req, id.into_inner(), body).await }
-                }),
-                Action::PartialUpdate => {
-                    route.to(move |req, id: web::Path<String>, body: Bytes| {
-                        let vs = Rc::clone(&vs);
-                        async move { vs.partial_update(req, id.into_inner(), body).await }
-                    })
-                }
-                Action::Destroy => route.to(move |req, id: web::Path<String>| {
-                    let vs = Rc::clone(&vs);
-                    async move { vs.destroy(req, id.into_inner()).await }
-                }),
-            };
+            let route =
+                match action {
+                    Action::List => route.to(move |req| {
+                        let (vs, group) = (Rc::clone(&vs), Rc::clone(&group));
+                        async move { with_groups(action, &group, vs.list(req).await) }
+                    }),
+                    Action::Create => route.to(move |req, body: Bytes| {
+                        let (vs, group) = (Rc::clone(&vs), Rc::clone(&group));
+                        async move { with_groups(action, &group, vs.create(req, body).await) }
+                    }),
+                    Action::Retrieve => route.to(move |req, id: web::Path<String>| {
+                        let (vs, group) = (Rc::clone(&vs), Rc::clone(&group));
+                        async move {
+                            with_groups(action, &group, vs.retrieve(req, id.into_inner()).await)
+                        }
+                    }),
+                    Action::Update => route.to(move |req, id: web::Path<String>, body: Bytes| {
+                        let (vs, group) = (Rc::clone(&vs), Rc::clone(&group));
+                        async move {
+                            with_groups(action, &group, vs.update(req, id.into_inner(), body).await)
+                        }
+                    }),
+                    Action::PartialUpdate => {
+                        route.to(move |req, id: web::Path<String>, body: Bytes| {
+                            let (vs, group) = (Rc::clone(&vs), Rc::clone(&group));
+                            async move {
+                                with_groups(
+                                    action,
+                                    &group,
+                                    vs.partial_update(req, id.into_inner(), body).await,
+                                )
+                            }
+                        })
+                    }
+                    Action::Destroy => route.to(move |req, id: web::Path<String>| {
+                        let (vs, group) = (Rc::clone(&vs), Rc::clone(&group));
+                        async move {
+                            with_groups(action, &group, vs.destroy(req, id.into_inner()).await)
+                        }
+                    }),
+                };
             if action.on_item() {
                 item = item.route(route);
             } else {

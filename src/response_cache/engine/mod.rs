@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::Method;
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderValue};
+
+use crate::edge::CACHE_GROUPS;
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 
@@ -68,11 +70,15 @@ pub(crate) struct Engine {
     key_by: Option<UserKeyFn>,
     forced_refresh: bool,
     downstream: Downstream,
+    /// The groups of what this cache serves (its name, and `name:section` per section), and
+    /// their `Cache-Groups` value rendered once (`None` if no name is a valid group).
+    groups: (Vec<String>, Option<HeaderValue>),
 }
 
 impl Engine {
     pub(crate) fn new(settings: Settings) -> Self {
         let stats = Arc::new(Stats::new(&settings.name));
+        let groups = cache_groups(&settings.name, &settings.strategy.section_names());
         let life = settings.strategy.useful_life(settings.max_stale);
         let by_age = settings.strategy.expires_by_age();
         let store = Store::new(
@@ -111,6 +117,7 @@ impl Engine {
             key_by: settings.key_by,
             forced_refresh: settings.forced_refresh,
             downstream: settings.downstream,
+            groups,
         }
     }
 
@@ -443,6 +450,16 @@ impl Engine {
         };
         let response_status = res.status();
         let headers = res.headers_mut();
+        if matches!(*req.method(), Method::GET | Method::HEAD) {
+            // RFC 9875 §2: what this cache serves belongs to its groups, so a write that
+            // invalidates the cache (or a section) can have the edge drop it too.
+            match &self.groups {
+                (_, Some(value)) if !headers.contains_key(CACHE_GROUPS) => {
+                    headers.insert(CACHE_GROUPS, value.clone());
+                }
+                (names, _) => crate::edge::add_groups(headers, names),
+            }
+        }
         status.render(
             headers,
             response_status,
@@ -468,4 +485,20 @@ impl Engine {
         self.stats.record(Event::Coalesced);
         Plan::Respond(self.serve_entry(req.method(), req.headers(), entry, status, self.now()))
     }
+}
+
+/// The groups of a cache named `name` with `sections` (RFC 9875 §2), those
+/// [`ResponseCache::invalidation_group`](super::ResponseCache::invalidation_group) names, and
+/// their `Cache-Groups` value.
+fn cache_groups(
+    name: &str,
+    sections: &[std::borrow::Cow<'static, str>],
+) -> (Vec<String>, Option<HeaderValue>) {
+    let names: Vec<String> = std::iter::once(name.to_owned())
+        .chain(sections.iter().map(|section| format!("{name}:{section}")))
+        .collect();
+    let mut headers = HeaderMap::new();
+    crate::edge::add_groups(&mut headers, &names);
+    let value = headers.remove(CACHE_GROUPS).next();
+    (names, value)
 }
