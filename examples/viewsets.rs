@@ -102,6 +102,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix_conditional::edge::Edge;
 #[cfg(feature = "redis")]
 use actix_conditional::response_cache::RedisBackend;
 use actix_conditional::response_cache::{SectionsCacheBuilder, TtlCacheBuilder};
@@ -1154,13 +1155,86 @@ pub fn app_with_caches(
         InitError = (),
     >,
 > {
+    app_with_edge(caches, Edge::new())
+}
+
+/// [`app_with_caches`] inside `edge`: the answers' cache groups (each viewset's prefix, each
+/// cache's name) rendered for the caches in front ([`edge_from_env`]), and every 2xx write
+/// purging what it invalidated before it answers, for at most the purge bound.
+pub fn app_with_edge(
+    caches: Caches,
+    edge: Edge,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = Error,
+        InitError = (),
+    >,
+> {
     App::new()
         .wrap(ConditionalGet::default())
         .wrap(Compress::default())
+        // Outermost: it sees the groups every part of the app added, and the final status.
+        .wrap(edge)
         .configure(move |cfg| {
             configure(cfg, &caches.db);
             configure_caches(cfg, &caches);
         })
+}
+
+/// How long a write waits for its purges at most: then it answers, and the purge is retried
+/// in the background.
+pub const PURGE_WAIT: Duration = Duration::from_secs(2);
+
+/// The [`Edge`] for Varnish (varnish-modules `xkey`) at `varnish_urls`: answers carry `xkey`
+/// tags, writes send `PURGE` with `xkey-purge` to every address, waiting [`PURGE_WAIT`] at most.
+#[cfg(feature = "purge")]
+pub fn edge_for_varnish<I, U>(varnish_urls: I) -> std::io::Result<Edge>
+where
+    I: IntoIterator<Item = U>,
+    U: AsRef<str>,
+{
+    use actix_conditional::edge::purge::{Purges, VarnishPurger};
+    use actix_conditional::edge::{TagHeaders, Vendor, vendor_tag};
+    let invalid = |err: actix_conditional::edge::purge::PurgeError| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
+    };
+    // The purge names each group exactly as the `xkey` header rendered it.
+    let purger = VarnishPurger::new(varnish_urls)
+        .map_err(invalid)?
+        .map_groups(|group| vendor_tag(group, Vendor::Xkey));
+    // Each attempt gives up after half the bound, so a hung Varnish is counted as a failure
+    // (and retried) before the write answers.
+    let purges = Purges::builder()
+        .purger(purger)
+        .timeout(PURGE_WAIT / 2)
+        .wait(PURGE_WAIT)
+        .build()?;
+    Ok(Edge::new()
+        .tag_headers(TagHeaders::new().xkey())
+        .purges(purges))
+}
+
+/// The [`Edge`] `main` uses: [`edge_for_varnish`] on the comma-separated `VARNISH_PURGE_URL`
+/// (with `--features purge`), else `Cache-Groups` alone.
+pub fn edge_from_env() -> std::io::Result<Edge> {
+    let urls = std::env::var("VARNISH_PURGE_URL")
+        .ok()
+        .filter(|urls| !urls.trim().is_empty());
+    #[cfg(feature = "purge")]
+    if let Some(urls) = urls {
+        println!("Purging the Varnish at {urls} on writes");
+        return edge_for_varnish(urls.split(',').map(str::trim));
+    }
+    #[cfg(not(feature = "purge"))]
+    if urls.is_some() {
+        tracing::warn!(
+            "VARNISH_PURGE_URL is set but the example was built without `--features purge`: nothing is purged"
+        );
+    }
+    Ok(Edge::new())
 }
 
 /// [`app_with_caches`] on caches of its own: each call builds new ones, so in
@@ -1290,7 +1364,9 @@ async fn main() -> std::io::Result<()> {
         }
         caches(&db)
     };
-    let server = HttpServer::new(move || app_with_caches(caches.clone())).bind(&bind)?;
+    let edge = edge_from_env()?;
+    let server =
+        HttpServer::new(move || app_with_edge(caches.clone(), edge.clone())).bind(&bind)?;
     for addr in server.addrs() {
         let url = format!("http://{addr}");
         println!(

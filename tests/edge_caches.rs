@@ -118,6 +118,10 @@ struct App {
 
 impl App {
     fn start(test: &str) -> Self {
+        Self::start_with(test, actix_conditional::edge::Edge::new())
+    }
+
+    fn start_with(test: &str, edge: actix_conditional::edge::Edge) -> Self {
         let dir = TempDir::new(&format!("{test}-app"));
         let db = viewsets::open_database(dir.path.join("app.sqlite3")).expect("database");
         let caches = viewsets::caches_named(
@@ -130,7 +134,7 @@ impl App {
         let log = Arc::clone(&seen);
         let server = http::Server::start(move || {
             let log = Arc::clone(&log);
-            viewsets::app_with_caches(caches.clone()).wrap(from_fn(
+            viewsets::app_with_edge(caches.clone(), edge.clone()).wrap(from_fn(
                 move |req: ServiceRequest, next: Next<_>| {
                     let log = Arc::clone(&log);
                     async move {
@@ -199,17 +203,12 @@ fn report(seen: &[Seen]) -> String {
 }
 
 /// The example with its edge purges sent to the Varnish at `varnish_url` (`PURGE` with
-/// `xkey-purge`), each write waiting at most [`PURGE_WAIT`] for them.
-///
-/// DEPENDENCY (issue 13, item 4): the example cannot purge yet. The `Purges` dispatcher and
-/// its `VarnishPurger` are being written on branch edge-purge, and the lead wires the example
-/// to them (its configuration takes the Varnish purge URL). Until then this starts the
-/// example WITHOUT purges, so the purge tests fail on what they check (Varnish keeps serving
-/// the old data, no purge failure is counted). Wiring the example here is the only change
-/// they need.
+/// `xkey-purge`), each write waiting at most [`PURGE_WAIT`] for them: what `main` runs with
+/// `VARNISH_PURGE_URL` set.
 fn app_purging_varnish(test: &str, varnish_url: &str) -> App {
-    let _not_wired_yet = varnish_url;
-    App::start(test)
+    let edge = viewsets::edge_for_varnish([varnish_url]).expect("Varnish purger");
+    assert_eq!(viewsets::PURGE_WAIT, PURGE_WAIT);
+    App::start_with(test, edge)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -556,6 +555,10 @@ fn squid_revalidates_compressed_reads_with_if_modified_since_and_gets_304s() {
     let Some(squid) = Squid::start(&dir.path, app.port()) else {
         return;
     };
+    // The example sends `Last-Modified` only once the second of the table's last write is
+    // over (a second write in the same second must not earn a 304): its seed rows were
+    // written just now.
+    std::thread::sleep(Duration::from_millis(1100));
     let gzip: &[(&str, &[u8])] = &[("Accept-Encoding", b"gzip")];
     // The viewsets' reads are fresh for 60 s; a client's `max-age=0` makes Squid revalidate
     // its copy now (RFC 9111 §5.2.1.1) instead of a minute from now. Its copy is gzip with a
