@@ -170,9 +170,9 @@ def drive(port, stats, stop, seed):
                     # Other threads' newer events may have pushed ours out of the tail; if
                     # not, it must be there, unless the answer says it is stale.
                     pushed_out = len(ids) >= RECENT_PROGRESS and min(ids) > mine
-                    label = res.getheader("X-Cache")
+                    label = cache_label(res.getheader("Cache-Status"))
                     if mine not in ids and not pushed_out and label != "stale":
-                        stats.fail(f"read-your-writes: event {mine} not in the next summary (X-Cache: {label})")
+                        stats.fail(f"read-your-writes: event {mine} not in the next summary (Cache-Status: {label})")
                     with stats.lock:
                         stats.labels[label] = stats.labels.get(label, 0) + 1
         elif roll < 0.90:
@@ -193,6 +193,31 @@ def drive(port, stats, stop, seed):
             if res and res.status == 201:
                 row = json.loads(data)
                 client.send("DELETE", f"/uploads/{row['id']}")
+
+
+def cache_label(cache_status):
+    """The label of this library's `Cache-Status` member (RFC 9211): `hit`, `hit-revision`,
+    `section`, `stale`, `refresh`, `coalesced`, `bypass` or `miss` (what `X-Cache` says when a
+    cache opts in to it)."""
+    if not cache_status:
+        return None
+    ours = [m for m in cache_status.split(",") if m.strip().startswith("actix-conditional")]
+    if not ours:
+        return None
+    params = {}
+    for part in ours[-1].split(";")[1:]:
+        key, _, value = part.strip().partition("=")
+        params[key] = value or "?1"
+    detail, fwd = params.get("detail"), params.get("fwd")
+    if "hit" in params:
+        return {"revision": "hit-revision", "stale": "stale"}.get(detail, "hit")
+    if fwd == "stale":
+        return {"stale": "stale", "section": "section"}.get(detail, "refresh")
+    if fwd == "bypass":
+        return "bypass"
+    if "collapsed" in params and detail is None:
+        return "coalesced"
+    return "miss"
 
 
 def check_age(stats, path, res):
@@ -314,7 +339,7 @@ def run(args, server, profile):
         f"- Errors (5xx or connection): {errors}",
         f"- Max staleness (`Age`): /challenges/active {stats.max_age['/challenges/active']} s (bound {BOUNDS['/challenges/active']} s), /state/summary {stats.max_age['/state/summary']} s (bound {BOUNDS['/state/summary']} s)",
         f"- 304s on a repeated `If-None-Match`: {stats.not_modified}; `If-Match` conflicts answered 412 (no lost update): {stats.conflicts}",
-        f"- Reads right after the thread's own write (`X-Cache` of the summary): " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.labels.items(), key=lambda kv: str(kv[0]))),
+        f"- Reads right after the thread's own write (`Cache-Status` of the summary): " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.labels.items(), key=lambda kv: str(kv[0]))),
         f"- RSS: {(rss_start or 0) / 1024:.1f} MiB at start, {(rss_warm or 0) / 1024:.1f} MiB after the {warmup} s warm-up, peak {rss_max_after / 1024:.1f} MiB after it, {(rss_end or 0) / 1024:.1f} MiB at the end ({'flat' if flat else 'GREW'})",
         f"- Checks failed: {len(stats.failures)}" + ("" if not stats.failures else ": " + "; ".join(stats.failures[:5])),
     ]

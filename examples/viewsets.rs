@@ -52,12 +52,22 @@
 //! | `GET /metrics` | the caches' counters in the Prometheus text format |
 //! | `GET /demo` | a page that fetches `/state/summary` twice: the browser's second fetch is a conditional request, answered 304 |
 //!
-//! Every cached response says what happened in `X-Cache`: `miss`, `hit` (TTL),
-//! `hit-revision` (the fingerprint is unchanged), `section` (only `recent_progress` changed:
-//! rebuilt and merged in the request), `stale` (the core changed: the old bytes at once while
-//! one background refresh rebuilds it), `coalesced` (waited for another request's build).
-//! `?refresh=true` forces a rebuild. The summary's ETag follows its fingerprint, so
-//! `If-None-Match` is a 304 for one revision query.
+//! Every cached response says what happened in `Cache-Status` (RFC 9211):
+//! `actix-conditional; fwd=miss; …`, `…; hit; ttl=N` (TTL), `…; hit; detail=revision` (the
+//! fingerprint is unchanged), `…; fwd=stale; detail=section` (only `recent_progress` changed:
+//! rebuilt and merged in the request), `…; hit; detail=stale` (the core changed: the old
+//! bytes at once while one background refresh rebuilds it), `…; collapsed` (waited for another
+//! request's build). `?refresh=true` forces a rebuild (`fwd=request`). The summary's ETag
+//! follows its fingerprint, so `If-None-Match` is a 304 for one revision query.
+//!
+//! # In front: Varnish, a CDN
+//!
+//! Every answer lists its cache groups (`Cache-Groups`: the viewset's prefix, or the cache's
+//! name) and every 2xx write what it changed (`Cache-Group-Invalidation`). With
+//! `VARNISH_PURGE_URL=http://127.0.0.1:6081/` (and `--features purge`) the answers carry `xkey`
+//! tags and each write purges that Varnish before it answers, waiting [`PURGE_WAIT`] at most
+//! ([`edge_for_varnish`]; `docs/edge.md` has the VCL). `/challenges/active` declares a lifetime
+//! that covers its `Age`, so caches in front never receive it already stale.
 //!
 //! The fingerprints come from a `revisions` table of per-table counters that SQLite triggers
 //! bump on every `INSERT`, `UPDATE` and `DELETE` (see [`table_revisions`]).
@@ -1308,13 +1318,21 @@ pub fn curl_lines(url: &str) -> Vec<String> {
         format!("curl -I {url}/uploads"),
         format!("curl -i -X DELETE {url}/uploads/2"),
         format!("curl -i {url}/uploads/2"),
-        format!("curl -i {url}/challenges/active  # twice: X-Cache: miss, then hit with Age"),
-        format!("curl -i {url}/state/summary  # twice: X-Cache: miss, then hit-revision"),
+        format!(
+            "curl -i {url}/challenges/active  # twice: Cache-Status: fwd=miss, then hit; ttl=…, with Age"
+        ),
+        format!(
+            "curl -i {url}/state/summary  # twice: Cache-Status: fwd=miss, then hit; detail=revision"
+        ),
         format!(
             "curl -i -X POST -H 'Content-Type: application/json' -d '{{\"event\":\"uploaded report.csv\"}}' {url}/progress"
         ),
-        format!("curl -i {url}/state/summary  # X-Cache: section (only recent_progress rebuilt)"),
-        format!("curl -i '{url}/state/summary?refresh=true'  # X-Cache: miss (forced rebuild)"),
+        format!(
+            "curl -i {url}/state/summary  # Cache-Status: detail=section (only recent_progress rebuilt)"
+        ),
+        format!(
+            "curl -i '{url}/state/summary?refresh=true'  # Cache-Status: fwd=request (forced rebuild)"
+        ),
         format!("curl -s {url}/metrics | grep actix_conditional_cache"),
         format!("open {url}/demo in a browser: its second fetch of /state/summary is a 304"),
     ]
