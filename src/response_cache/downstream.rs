@@ -42,7 +42,7 @@
 //! ```
 
 use actix_web::HttpRequest;
-use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap};
+use actix_web::http::header::{AUTHORIZATION, COOKIE, HeaderMap, HeaderValue, VARY};
 
 use crate::cache_control::{
     CachePolicy, Target, cache_control_contains, patch_cache_control, patch_targeted,
@@ -73,7 +73,12 @@ impl Downstream {
         {
             return;
         }
-        patch_vary_headers(headers, &CREDENTIALS);
+        if headers.contains_key(VARY) {
+            patch_vary_headers(headers, &CREDENTIALS);
+        } else {
+            // Most answers vary on nothing else: no list to merge on every hit.
+            headers.insert(VARY, HeaderValue::from_static("Cookie, Authorization"));
+        }
     }
 
     /// The privacy rule of the [module docs](self), for an answer to `req` that the cache
@@ -111,7 +116,7 @@ impl Downstream {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::http::header::{CACHE_CONTROL, CDN_CACHE_CONTROL, HeaderValue, VARY};
+    use actix_web::http::header::{CACHE_CONTROL, CDN_CACHE_CONTROL};
     use actix_web::test::TestRequest;
 
     use super::*;

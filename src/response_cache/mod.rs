@@ -303,6 +303,11 @@ impl ResponseCache {
     /// miss, or in revision mode a stale-while-revalidate refresh); for a sectioned cache,
     /// every section or the one named. Call it *after* the write it reflects has committed.
     ///
+    /// It does not reach caches in front of the app: for that, use
+    /// [`invalidate_in`](Self::invalidate_in) on the write's response (or
+    /// [`invalidates`](Self::invalidates), or `#[etag_cached(invalidates = …)]`), which lists
+    /// the invalidated group for an [`Edge`](crate::edge::Edge) to purge.
+    ///
     /// It applies to this process at once. With Redis (`ResponseCacheBuilder::redis`) it is
     /// also counted there and broadcast to the other instances: await the returned
     /// [`Invalidation`] to answer the write only once they have been told (what
@@ -334,6 +339,30 @@ impl ResponseCache {
             }
             Scope::All | Scope::Section(_) => self.name().to_owned(),
         }
+    }
+
+    /// [`invalidate`](Self::invalidate), and lists the scope's
+    /// [`invalidation_group`](Self::invalidation_group) in `res`'s `Cache-Group-Invalidation`
+    /// (RFC 9875 §3), so caches downstream, and an [`Edge`](crate::edge::Edge)'s purges, drop
+    /// their copies too: the form to use in a write handler that invalidates by hand. Call it
+    /// once the write has committed, on the response that reports it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_conditional::edge;
+    /// use actix_conditional::response_cache::{ResponseCache, Scope};
+    /// use actix_web::HttpResponse;
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let cache = ResponseCache::ttl("board", Duration::from_secs(30)).build();
+    /// let mut res = HttpResponse::NoContent().finish();
+    /// cache.invalidate_in(&mut res, &Scope::All).await;
+    /// assert_eq!(edge::invalidations(res.headers()), ["board"]);
+    /// # });
+    /// ```
+    pub fn invalidate_in(&self, res: &mut HttpResponse, scope: &Scope) -> Invalidation {
+        crate::edge::add_invalidations(res.headers_mut(), [self.invalidation_group(scope)]);
+        self.invalidate(scope)
     }
 
     /// A middleware that calls [`invalidate`](Self::invalidate) after each 2xx response of the
