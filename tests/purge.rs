@@ -210,6 +210,28 @@ fn varnish_sends_purge_with_the_xkey_header_to_every_address() {
     }
 }
 
+/// By default a purger names each group as the `Edge` rendered it on responses: a group the
+/// vendor cannot take as a tag (here, with a space) is purged under the same stable hash.
+#[test]
+fn by_default_purgers_purge_the_tags_the_edge_rendered() {
+    use actix_conditional::edge::{TagHeaders, render_vendor_tags};
+    use actix_web::http::header::HeaderMap;
+
+    let server = Server::start(OK);
+    let varnish = VarnishPurger::new([server.url()])
+        .unwrap()
+        .name("default_mapping");
+    let purges = Purges::builder().purger(varnish).build().unwrap();
+    let groups = groups(&["board", "weekly report"]);
+    let mut headers = HeaderMap::new();
+    render_vendor_tags(&mut headers, &groups, &TagHeaders::new().xkey());
+    let rendered = headers.get("xkey").unwrap().to_str().unwrap().to_owned();
+    assert!(rendered.starts_with("board h-"), "{rendered}");
+    assert_done(block_on(purges.purge(groups)), 2);
+    let requests = server.requests();
+    assert_eq!(requests[0].header("xkey-purge"), Some(rendered.as_str()));
+}
+
 #[test]
 fn varnish_soft_purges_custom_headers_mapping_and_splitting() {
     let server = Server::start(OK);

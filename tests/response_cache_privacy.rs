@@ -606,3 +606,61 @@ async fn x_cache_and_the_key_are_opt_in() {
         "{member:?}"
     );
 }
+
+/// A `key_by` cache stores each user's answers under their own key; downstream, they are
+/// that user's alone too: `private` on their misses and hits (a CDN in front must not hand
+/// Alice's copy to Bob), as on a credentialed request the key function rejects. The cache key
+/// in `Cache-Status` never shows a user.
+#[actix_rt::test]
+async fn key_by_answers_are_private_downstream_and_never_show_the_user_in_the_key() {
+    let cache = ResponseCache::ttl("privacy-key-by-downstream", TTL)
+        .clock(ManualClock::new())
+        .cache_status_key(true)
+        .key_by(|req| {
+            req.headers()
+                .get(header::AUTHORIZATION)?
+                .to_str()
+                .ok()?
+                .strip_prefix("User ")
+                .map(str::to_owned)
+        })
+        .build();
+    let app = test::init_service(App::new().route("/public", public_route(&cache))).await;
+    let alice = || req!("/public", with(header::AUTHORIZATION, "User alice"));
+    for expected in ["miss", "hit"] {
+        let res = call(&app, alice()).await;
+        assert_eq!(res.x_cache(), expected);
+        assert_eq!(res.header("cache-control"), Some("max-age=15, private"));
+        let member = support::cache_status::ours(
+            res.headers
+                .get_all("cache-status")
+                .map(|v| v.to_str().unwrap()),
+        )
+        .unwrap();
+        assert!(!member.has("key"), "{member:?}");
+    }
+    // Credentials the key function rejects: bypassed, and private downstream.
+    let res = call(
+        &app,
+        req!("/public", with(header::AUTHORIZATION, "Bearer ???")),
+    )
+    .await;
+    assert_eq!(res.x_cache(), "bypass");
+    assert_eq!(res.header("cache-control"), Some("max-age=15, private"));
+    // Anonymous: shared, with its key shown, but never to a credentialed request downstream.
+    let res = call(&app, get!("/public")).await;
+    assert_eq!(res.header("cache-control"), Some("public, max-age=15"));
+    assert_eq!(res.header("vary"), Some("Cookie, Authorization"));
+    let member = support::cache_status::ours(
+        res.headers
+            .get_all("cache-status")
+            .map(|v| v.to_str().unwrap()),
+    )
+    .unwrap();
+    assert!(
+        member
+            .param("key")
+            .is_some_and(|key| key.ends_with("/public")),
+        "{member:?}"
+    );
+}

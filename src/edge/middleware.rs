@@ -38,6 +38,7 @@
 
 use std::future::{Ready, ready};
 use std::rc::Rc;
+use std::time::Duration;
 
 use actix_web::Error;
 use actix_web::body::MessageBody;
@@ -129,7 +130,14 @@ where
                 if !invalidated.is_empty() {
                     match &edge.purges {
                         Some(purges) => {
-                            let outcome = purges.purge(invalidated.clone()).await;
+                            // The dispatcher resolves within its own `wait`; this bound holds
+                            // even if its thread is gone, so a write never hangs on a purge.
+                            let bound = purges.wait() + Duration::from_secs(1);
+                            let purge = purges.purge(invalidated.clone());
+                            let Ok(outcome) = actix_rt::time::timeout(bound, purge).await else {
+                                tracing::error!(groups = ?invalidated, "edge: the purge dispatcher did not answer; answering the write");
+                                return Ok(res);
+                            };
                             if outcome.is_done() {
                                 tracing::debug!(groups = ?invalidated, "edge: purged before answering");
                             } else {

@@ -62,6 +62,12 @@ pub(crate) struct Downstream {
     pub(crate) vary_credentials: bool,
 }
 
+/// Whether a request carries credentials (`Cookie`, `Authorization`): its answer may be
+/// personal.
+pub(crate) fn has_credentials(req: &HeaderMap) -> bool {
+    req.contains_key(COOKIE) || req.contains_key(AUTHORIZATION)
+}
+
 /// The request fields a shared cache's answers vary on (it declines requests with them).
 const CREDENTIALS: [&str; 2] = ["Cookie", "Authorization"];
 
@@ -81,8 +87,8 @@ impl Downstream {
         }
     }
 
-    /// The privacy rule of the [module docs](self), for an answer to `req` that the cache
-    /// bypassed.
+    /// The privacy rule of the [module docs](self), for an answer to `req`, which carries
+    /// credentials: bypassed by a shared cache, or a `key_by` user's own entry.
     pub(crate) fn credentials(&self, req: &HttpRequest, headers: &mut HeaderMap) {
         let sent: Vec<&str> = [(COOKIE, "Cookie"), (AUTHORIZATION, "Authorization")]
             .into_iter()

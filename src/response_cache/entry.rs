@@ -14,7 +14,7 @@ use actix_web::http::header::{
 use bytes::Bytes;
 
 use super::lifetime::{self, Window};
-use super::status::{CacheStatus, X_CACHE, X_REVISION};
+use super::status::{CACHE_STATUS, CacheStatus, X_CACHE, X_REVISION};
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_request};
 use crate::{not_modified, preconditions};
 
@@ -52,8 +52,10 @@ impl Snapshot {
             .collect();
         let mut kept = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
-            // `Age` and `X-Cache` are ours to set per response; `Set-Cookie` is never shared.
-            let ours = name == AGE || name == X_CACHE || name == SET_COOKIE;
+            // `Age`, `X-Cache` and `Cache-Status` are set per answer (a stored `Cache-Status`
+            // would replay an inner cache's `fwd=miss` on every hit); `Set-Cookie` is never
+            // shared.
+            let ours = name == AGE || name == X_CACHE || name == CACHE_STATUS || name == SET_COOKIE;
             let hop_by_hop = HOP_BY_HOP.contains(&name.as_str())
                 || named_by_connection.iter().any(|n| n == name.as_str());
             if !ours && !hop_by_hop {

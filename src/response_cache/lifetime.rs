@@ -12,23 +12,52 @@
 //! - **fresh** bytes declare `max(declared, age + min(declared, fresh_left))`: downstream
 //!   may keep them for up to the declared lifetime *after they arrive*, never past the point
 //!   where this cache would itself stop calling them fresh (and never less than declared, so
-//!   a fresh build is sent exactly as its handler wrote it);
-//! - **stale** bytes (served while a refresh runs, or standing in for a failed one) declare
-//!   a lifetime equal to their `Age`, so they are stale downstream too (RFC 5861 §4:
-//!   freshness is not counted twice), plus `stale-while-revalidate` for as long as this cache
-//!   would still serve them, unless the response forbids serving stale (`must-revalidate`,
-//!   `proxy-revalidate`, `no-cache`).
+//!   a fresh build is sent exactly as its handler wrote it). A declared lifetime of `0`
+//!   ("always revalidate") is left as it is: raising it would make caches that ignore `Age`
+//!   (HTTP/1.0 caches, some client libraries) keep it;
+//! - **stale** bytes (served while a refresh runs, or standing in for a failed one) keep the
+//!   lifetime they declared, so they are stale downstream too (RFC 5861 §4: freshness is not
+//!   counted twice), and declare `stale-while-revalidate` covering the excess: `age -
+//!   declared` plus as long as this cache would still serve them (RFC 5861 §3). Unless the
+//!   response forbids serving stale (`must-revalidate`, `proxy-revalidate`, `no-cache`): then
+//!   it arrives stale and is revalidated, as it asks.
 //!
 //! `Age` itself is never altered: it is the honest time since the bytes were built or, in
 //! revision mode, last verified current (RFC 9111 §5.1).
 //!
 //! ```
-//! # use actix_conditional::cache_control::parse_cache_control;
-//! // A 30 s TTL cache holding a `max-age=15` response: served 20 s after its build, with
-//! // 10 s of freshness left here, it declares 20 + min(15, 10) = 30 s.
-//! let mut it = parse_cache_control(b"public, max-age=30");
-//! assert!(it.next().unwrap().is("public"));
-//! assert_eq!(it.next().unwrap().delta_seconds(), Some(30));
+//! use std::time::Duration;
+//! use actix_conditional::response_cache::{ManualClock, ResponseCache};
+//! use actix_web::{HttpResponse, test};
+//!
+//! # actix_web::rt::System::new().block_on(async {
+//! let clock = ManualClock::new();
+//! let cache = ResponseCache::ttl("lifetime-doc", Duration::from_secs(30))
+//!     .max_stale(Duration::from_secs(40))
+//!     .clock(clock.clone())
+//!     .build();
+//! let req = test::TestRequest::get().uri("/a").to_http_request();
+//! let build = |_| async {
+//!     HttpResponse::Ok().insert_header(("cache-control", "public, max-age=15")).body("a")
+//! };
+//! let header = |res: &HttpResponse, name| res.headers().get(name).unwrap().clone();
+//! let res = cache.serve(&req, build).await;
+//! assert_eq!(header(&res, "cache-control"), "public, max-age=15"); // as the handler wrote it
+//!
+//! // 20 s old (past the declared 15), 10 s fresh left here: 20 + min(15, 10).
+//! clock.advance(Duration::from_secs(20));
+//! let res = cache.serve(&req, build).await;
+//! assert_eq!(header(&res, "age"), "20");
+//! assert_eq!(header(&res, "cache-control"), "public, max-age=30");
+//!
+//! // 35 s old: stale, servable here for 35 s more; 20 s past its lifetime + 35 s.
+//! clock.advance(Duration::from_secs(15));
+//! let res = cache.serve(&req, build).await;
+//! assert_eq!(
+//!     header(&res, "cache-control"),
+//!     "public, max-age=15, stale-while-revalidate=55",
+//! );
+//! # });
 //! ```
 
 use std::time::Duration;
@@ -92,33 +121,43 @@ fn fitted(headers: &HeaderMap, name: &HeaderName, age: u64, window: Window) -> O
         // Nothing declared, nothing to cover (heuristic freshness is the cache's own call).
         return None;
     }
+    if stale && forbids_stale {
+        return None;
+    }
     let stale_left = window.stale_left.as_secs().max(1);
+    // What the stale window must cover: from the shortest lifetime declared (the one a cache
+    // that reads it counts from) to this cache's own end of serving these bytes.
+    let shortest = directives
+        .iter()
+        .filter(|d| is_lifetime(d))
+        .filter_map(Directive::delta_seconds)
+        .map(u64::from)
+        .min()
+        .unwrap_or(0);
+    let cover = age.saturating_sub(shortest).saturating_add(stale_left);
     let mut changed = false;
     let mut out: Vec<u8> = Vec::with_capacity(64);
     let mut swr_done = false;
     for d in &directives {
         let mut value: Option<Vec<u8>> = d.value().map(<[u8]>::to_vec);
-        if is_lifetime(d)
-            && let Some(declared) = d.delta_seconds()
+        if stale {
+            if d.is("stale-while-revalidate") {
+                swr_done = true;
+                if d.delta_seconds().map_or(0, u64::from) < cover {
+                    value = Some(cover.to_string().into_bytes());
+                    changed = true;
+                }
+            }
+        } else if is_lifetime(d)
+            && let Some(declared) = d.delta_seconds().map(u64::from)
+            && declared > 0
         {
-            let declared = u64::from(declared);
-            let fitted = if stale {
-                age
-            } else {
-                let left = window
-                    .fresh_left
-                    .map_or(declared, |left| left.as_secs().max(1).min(declared));
-                declared.max(age.saturating_add(left))
-            };
+            let left = window
+                .fresh_left
+                .map_or(declared, |left| left.as_secs().max(1).min(declared));
+            let fitted = declared.max(age.saturating_add(left));
             if fitted != declared {
                 value = Some(fitted.to_string().into_bytes());
-                changed = true;
-            }
-        } else if stale && !forbids_stale && d.is("stale-while-revalidate") {
-            swr_done = true;
-            let declared = d.delta_seconds().map_or(0, u64::from);
-            if declared < stale_left {
-                value = Some(stale_left.to_string().into_bytes());
                 changed = true;
             }
         }
@@ -131,8 +170,8 @@ fn fitted(headers: &HeaderMap, name: &HeaderName, age: u64, window: Window) -> O
             out.extend_from_slice(&value);
         }
     }
-    if stale && !forbids_stale && !swr_done {
-        out.extend_from_slice(format!(", stale-while-revalidate={stale_left}").as_bytes());
+    if stale && !swr_done {
+        out.extend_from_slice(format!(", stale-while-revalidate={cover}").as_bytes());
         changed = true;
     }
     if !changed {
@@ -204,19 +243,28 @@ mod tests {
     #[test]
     fn stale_bytes_are_stale_downstream_and_say_how_long_they_may_be_served() {
         let window = Window::stale(Duration::from_secs(25));
+        // 35 s old, 15 s declared: 20 s past it, plus the 25 s this cache still serves them.
         assert_eq!(
             run("public, max-age=15", 35, window),
-            "public, max-age=35, stale-while-revalidate=25"
+            "public, max-age=15, stale-while-revalidate=45"
         );
-        // A longer declared window is kept.
+        // A longer declared window is kept; a shorter one is raised.
         assert_eq!(
             run("max-age=15, stale-while-revalidate=100", 35, window),
-            "max-age=35, stale-while-revalidate=100"
+            "max-age=15, stale-while-revalidate=100"
         );
-        // must-revalidate forbids serving stale downstream: no window is added.
+        assert_eq!(
+            run(
+                "max-age=15, stale-while-revalidate=10, s-maxage=30",
+                35,
+                window
+            ),
+            "max-age=15, stale-while-revalidate=45, s-maxage=30"
+        );
+        // must-revalidate forbids serving stale downstream: it arrives stale, as it asks.
         assert_eq!(
             run("max-age=15, must-revalidate", 35, window),
-            "max-age=35, must-revalidate"
+            "max-age=15, must-revalidate"
         );
     }
 
@@ -230,11 +278,10 @@ mod tests {
         headers.insert(CDN_CACHE_CONTROL, HeaderValue::from_static("max-age=600"));
         headers.insert(SURROGATE_CONTROL, HeaderValue::from_static("max-age=600"));
         fit(&mut headers, 700, fresh(100));
-        // `max-age=0` becomes the age itself: still no freshness left downstream (a response
-        // is fresh only while its lifetime *exceeds* its age), but no longer below its `Age`.
+        // "Always revalidate" stays that, even for caches that ignore `Age`.
         assert_eq!(
             headers.get(CACHE_CONTROL).unwrap(),
-            "max-age=700, must-revalidate"
+            "max-age=0, must-revalidate"
         );
         assert_eq!(headers.get(CDN_CACHE_CONTROL).unwrap(), "max-age=800");
         assert_eq!(headers.get(SURROGATE_CONTROL).unwrap(), "max-age=800");

@@ -193,17 +193,19 @@ impl CacheStatus {
     /// (RFC 9211 §2: a cache adds its own member after those of the caches nearer the origin
     /// and never rewrites theirs), and sets `X-Cache` when `x_cache`. `response` is the
     /// status of the response as the next hop (the handler) answered it, for `fwd-status`
-    /// where the status itself does not carry it; `forced` says the client asked for the
-    /// rebuild (`fwd=request`); `key` is exposed only when the cache is configured to.
+    /// where the status itself does not carry it; `fwd` names why the request went to the
+    /// handler when the request itself decided it (RFC 9211 §2.2: `request` for a forced
+    /// rebuild or a request `no-store`, `method` for a method the cache never serves);
+    /// `key` is exposed only when the cache is configured to.
     pub(crate) fn render(
         self,
         headers: &mut HeaderMap,
         response: StatusCode,
-        forced: bool,
+        fwd: Option<&'static str>,
         key: Option<&str>,
         x_cache: bool,
     ) {
-        let member = self.member(response, forced, key);
+        let member = self.member(response, fwd, key);
         match HeaderValue::from_str(&member) {
             Ok(value) => headers.append(CACHE_STATUS, value),
             // Unreachable: the member is built of tokens, integers and an escaped string.
@@ -221,52 +223,52 @@ impl CacheStatus {
     /// |---|---|
     /// | `Hit` | `hit; ttl=<seconds left>` |
     /// | `HitRevision` | `hit; detail=revision` (the data's revision was checked just now) |
-    /// | `Stale` (refresh running) | `hit; detail=stale` (`collapsed` if it waited) |
+    /// | `Stale` (refresh running) | `hit; detail=stale` |
     /// | `Stale` (refresh failed) | `fwd=stale; fwd-status=<failed>; detail=stale` |
     /// | `Section` | `fwd=stale; fwd-status=200; detail=section` (+ `stored`) |
     /// | `Miss` | `fwd=miss` (`fwd=request` when the client forced it); `fwd-status` (+ `stored`) |
     /// | `Refresh` | `fwd=stale; fwd-status` (+ `stored`) |
     /// | `Coalesced` | `fwd=miss; fwd-status; collapsed` |
     /// | `Pass` | `fwd=miss` (`vary-miss` for another variant's build); `fwd-status; detail=<reason>` |
-    /// | `Bypass` | `fwd=bypass; fwd-status` |
+    /// | `Bypass` | `fwd=bypass` (`method` for a method it never serves, `request` for a request `no-store`); `fwd-status` |
     pub fn cache_status(&self, response: StatusCode) -> String {
-        self.member(response, false, None)
+        self.member(response, None, None)
     }
 
-    fn member(self, response: StatusCode, forced: bool, key: Option<&str>) -> String {
+    fn member(self, response: StatusCode, fwd: Option<&'static str>, key: Option<&str>) -> String {
         use std::fmt::Write as _;
         let mut out = String::with_capacity(64);
         out.push_str(CACHE_STATUS_NAME);
-        let miss = if forced { "request" } else { "miss" };
-        let (fwd, fwd_status, detail): (Option<&str>, Option<StatusCode>, Option<&str>) = match self
-        {
-            Self::Hit { ttl } => {
-                let _ = write!(out, "; hit; ttl={}", ttl.as_secs());
-                (None, None, None)
-            }
-            Self::HitRevision => {
-                out.push_str("; hit");
-                (None, None, Some("revision"))
-            }
-            Self::Stale { failed: None, .. } => {
-                out.push_str("; hit");
-                (None, None, Some("stale"))
-            }
-            Self::Stale {
-                failed: Some(failed),
-                ..
-            } => (Some("stale"), Some(failed), Some("stale")),
-            Self::Section { .. } => (Some("stale"), Some(StatusCode::OK), Some("section")),
-            Self::Miss { status, .. } => (Some(miss), Some(status), None),
-            Self::Refresh { status, .. } => (Some("stale"), Some(status), None),
-            Self::Coalesced { status } => (Some(miss), Some(status), None),
-            Self::Pass {
-                reason: PassReason::OtherVariant,
-            } => (Some("vary-miss"), Some(response), None),
-            Self::Pass { reason } => (Some(miss), Some(response), Some(reason.detail())),
-            Self::Bypass => (Some("bypass"), Some(response), None),
-        };
-        if let Some(fwd) = fwd {
+        let miss = fwd.unwrap_or("miss");
+        let (fwd_param, fwd_status, detail): (Option<&str>, Option<StatusCode>, Option<&str>) =
+            match self {
+                Self::Hit { ttl } => {
+                    let _ = write!(out, "; hit; ttl={}", ttl.as_secs());
+                    (None, None, None)
+                }
+                Self::HitRevision => {
+                    out.push_str("; hit");
+                    (None, None, Some("revision"))
+                }
+                Self::Stale { failed: None, .. } => {
+                    out.push_str("; hit");
+                    (None, None, Some("stale"))
+                }
+                Self::Stale {
+                    failed: Some(failed),
+                    ..
+                } => (Some("stale"), Some(failed), Some("stale")),
+                Self::Section { .. } => (Some("stale"), Some(StatusCode::OK), Some("section")),
+                Self::Miss { status, .. } => (Some(miss), Some(status), None),
+                Self::Refresh { status, .. } => (Some("stale"), Some(status), None),
+                Self::Coalesced { status } => (Some(miss), Some(status), None),
+                Self::Pass {
+                    reason: PassReason::OtherVariant,
+                } => (Some("vary-miss"), Some(response), None),
+                Self::Pass { reason } => (Some(miss), Some(response), Some(reason.detail())),
+                Self::Bypass => (Some("bypass"), Some(response), None),
+            };
+        if let Some(fwd) = fwd_param {
             let _ = write!(out, "; fwd={fwd}");
         }
         if let Some(status) = fwd_status {
@@ -275,7 +277,9 @@ impl CacheStatus {
         if self.is_stored() {
             out.push_str("; stored");
         }
-        if self.is_collapsed() {
+        // RFC 9211 §2.5: `collapsed` describes a request forwarded along with others; a hit
+        // (stale bytes a waiter was handed) forwarded nothing.
+        if self.is_collapsed() && fwd_param.is_some() {
             out.push_str("; collapsed");
         }
         if let Some(key) = key {
@@ -368,10 +372,10 @@ mod tests {
             status.apply(&mut res);
             assert_eq!(CacheStatus::of(&res), Some(status));
             let mut headers = HeaderMap::new();
-            status.render(&mut headers, ok, false, None, true);
+            status.render(&mut headers, ok, None, None, true);
             assert_eq!(headers.get(X_CACHE).unwrap(), label);
             let mut quiet = HeaderMap::new();
-            status.render(&mut quiet, ok, false, None, false);
+            status.render(&mut quiet, ok, None, None, false);
             assert!(!quiet.contains_key(X_CACHE), "X-Cache is opt-in");
             assert!(quiet.contains_key(CACHE_STATUS));
         }
@@ -455,7 +459,7 @@ mod tests {
             status: ok,
         };
         assert_eq!(
-            miss.member(ok, true, Some("GET /a?q=\"x\"\u{e9}")),
+            miss.member(ok, Some("request"), Some("GET /a?q=\"x\"\u{e9}")),
             r#"actix-conditional; fwd=request; fwd-status=200; stored; key="GET /a?q=\"x\"?""#
         );
     }
@@ -465,7 +469,8 @@ mod tests {
         fn every_member_is_a_valid_sf_list_whatever_the_key(key in ".{0,64}", code in 100u16..600) {
             let status = StatusCode::from_u16(code).unwrap();
             for cache in [CacheStatus::Bypass, CacheStatus::Miss { stored: false, status }] {
-                let member = cache.member(status, code % 2 == 0, Some(&key));
+                let fwd = (code % 2 == 0).then_some("request");
+                let member = cache.member(status, fwd, Some(&key));
                 let list: sfv::List = sfv::Parser::new(&member).parse().unwrap();
                 let sfv::ListEntry::Item(item) = &list[0] else { panic!("{member}") };
                 let shown = item.params.get("key").and_then(|v| v.as_string()).unwrap();
@@ -479,7 +484,7 @@ mod tests {
     fn cache_status_appends_to_the_members_of_caches_nearer_the_origin() {
         let mut headers = HeaderMap::new();
         headers.insert(CACHE_STATUS, HeaderValue::from_static("origin-cache; hit"));
-        CacheStatus::HitRevision.render(&mut headers, StatusCode::OK, false, None, false);
+        CacheStatus::HitRevision.render(&mut headers, StatusCode::OK, None, None, false);
         let lines: Vec<_> = headers.get_all(CACHE_STATUS).collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0], "origin-cache; hit");

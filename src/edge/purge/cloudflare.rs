@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use super::http;
 use super::purger::{GroupMap, mapped};
 use super::{PurgeError, Purger};
+use crate::edge::{Vendor, vendor_tag};
 
 /// Cloudflare's documented maximum operations (tags) per purge request.
 const MAX_TAGS_PER_REQUEST: usize = 100;
@@ -60,7 +61,9 @@ impl CloudflarePurger {
             zone_id: zone_id.into(),
             token: api_token.into(),
             max_tags: MAX_TAGS_PER_REQUEST,
-            map: None,
+            // By default a group is purged under the tag the `Edge` renders for it
+            // (`vendor_tag`): the same token, hashed where the vendor cannot take it.
+            map: Some(Arc::new(|group: &str| vendor_tag(group, Vendor::CacheTag))),
             client: http::client(),
         }
     }
@@ -90,7 +93,8 @@ impl CloudflarePurger {
         self
     }
 
-    /// Maps each group to its cache-tag (default: the group as given).
+    /// Maps each group to its cache-tag (default: `vendor_tag(group, Vendor::CacheTag)`, the tag
+    /// an [`Edge`](crate::edge::Edge) rendering `Cache-Tag` gives it).
     #[must_use]
     pub fn map_groups(mut self, map: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
         self.map = Some(Arc::new(map));

@@ -12,6 +12,7 @@ use futures_util::future::BoxFuture;
 use super::http;
 use super::purger::{GroupMap, mapped};
 use super::{PurgeError, Purger};
+use crate::edge::{Vendor, vendor_tag};
 
 /// Fastly's documented maximum number of keys per batch purge.
 const MAX_KEYS_PER_REQUEST: usize = 256;
@@ -62,7 +63,11 @@ impl FastlyPurger {
             token: api_token.into(),
             soft: false,
             max_keys: MAX_KEYS_PER_REQUEST,
-            map: None,
+            // By default a group is purged under the tag the `Edge` renders for it
+            // (`vendor_tag`): the same token, hashed where the vendor cannot take it.
+            map: Some(Arc::new(|group: &str| {
+                vendor_tag(group, Vendor::SurrogateKey)
+            })),
             client: http::client(),
         }
     }
@@ -99,7 +104,8 @@ impl FastlyPurger {
         self
     }
 
-    /// Maps each group to its surrogate key (default: the group as given).
+    /// Maps each group to its surrogate key (default: `vendor_tag(group, Vendor::SurrogateKey)`,
+    /// the tag an [`Edge`](crate::edge::Edge) rendering `Surrogate-Key` gives it).
     #[must_use]
     pub fn map_groups(mut self, map: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
         self.map = Some(Arc::new(map));

@@ -13,6 +13,7 @@ use futures_util::future::{BoxFuture, join_all};
 use super::http;
 use super::purger::{GroupMap, mapped};
 use super::{PurgeError, Purger};
+use crate::edge::{Vendor, vendor_tag};
 
 /// Varnish's default `http_req_hdr_len` is 8 KB per request header line; stay well inside.
 const DEFAULT_MAX_HEADER_BYTES: usize = 4096;
@@ -33,9 +34,9 @@ const DEFAULT_MAX_HEADER_BYTES: usize = 4096;
 /// let purges = Purges::builder().purger(varnish).build().unwrap();
 /// ```
 ///
-/// xkey splits keys on spaces and commas, exactly as it splits the `xkey` response header, so
-/// a group containing either purges the pieces; map such groups to single tokens with
-/// [`map_groups`](Self::map_groups), consistently with the tags rendered on responses.
+/// xkey splits keys on spaces and commas, exactly as it splits the `xkey` response header: by
+/// default each group is sent as the tag [`vendor_tag`] renders for `xkey` (a group with a
+/// space or comma as its stable hash), the same token the response carried.
 #[derive(Clone)]
 pub struct VarnishPurger {
     name: String,
@@ -92,7 +93,9 @@ impl VarnishPurger {
             hard_header: reqwest::header::HeaderName::from_static("xkey-purge"),
             soft_header: reqwest::header::HeaderName::from_static("xkey-softpurge"),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
-            map: None,
+            // By default a group is purged under the tag the `Edge` renders for it
+            // (`vendor_tag`): the same token, hashed where the vendor cannot take it.
+            map: Some(Arc::new(|group: &str| vendor_tag(group, Vendor::Xkey))),
             client: http::client(),
         })
     }
@@ -135,7 +138,8 @@ impl VarnishPurger {
         self
     }
 
-    /// Maps each group to the key Varnish knows it by (default: the group as given).
+    /// Maps each group to the key Varnish knows it by (default: `vendor_tag(group, Vendor::Xkey)`,
+    /// the tag an [`Edge`](crate::edge::Edge) rendering `xkey` gives it).
     #[must_use]
     pub fn map_groups(mut self, map: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
         self.map = Some(Arc::new(map));

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::Method;
 use actix_web::http::header::{HeaderMap, HeaderValue};
 
+use crate::cache_control::cache_control_contains;
 use crate::edge::CACHE_GROUPS;
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
@@ -18,7 +19,7 @@ use futures_util::future::LocalBoxFuture;
 pub(crate) use self::lead::Lead;
 use self::lead::{build, wait};
 use super::clock::Clock;
-use super::downstream::Downstream;
+use super::downstream::{Downstream, has_credentials};
 use super::entry::Entry;
 use super::flight::{Flights, Join, Outcome};
 use super::generations::Generations;
@@ -437,20 +438,32 @@ impl Engine {
         let Some(status) = CacheStatus::of(&res) else {
             return res;
         };
-        let forced = matches!(
-            status,
+        let read = matches!(*req.method(), Method::GET | Method::HEAD);
+        // RFC 9211 §2.2: why the request went to the handler, when the request decided it.
+        let fwd = match status {
             CacheStatus::Miss { .. } | CacheStatus::Refresh { .. }
-        ) && forced(req, self.forced_refresh);
+                if forced(req, self.forced_refresh) =>
+            {
+                Some("request")
+            }
+            CacheStatus::Bypass if !read => Some("method"),
+            CacheStatus::Bypass if cache_control_contains(req.headers(), "no-store") => {
+                Some("request")
+            }
+            _ => None,
+        };
+        // A per-user key (`key_by`) names its user: never shown.
         let key = if self.downstream.expose_key && !matches!(status, CacheStatus::Bypass) {
             admit(req, self.key_by.as_deref(), self.forced_refresh)
                 .ok()
                 .map(|base| self.store.key_for(&base, req.headers()))
+                .filter(|key| !key.contains('\0'))
         } else {
             None
         };
         let response_status = res.status();
         let headers = res.headers_mut();
-        if matches!(*req.method(), Method::GET | Method::HEAD) {
+        if read {
             // RFC 9875 §2: what this cache serves belongs to its groups, so a write that
             // invalidates the cache (or a section) can have the edge drop it too.
             match &self.groups {
@@ -463,12 +476,15 @@ impl Engine {
         status.render(
             headers,
             response_status,
-            forced,
+            fwd,
             key.as_deref(),
             self.downstream.x_cache,
         );
-        if self.key_by.is_none() {
-            if status == CacheStatus::Bypass {
+        if read {
+            // Decided by the request, whatever the cache did with it: an answer to credentials
+            // (bypassed, or a `key_by` user's own entry) is that user's; any other was made
+            // for anonymous requests and must not reach a credentialed one.
+            if has_credentials(req.headers()) {
                 self.downstream.credentials(req, headers);
             } else {
                 self.downstream.shared(headers);
