@@ -1207,14 +1207,12 @@ where
     U: AsRef<str>,
 {
     use actix_conditional::edge::purge::{Purges, VarnishPurger};
-    use actix_conditional::edge::{TagHeaders, Vendor, vendor_tag};
+    use actix_conditional::edge::TagHeaders;
     let invalid = |err: actix_conditional::edge::purge::PurgeError| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
     };
-    // The purge names each group exactly as the `xkey` header rendered it.
-    let purger = VarnishPurger::new(varnish_urls)
-        .map_err(invalid)?
-        .map_groups(|group| vendor_tag(group, Vendor::Xkey));
+    // It purges each group under the tag the `xkey` header gave it (`vendor_tag`).
+    let purger = VarnishPurger::new(varnish_urls).map_err(invalid)?;
     // Each attempt gives up after half the bound, so a hung Varnish is counted as a failure
     // (and retried) before the write answers.
     let purges = Purges::builder()

@@ -220,3 +220,37 @@ async fn one_purge_per_write_however_many_instances_share_the_caches() {
     // ...and the edge was purged once, by the instance that answered the write.
     assert_eq!(recorder.calls(), [vec!["edge-shared".to_owned()]]);
 }
+
+/// `repurge_after`: the same groups purged again later, for a fetch the edge had in flight
+/// across the write; the write itself waits only for the first.
+#[actix_rt::test]
+async fn repurge_after_purges_the_groups_again_later() {
+    let recorder = Recorder::default();
+    let edge = Edge::new()
+        .purges(purges(&recorder, Duration::from_secs(2)))
+        .repurge_after(Duration::from_millis(100));
+    let app = test::init_service(
+        App::new()
+            .wrap(edge)
+            .configure(|cfg| viewset::register(cfg, "notes", Notes)),
+    )
+    .await;
+    let write = TestRequest::post().uri("/notes").set_payload("x");
+    let res = test::call_service(&app, write.to_request()).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        recorder.calls().len(),
+        1,
+        "the write waited for the first purge only"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while recorder.calls().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no second purge: {:?}",
+            recorder.calls()
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(recorder.calls()[1], ["notes"]);
+}

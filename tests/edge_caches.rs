@@ -542,6 +542,25 @@ fn every_answer_the_app_sends_is_fresh_on_arrival_over_a_full_ttl_cycle() {
         bad.len(),
         bad[..bad.len().min(20)].join("\n"),
     );
+    // The cycle crossed the app's TTL: its stale answers were among those checked, and they
+    // carry the stale window that covers their excess age.
+    let stale: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.uri == "/challenges/active")
+        .filter(|s| {
+            s.response_header("cache-status")
+                .is_some_and(|v| v.contains("detail=stale"))
+        })
+        .collect();
+    assert!(
+        !stale.is_empty(),
+        "no stale answer in the cycle, so none was checked:\n{}",
+        report(&seen)
+    );
+    for answer in stale {
+        let cc = answer.response_header("cache-control").unwrap_or_default();
+        assert!(cc.contains("stale-while-revalidate="), "{cc}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

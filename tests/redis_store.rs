@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use actix_conditional::edge::Edge;
+use actix_conditional::edge::purge::{PurgeError, Purger, Purges};
 use actix_conditional::response_cache::{RedisBackend, RedisBackendBuilder, ResponseCache, Scope};
 use actix_web::{App, HttpRequest, HttpResponse, web};
 use redis::Commands as _;
@@ -83,12 +85,24 @@ fn instance_on(backend: RedisBackend, db: &Arc<Db>, build: Duration) -> Instance
 }
 
 fn start(cache: ResponseCache, backend: RedisBackend, db: &Arc<Db>, build: Duration) -> Instance {
+    start_with_edge(cache, backend, db, build, Edge::new())
+}
+
+/// [`start`], inside `edge` (the middleware that purges the caches in front of the app).
+fn start_with_edge(
+    cache: ResponseCache,
+    backend: RedisBackend,
+    db: &Arc<Db>,
+    build: Duration,
+    edge: Edge,
+) -> Instance {
     let builds = Arc::new(AtomicUsize::new(0));
     let (c, d, b) = (cache.clone(), Arc::clone(db), Arc::clone(&builds));
     let server = Server::start_with_workers(2, move || {
         let (read_cache, read_db, read_builds) = (c.clone(), Arc::clone(&d), Arc::clone(&b));
         let write_db = Arc::clone(&d);
         App::new()
+            .wrap(edge.clone())
             .route(
                 "/data",
                 web::get().to(move |req: HttpRequest| {
@@ -207,6 +221,63 @@ fn an_invalidation_on_one_instance_is_seen_by_the_other_on_its_next_request() {
         assert_eq!(version(&res), round, "round {round}: {res:#?}");
         assert_eq!(res.cache_label(), "miss");
     }
+}
+
+/// Remembers the purges it is asked for.
+#[derive(Clone, Default)]
+struct Recorder(Arc<std::sync::Mutex<Vec<Vec<String>>>>);
+
+impl Purger for Recorder {
+    fn name(&self) -> &str {
+        "recorder"
+    }
+
+    fn purge<'a>(
+        &'a self,
+        groups: &'a [String],
+    ) -> futures_util::future::BoxFuture<'a, Result<(), PurgeError>> {
+        self.0.lock().unwrap().push(groups.to_vec());
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Issue 13: a write invalidates every instance's cache through Redis, but the edge in front
+/// is purged once, by the instance that answered the write, not once per instance.
+#[test]
+fn a_write_purges_the_edge_once_whatever_the_number_of_instances() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let recorders = [Recorder::default(), Recorder::default()];
+    let [a, b] = recorders.clone().map(|recorder| {
+        let purges = Purges::builder().purger(recorder).build().unwrap();
+        let backend = backend(&redis, "edge-once");
+        let cache = ResponseCache::ttl("data", Duration::from_secs(60))
+            .redis(&backend)
+            .build();
+        start_with_edge(
+            cache,
+            backend,
+            &db,
+            Duration::ZERO,
+            Edge::new().purges(purges),
+        )
+    });
+    wait_until("both subscribed", Duration::from_secs(5), || {
+        a.backend.is_subscribed() && b.backend.is_subscribed()
+    });
+    assert_eq!(version(&a.get("/data")), 0);
+    assert_eq!(b.get("/data").cache_label(), "hit");
+    assert_eq!(a.write().status, 204);
+    // B's cache was invalidated through Redis...
+    let res = b.get("/data");
+    assert_eq!((version(&res), res.cache_label()), (1, "miss"));
+    // ...and only A, which answered the write, purged the edge: once, before answering.
+    let calls = |i: usize| recorders[i].0.lock().unwrap().clone();
+    assert_eq!(calls(0), [vec!["data".to_owned()]]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(calls(1).is_empty(), "instance B purged too: {:?}", calls(1));
 }
 
 #[test]

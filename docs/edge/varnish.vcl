@@ -128,13 +128,21 @@ sub vcl_backend_response {
                        "(?i)^(.*[\s,])?stale-while-revalidate=(\d+).*$", "\2") + "s",
                 0s);
         }
-        unset beresp.http.x-targeted;
-        if (beresp.ttl <= 0s) {
+        # Stale on arrival but declared servable stale (stale-while-revalidate, RFC 5861 §3):
+        # stored, and served within that grace while one background fetch refreshes it.
+        if (beresp.ttl <= 0s &&
+            beresp.http.x-targeted !~ "(?i)(^|[\s,])stale-while-revalidate=0*[1-9]") {
+            unset beresp.http.x-targeted;
             call hit_for_miss;
         }
+        unset beresp.http.x-targeted;
         return (deliver);
     }
-    if (beresp.ttl <= 0s ||
+    # Varnish reads stale-while-revalidate from Cache-Control into beresp.grace: an answer the
+    # app serves stale (its Age past max-age, covered by that window) is kept, not passed.
+    # Without one (max-age=0, must-revalidate) it goes to the app every time, as it asks.
+    if ((beresp.ttl <= 0s &&
+         beresp.http.Cache-Control !~ "(?i)(^|[\s,])stale-while-revalidate=0*[1-9]") ||
         beresp.http.Cache-Control ~ "(?i)(^|[\s,])(no-cache|no-store|private)($|[\s,=])") {
         call hit_for_miss;
     }

@@ -183,6 +183,7 @@ fn merge(
         let group = group.as_ref();
         if !is_valid_group(group) {
             tracing::warn!(field = %name, group = ?group, "cache groups: not a valid group name (1 to {MAX_GROUP_BYTES} printable ASCII characters); dropped");
+            count_dropped(name, 1);
             continue;
         }
         if is_listed(&kept, group) {
@@ -200,6 +201,7 @@ fn merge(
     }
     if !dropped.is_empty() {
         tracing::warn!(field = %name, ?dropped, "cache groups: over {MAX_GROUPS} members or {MAX_FIELD_BYTES} bytes; the last ones dropped");
+        count_dropped(name, dropped.len());
     }
 
     let mut ser = ListSerializer::new();
@@ -213,4 +215,12 @@ fn merge(
             headers.remove(name);
         }
     }
+}
+
+/// Counts groups left out of a field, so a write whose `Cache-Group-Invalidation` could not
+/// list (and so not purge) all it changed shows in the metrics, not only in a log line:
+/// `actix_conditional_cache_groups_dropped_total{field}`.
+fn count_dropped(field: &HeaderName, groups: usize) {
+    metrics::counter!("actix_conditional_cache_groups_dropped_total", "field" => field.as_str().to_owned())
+        .increment(u64::try_from(groups).unwrap_or(u64::MAX));
 }

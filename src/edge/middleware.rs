@@ -8,6 +8,12 @@
 //! once they are purged or the purge bound ([`PurgesBuilder::wait`]) has passed; a purge
 //! that missed the bound is retried in the background, never dropped silently.
 //!
+//! A write that changes more groups than `Cache-Group-Invalidation` may list
+//! ([`MAX_GROUPS`](super::MAX_GROUPS), [`MAX_FIELD_BYTES`](super::MAX_FIELD_BYTES)) has the
+//! rest logged and counted (`actix_conditional_cache_groups_dropped_total`), not purged:
+//! invalidate a coarser group (the cache's name) instead. A fetch the edge started before the
+//! write can store old bytes after the purge: [`Edge::repurge_after`] closes that window.
+//!
 //! Only the instance that answered the write purges: invalidations that reach the other
 //! instances (through Redis) invalidate their own caches, not the edge, so each purge is sent
 //! once, however many instances run.
@@ -56,6 +62,7 @@ use super::{TagHeaders, groups, invalidations, render_vendor_tags};
 pub struct Edge {
     tags: TagHeaders,
     purges: Option<Purges>,
+    repurge_after: Option<Duration>,
 }
 
 impl Edge {
@@ -73,6 +80,18 @@ impl Edge {
     /// Where invalidated groups are purged.
     pub fn purges(mut self, purges: Purges) -> Self {
         self.purges = Some(purges);
+        self
+    }
+
+    /// Purges the same groups once more `delay` after each write (default: never).
+    ///
+    /// Tag purges remove what the edge has *stored*. A fetch the edge started before the write
+    /// committed (a slow read, or one collapsed with others) can still bring back the old
+    /// bytes and store them after the purge, for their whole lifetime. A second purge, later
+    /// than the edge's longest backend fetch, removes those. It is sent from this worker in the
+    /// background: the write does not wait for it.
+    pub fn repurge_after(mut self, delay: Duration) -> Self {
+        self.repurge_after = Some(delay);
         self
     }
 }
@@ -134,6 +153,13 @@ where
                             // even if its thread is gone, so a write never hangs on a purge.
                             let bound = purges.wait() + Duration::from_secs(1);
                             let purge = purges.purge(invalidated.clone());
+                            if let Some(delay) = edge.repurge_after {
+                                let (purges, groups) = (purges.clone(), invalidated.clone());
+                                actix_rt::spawn(async move {
+                                    actix_rt::time::sleep(delay).await;
+                                    purges.purge(groups).await;
+                                });
+                            }
                             let Ok(outcome) = actix_rt::time::timeout(bound, purge).await else {
                                 tracing::error!(groups = ?invalidated, "edge: the purge dispatcher did not answer; answering the write");
                                 return Ok(res);

@@ -10,6 +10,8 @@ use super::PurgeError;
 
 /// How much of an error answer's body goes into the error (and the log).
 const BODY_EXCERPT: usize = 512;
+/// The most of an answer's body read at all.
+const MAX_BODY: usize = 64 * 1024;
 
 pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
@@ -50,9 +52,19 @@ pub(crate) async fn send(
         target: target.to_string(),
         message: chain(&error),
     };
-    let response = request.send().await.map_err(transport)?;
+    let mut response = request.send().await.map_err(transport)?;
     let status = response.status();
-    let body = response.text().await.map_err(transport)?;
+    // A purge API answers a few hundred bytes; a destination that streams more is read only
+    // up to the limit (the attempt's timeout bounds the time, this the memory).
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        let room = MAX_BODY.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= MAX_BODY {
+            break;
+        }
+    }
+    let body = String::from_utf8_lossy(&body).into_owned();
     if status.is_success() {
         Ok(body)
     } else {

@@ -120,7 +120,12 @@ impl Queue {
                         .push((index, group.clone(), Refusal::Invalid(reason)));
                     dropped += 1;
                 } else if let Some(at) = lane.queued_position(group) {
-                    lane.queued[at].1.push(id);
+                    // Callers whose wait is over need no answer: dropping their ids keeps an
+                    // entry's list bounded by the callers still waiting, however many writes
+                    // coalesce onto it while the destination is down.
+                    let ids = &mut lane.queued[at].1;
+                    ids.retain(|waiting| self.waiters.contains_key(waiting));
+                    ids.push(id);
                     done.pending += 1;
                 } else if self.pending >= self.max_pending {
                     done.refused.push((index, group.clone(), Refusal::Full));
@@ -210,6 +215,7 @@ impl Queue {
                 ids.extend(newer);
                 self.pending -= 1;
             }
+            ids.retain(|waiting| self.waiters.contains_key(waiting));
             lane.queued.push_front((group, ids));
         }
     }
@@ -258,6 +264,24 @@ mod tests {
     fn enqueue(queue: &mut Queue, names: &[&str]) -> (Enqueued, oneshot::Receiver<PurgeOutcome>) {
         let (tx, rx) = oneshot::channel();
         (queue.enqueue(&groups(names), accept, tx), rx)
+    }
+
+    #[test]
+    fn callers_coalescing_onto_a_stuck_entry_do_not_grow_it() {
+        let mut queue = Queue::new(1, 100);
+        for _ in 0..10_000 {
+            let (done, _rx) = enqueue(&mut queue, &["a"]);
+            queue.expire(done.waiter.unwrap());
+        }
+        let (_, _rx) = enqueue(&mut queue, &["a"]);
+        assert_eq!(queue.pending(), 1);
+        assert!(
+            queue.lanes[0].queued[0].1.len() <= 1,
+            "expired callers are forgotten"
+        );
+        assert_eq!(queue.take_batch(0, 10), ["a"]);
+        queue.fail(0);
+        assert!(queue.lanes[0].queued[0].1.len() <= 1);
     }
 
     #[test]
