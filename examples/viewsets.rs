@@ -1206,8 +1206,8 @@ where
     I: IntoIterator<Item = U>,
     U: AsRef<str>,
 {
-    use actix_conditional::edge::purge::{Purges, VarnishPurger};
     use actix_conditional::edge::TagHeaders;
+    use actix_conditional::edge::purge::{Purges, VarnishPurger};
     let invalid = |err: actix_conditional::edge::purge::PurgeError| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
     };
