@@ -1,46 +1,4 @@
 //! [`Edge`]: the middleware that speaks for the app to the caches in front of it.
-//!
-//! On every response it renders the vendor tag headers ([`TagHeaders`]) from the response's
-//! `Cache-Groups` (a response cache's own groups, a viewset's, a handler's). On a 2xx answer
-//! to an unsafe method that carries `Cache-Group-Invalidation` (RFC 9875 §3: what
-//! `#[etag_cached(invalidates = …)]`, [`ResponseCache::invalidates`], the viewset router and
-//! [`invalidate`](super::invalidate) add) it hands those groups to its [`Purges`] and answers
-//! once they are purged or the purge bound ([`PurgesBuilder::wait`]) has passed; a purge
-//! that missed the bound is retried in the background, never dropped silently.
-//!
-//! A write that changes more groups than `Cache-Group-Invalidation` may list
-//! ([`MAX_GROUPS`](super::MAX_GROUPS), [`MAX_FIELD_BYTES`](super::MAX_FIELD_BYTES)) has the
-//! rest logged and counted (`actix_conditional_cache_groups_dropped_total`), not purged:
-//! invalidate a coarser group (the cache's name) instead. A fetch the edge started before the
-//! write can store old bytes after the purge: [`Edge::repurge_after`] closes that window.
-//!
-//! Only the instance that answered the write purges: invalidations that reach the other
-//! instances (through Redis) invalidate their own caches, not the edge, so each purge is sent
-//! once, however many instances run.
-//!
-//! [`ResponseCache::invalidates`]: crate::response_cache::ResponseCache::invalidates
-//! [`PurgesBuilder::wait`]: super::purge::PurgesBuilder::wait
-//!
-//! ```
-//! use actix_conditional::edge::{self, Edge, TagHeaders};
-//! use actix_web::{App, HttpResponse, test, web};
-//!
-//! # actix_web::rt::System::new().block_on(async {
-//! let edge = Edge::new().tag_headers(TagHeaders::new().surrogate_key());
-//! let app = test::init_service(App::new().wrap(edge).route(
-//!     "/challenges",
-//!     web::get().to(|| async {
-//!         let mut res = HttpResponse::Ok().body("[]");
-//!         edge::tag(&mut res, ["challenges"]);
-//!         res
-//!     }),
-//! ))
-//! .await;
-//! let res = test::call_service(&app, test::TestRequest::get().uri("/challenges").to_request()).await;
-//! assert_eq!(res.headers().get("cache-groups").unwrap(), r#""challenges""#);
-//! assert_eq!(res.headers().get("surrogate-key").unwrap(), "challenges");
-//! # });
-//! ```
 
 use std::future::{Ready, ready};
 use std::rc::Rc;
@@ -54,9 +12,50 @@ use futures_util::future::LocalBoxFuture;
 use super::purge::Purges;
 use super::{TagHeaders, groups, invalidations, render_vendor_tags};
 
-/// Renders vendor tag headers and purges what successful writes invalidate; see the
-/// [module docs](self). Build it once and clone it into every worker (a clone shares the
-/// purge dispatcher).
+/// The middleware that speaks for the app to the caches in front of it. Build it once and
+/// clone it into every worker (a clone shares the purge dispatcher).
+///
+/// On every response it renders the vendor tag headers ([`TagHeaders`]) from the response's
+/// `Cache-Groups` (a response cache's own groups, a viewset's, a handler's). On a 2xx answer
+/// to an unsafe method that carries `Cache-Group-Invalidation` (RFC 9875 §3: what
+/// `#[etag_cached(invalidates = …)]`, [`ResponseCache::invalidates`], the viewset router and
+/// [`invalidate`](super::invalidate) add) it hands those groups to its [`Purges`] and answers
+/// once they are purged or the purge bound ([`PurgesBuilder::wait`]) has passed; a purge
+/// that missed the bound is retried in the background, never dropped silently.
+///
+/// A write that changes more groups than `Cache-Group-Invalidation` may list
+/// ([`MAX_GROUPS`](super::MAX_GROUPS), [`MAX_FIELD_BYTES`](super::MAX_FIELD_BYTES)) has the
+/// rest logged and counted (`actix_conditional_cache_groups_dropped_total`), not purged:
+/// invalidate a coarser group (the cache's name) instead. A fetch the edge started before the
+/// write can store old bytes after the purge: [`Edge::repurge_after`](Self::repurge_after) closes that window.
+///
+/// Only the instance that answered the write purges: invalidations that reach the other
+/// instances (through Redis) invalidate their own caches, not the edge, so each purge is sent
+/// once, however many instances run.
+///
+/// [`ResponseCache::invalidates`]: crate::response_cache::ResponseCache::invalidates
+/// [`PurgesBuilder::wait`]: super::purge::PurgesBuilder::wait
+///
+/// ```
+/// use actix_conditional::edge::{self, Edge, TagHeaders};
+/// use actix_web::{App, HttpResponse, test, web};
+///
+/// # actix_web::rt::System::new().block_on(async {
+/// let edge = Edge::new().tag_headers(TagHeaders::new().surrogate_key());
+/// let app = test::init_service(App::new().wrap(edge).route(
+///     "/challenges",
+///     web::get().to(|| async {
+///         let mut res = HttpResponse::Ok().body("[]");
+///         edge::tag(&mut res, ["challenges"]);
+///         res
+///     }),
+/// ))
+/// .await;
+/// let res = test::call_service(&app, test::TestRequest::get().uri("/challenges").to_request()).await;
+/// assert_eq!(res.headers().get("cache-groups").unwrap(), r#""challenges""#);
+/// assert_eq!(res.headers().get("surrogate-key").unwrap(), "challenges");
+/// # });
+/// ```
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct Edge {
