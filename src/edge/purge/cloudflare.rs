@@ -34,7 +34,7 @@ pub struct CloudflarePurger {
     zone_id: String,
     token: String,
     max_tags: usize,
-    map: Option<GroupMap>,
+    map: GroupMap,
     client: reqwest::Client,
 }
 
@@ -46,7 +46,6 @@ impl std::fmt::Debug for CloudflarePurger {
             .field("zone_id", &self.zone_id)
             .field("token", &"<redacted>")
             .field("max_tags", &self.max_tags)
-            .field("map", &self.map.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +62,7 @@ impl CloudflarePurger {
             max_tags: MAX_TAGS_PER_REQUEST,
             // By default a group is purged under the tag the `Edge` renders for it
             // (`vendor_tag`): the same token, hashed where the vendor cannot take it.
-            map: Some(Arc::new(|group: &str| vendor_tag(group, Vendor::CacheTag))),
+            map: Arc::new(|group: &str| vendor_tag(group, Vendor::CacheTag)),
             client: http::client(),
         }
     }
@@ -97,7 +96,7 @@ impl CloudflarePurger {
     /// an [`Edge`](crate::edge::Edge) rendering `Cache-Tag` gives it).
     #[must_use]
     pub fn map_groups(mut self, map: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
-        self.map = Some(Arc::new(map));
+        self.map = Arc::new(map);
         self
     }
 
@@ -106,7 +105,7 @@ impl CloudflarePurger {
             &self.base,
             &["client", "v4", "zones", &self.zone_id, "purge_cache"],
         )?;
-        let tags = mapped(self.map.as_ref(), groups);
+        let tags = mapped(&self.map, groups);
         for chunk in tags.chunks(self.max_tags) {
             let body = serde_json::json!({ "tags": chunk });
             let request = self

@@ -34,7 +34,7 @@ pub struct FastlyPurger {
     token: String,
     soft: bool,
     max_keys: usize,
-    map: Option<GroupMap>,
+    map: GroupMap,
     client: reqwest::Client,
 }
 
@@ -47,7 +47,6 @@ impl std::fmt::Debug for FastlyPurger {
             .field("token", &"<redacted>")
             .field("soft", &self.soft)
             .field("max_keys", &self.max_keys)
-            .field("map", &self.map.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -65,9 +64,7 @@ impl FastlyPurger {
             max_keys: MAX_KEYS_PER_REQUEST,
             // By default a group is purged under the tag the `Edge` renders for it
             // (`vendor_tag`): the same token, hashed where the vendor cannot take it.
-            map: Some(Arc::new(|group: &str| {
-                vendor_tag(group, Vendor::SurrogateKey)
-            })),
+            map: Arc::new(|group: &str| vendor_tag(group, Vendor::SurrogateKey)),
             client: http::client(),
         }
     }
@@ -108,13 +105,13 @@ impl FastlyPurger {
     /// the tag an [`Edge`](crate::edge::Edge) rendering `Surrogate-Key` gives it).
     #[must_use]
     pub fn map_groups(mut self, map: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
-        self.map = Some(Arc::new(map));
+        self.map = Arc::new(map);
         self
     }
 
     async fn attempt(&self, groups: &[String]) -> Result<(), PurgeError> {
         let url = http::join(&self.base, &["service", &self.service_id, "purge"])?;
-        let keys = mapped(self.map.as_ref(), groups);
+        let keys = mapped(&self.map, groups);
         // One request after the other: a failure stops the attempt, and the retry sends the
         // whole batch again (a purge is idempotent).
         for chunk in keys.chunks(self.max_keys) {

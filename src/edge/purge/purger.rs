@@ -105,11 +105,11 @@ pub type GroupMap = Arc<dyn Fn(&str) -> String + Send + Sync>;
 /// `groups` through `map` (identity without one), duplicates removed, order kept: two groups
 /// may map to one key.
 #[cfg_attr(not(feature = "purge"), allow(dead_code))]
-pub(crate) fn mapped(map: Option<&GroupMap>, groups: &[String]) -> Vec<String> {
+pub(crate) fn mapped(map: &GroupMap, groups: &[String]) -> Vec<String> {
     let mut seen = std::collections::HashSet::with_capacity(groups.len());
     groups
         .iter()
-        .map(|group| map.map_or_else(|| group.clone(), |map| map(group)))
+        .map(|group| map(group))
         .filter(|key| seen.insert(key.clone()))
         .collect()
 }
@@ -121,9 +121,10 @@ mod tests {
     #[test]
     fn mapping_dedupes_and_keeps_order() {
         let groups = vec!["b".to_owned(), "a".to_owned(), "B".to_owned()];
-        assert_eq!(mapped(None, &groups), ["b", "a", "B"]);
+        let identity: GroupMap = Arc::new(str::to_owned);
+        assert_eq!(mapped(&identity, &groups), ["b", "a", "B"]);
         let lower: GroupMap = Arc::new(|g: &str| g.to_ascii_lowercase());
-        assert_eq!(mapped(Some(&lower), &groups), ["b", "a"]);
+        assert_eq!(mapped(&lower, &groups), ["b", "a"]);
     }
 
     #[test]

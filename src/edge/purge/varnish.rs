@@ -45,7 +45,7 @@ pub struct VarnishPurger {
     hard_header: reqwest::header::HeaderName,
     soft_header: reqwest::header::HeaderName,
     max_header_bytes: usize,
-    map: Option<GroupMap>,
+    map: GroupMap,
     client: reqwest::Client,
 }
 
@@ -65,7 +65,6 @@ impl std::fmt::Debug for VarnishPurger {
             .field("hard_header", &self.hard_header)
             .field("soft_header", &self.soft_header)
             .field("max_header_bytes", &self.max_header_bytes)
-            .field("map", &self.map.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -95,7 +94,7 @@ impl VarnishPurger {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             // By default a group is purged under the tag the `Edge` renders for it
             // (`vendor_tag`): the same token, hashed where the vendor cannot take it.
-            map: Some(Arc::new(|group: &str| vendor_tag(group, Vendor::Xkey))),
+            map: Arc::new(|group: &str| vendor_tag(group, Vendor::Xkey)),
             client: http::client(),
         })
     }
@@ -142,7 +141,7 @@ impl VarnishPurger {
     /// the tag an [`Edge`](crate::edge::Edge) rendering `xkey` gives it).
     #[must_use]
     pub fn map_groups(mut self, map: impl Fn(&str) -> String + Send + Sync + 'static) -> Self {
-        self.map = Some(Arc::new(map));
+        self.map = Arc::new(map);
         self
     }
 
@@ -155,7 +154,7 @@ impl VarnishPurger {
     }
 
     async fn attempt(&self, groups: &[String]) -> Result<(), PurgeError> {
-        let keys = mapped(self.map.as_ref(), groups);
+        let keys = mapped(&self.map, groups);
         for value in pack(&keys, self.max_header_bytes) {
             let value = reqwest::header::HeaderValue::from_str(&value).map_err(|_| {
                 PurgeError::InvalidGroup {
@@ -207,7 +206,7 @@ impl Purger for VarnishPurger {
     /// Refuses a group whose key is empty, not printable ASCII (a header value could not carry
     /// it), or longer than [`max_header_bytes`](Self::max_header_bytes).
     fn check(&self, group: &str) -> Result<(), PurgeError> {
-        let key = mapped(self.map.as_ref(), &[group.to_owned()]).remove(0);
+        let key = mapped(&self.map, &[group.to_owned()]).remove(0);
         let reason = if key.trim().is_empty() {
             "empty key"
         } else if !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
