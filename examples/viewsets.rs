@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | `GET`/`HEAD /uploads` | 200 `{"count":N,"results":[…]}` |
 //! | `POST /uploads` `{"name":"…"}` | 201 + `Location` + the row |
-//! | `GET`/`HEAD /uploads/{id}` | 200 `{"id":1,"name":"…","updated_at":<unix millis>}`, or 404 |
+//! | `GET`/`HEAD /uploads/{id}` | 200 `{"id":1,"name":"…","updated_at":<unix millis>,"version":7}`, or 404 |
 //! | `PUT /uploads/{id}` `{"name":"…"}` | 200 + the row |
 //! | `PATCH /uploads/{id}` `{"name":"…"}` (optional) | 200 + the row |
 //! | `DELETE /uploads/{id}` | 204 |
@@ -19,10 +19,12 @@
 //! computes its validator first and only then, if needed, runs its body
 //! (`HandlerPolicy::respond` under the hood):
 //!
-//! - the list's ETag is the table's revision, `"{table}-{count}-{max updated_at}"`
-//!   ([`TableViewSet::list_etag`], one `SELECT COUNT(*), MAX(updated_at)`);
-//! - an item's ETag is `"{table}-{id}-{updated_at}"` ([`TableViewSet::item_etag`]), absent when
-//!   the row does not exist (the handler then answers 404);
+//! - the list's ETag is the table's revision, `"{table}-{revision}"`
+//!   ([`TableViewSet::list_etag`], one primary-key lookup in `revisions`);
+//! - an item's ETag is `"{table}-{id}-{version}"` ([`TableViewSet::item_etag`]), absent when
+//!   the row does not exist (the handler then answers 404). Versions and revisions are
+//!   counters the database bumps inside each write (triggers, see [`open_database`]): never
+//!   the same tag for two bodies, however many processes write;
 //! - both also send `Last-Modified`: the table's last write, deletions included, for the list
 //!   ([`TableViewSet::list_modified`]), the row's `updated_at` for an item
 //!   ([`TableViewSet::item_modified`]), each once its second is over ([`last_modified_at`]).
@@ -31,10 +33,14 @@
 //!
 //! So a matching `If-None-Match` costs one query and no serialization (304, the handler never
 //! runs: see [`LIST_BUILDS`]), and `PUT`/`PATCH`/`DELETE` with a stale `If-Match` answer 412
-//! with the row untouched (lost-update protection). Reads get
+//! with the row untouched. The check alone would be a race (two writes with the same
+//! `If-Match` can both pass it), so the write itself is a compare-and-set on the version the
+//! check saw (`UPDATE … WHERE id = ? AND version = ?`, with [`Validated`]); when it changes
+//! nothing, the answer is the same 412 ([`PreconditionFailed`]). Of 16 writes sent at once
+//! with one `If-Match`, one wins and 15 get 412 (`tests/writes.rs`). Reads get
 //! `Cache-Control: max-age=60, must-revalidate`; writes and errors get
-//! `no-cache, no-store, must-revalidate`. Writes set `updated_at` to a stamp later than any the
-//! table holds, so two writes within one millisecond still change the revision.
+//! `no-cache, no-store, must-revalidate`. Every successful write also invalidates the
+//! summary's `core` section, so the writer's next `/state/summary` shows it.
 //!
 //! Bad input gets a JSON 4xx with an `error` field: malformed JSON, a missing or non-string or
 //! empty `name` → 400; an unknown or non-integer id → 404; a method a path does not answer →
@@ -74,13 +80,19 @@
 //!
 //! # Faults
 //!
+//! - Queries never run on actix's worker threads: [`Db`] runs them on blocking threads, reads
+//!   on a pool of read-only connections, writes on the one write connection.
 //! - Another connection holds the database's write lock (a long transaction, `sqlite3` with
-//!   a `BEGIN IMMEDIATE` left open): a write waits [`BUSY_TIMEOUT`] (250 ms), then answers
-//!   `503` with `Retry-After: 1`, `Cache-Control: no-store` and `{"error":"database busy"}`,
-//!   invalidating nothing. Reads go on (WAL: readers never wait for SQLite's write lock),
-//!   cached ones from their entries; with one connection per process, a read that arrives
-//!   while a write waits for the lock waits behind it, for at most the busy timeout. Any other database error is a `500` with `{"error":"database error"}`, and
-//!   the caches serve their stale bytes over either while they are within their stale window.
+//!   a `BEGIN IMMEDIATE` left open): a write waits at most [`BUSY_TIMEOUT`] (250 ms), for the
+//!   write connection and then for the lock, then answers `503` with `Retry-After: 1`,
+//!   `Cache-Control: no-store` and `{"error":"database busy"}`, invalidating nothing. Reads
+//!   go on undelayed (WAL: readers never wait for SQLite's write lock), cached ones from
+//!   their entries, and so does `/metrics`. Any other database error is a `500` with
+//!   `{"error":"database error"}`, and the caches serve their stale bytes over either while
+//!   they are within their stale window.
+//! - A request body that has not fully arrived [`BODY_TIMEOUT`] (5 s) after its headers is
+//!   answered `408` and the connection closed ([`body_deadline`]); one over [`BODY_LIMIT`] is a
+//!   `413`. (actix-web itself bounds only the headers.)
 //! - A database path that cannot be opened (a missing directory) stops the server at start
 //!   with the path and SQLite's message, before it listens.
 //! - Redis down or slow (with `--features redis`): the caches run on this process's memory;
@@ -106,12 +118,12 @@
 //! `tests/caches_over_http.rs` include this file): [`open_database`], [`caches`],
 //! [`configure`], [`configure_caches`] and [`app_with_caches`]; `main` only reads the settings.
 
-use std::future::ready;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use actix_conditional::condition::{PreconditionFailed, Validated};
 use actix_conditional::edge::Edge;
 #[cfg(feature = "redis")]
 use actix_conditional::response_cache::RedisBackend;
@@ -120,17 +132,23 @@ use actix_conditional::viewset::{self, ViewSet, json_body};
 use actix_conditional::{
     CachePolicy, ConditionalGet, ResponseCache, Scope, Section, SectionedCache, etag_cached,
 };
-use actix_web::body::MessageBody;
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::middleware::Compress;
+use actix_web::middleware::{Next, from_fn};
 use actix_web::web::{self, Bytes, ServiceConfig};
-use actix_web::{App, Error, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{
+    App, Error, HttpMessage as _, HttpRequest, HttpResponse, HttpServer, ResponseError,
+};
+use deadpool_sqlite::{Hook, HookError, Pool, PoolError, Runtime, Timeouts};
+use futures_util::StreamExt as _;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-/// How long a query waits for another connection's lock before answering 503.
+/// How long a query may wait, for a free connection and then for another connection's lock,
+/// before it answers 503.
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// The address used when `BIND` is not set.
@@ -146,13 +164,6 @@ pub const TABLES: [&str; 3] = ["uploads", "claims", "reports"];
 /// handler): a 304 answered from the revision leaves it unchanged.
 pub static LIST_BUILDS: AtomicU64 = AtomicU64::new(0);
 
-/// The one connection every worker shares.
-///
-/// Queries here are a few microseconds on a local file, so handlers run them on the worker
-/// thread while holding the lock: blocking a worker that briefly is acceptable for this
-/// example. A slow or remote database would go through `web::block` or an async driver.
-pub type Db = Arc<Mutex<Connection>>;
-
 /// One row, as every endpoint serializes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
@@ -162,6 +173,9 @@ pub struct Row {
     pub name: String,
     /// Last write, in Unix milliseconds; strictly increases with every write to the table.
     pub updated_at: i64,
+    /// Set by the database on every write, from the table's revision counter: never the
+    /// same for two bodies of the table (the row's ETag is `"{table}-{id}-{version}"`).
+    pub version: i64,
 }
 
 /// `GET /{table}`.
@@ -206,35 +220,214 @@ const SEED_CHALLENGES: [(&str, i64, bool); 4] = [
 ];
 
 /// Tables whose every write bumps a counter in `revisions` (by trigger): the inputs of the
-/// `/state/summary` fingerprints.
+/// `/state/summary` fingerprints, and the viewsets' validators.
 pub const REVISIONED: [&str; 4] = ["uploads", "claims", "reports", "progress"];
 
 /// Tables whose last write time (`INSERT`, `UPDATE` or `DELETE`, by trigger) is kept in
 /// `modified`: the `Last-Modified` of their lists (see [`table_last_modified`]).
 pub const MODIFIED: [&str; 4] = ["uploads", "claims", "reports", "challenges"];
 
+/// How many connections serve reads at once (their queries never wait for SQLite's write
+/// lock: WAL).
+pub const READ_CONNECTIONS: usize = 4;
+
+/// `updated_at` for a write to `{table}`, computed by SQLite inside the write: now in Unix
+/// milliseconds, but later than every stamp the table holds, so rows sort by their last
+/// write even within one millisecond and across processes (the write lock orders them).
+/// Only ordering and `Last-Modified` use it: validators come from versions (see
+/// [`open_database`]).
+const NEXT_STAMP: &str = "MAX(CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER), \
+                          (SELECT COALESCE(MAX(updated_at), 0) + 1 FROM {table}))";
+
+/// The example's database: SQLite connections in two pools whose every query runs on a
+/// blocking thread (`spawn_blocking`, through `deadpool-sqlite`), never on an actix worker.
+///
+/// - Reads take one of [`READ_CONNECTIONS`] read-only connections. In WAL mode they never
+///   wait for SQLite's write lock, so another process holding it delays no read.
+/// - Writes take the one write connection (SQLite allows one writer at a time anyway) and run
+///   in a `BEGIN IMMEDIATE` transaction.
+///
+/// Each call has one deadline, [`BUSY_TIMEOUT`], for waiting for a connection and then for
+/// SQLite's lock: past it the call fails with `SQLITE_BUSY` (a 503, see [`database_error`]).
+/// So a locked database delays only the requests that write, each by at most the busy
+/// timeout, and cache hits and `/metrics` (no query) are not delayed at all.
+#[derive(Clone)]
+pub struct Db {
+    pools: Arc<Pools>,
+}
+
+struct Pools {
+    reads: Pool,
+    writes: Pool,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("reads", &self.pools.reads.status())
+            .field("writes", &self.pools.writes.status())
+            .finish()
+    }
+}
+
+impl Drop for Pools {
+    fn drop(&mut self) {
+        // deadpool-sync closes each connection on a blocking thread of the current Tokio
+        // runtime, and panics where there is none (the last clone dropped on a plain thread,
+        // as a test does once its server stopped): lend it one for the closing.
+        if tokio::runtime::Handle::try_current().is_err()
+            && let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build()
+        {
+            let _entered = runtime.enter();
+            self.reads.close();
+            self.writes.close();
+        }
+    }
+}
+
+impl Db {
+    /// Runs `query` on a read-only connection, off the worker thread.
+    pub async fn read<T, F>(&self, query: F) -> rusqlite::Result<T>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        run(&self.pools.reads, move |conn| query(conn)).await
+    }
+
+    /// Runs `write` in a `BEGIN IMMEDIATE` transaction on the write connection, off the worker
+    /// thread; commits if it returns `Ok`.
+    pub async fn write<T, F>(&self, write: F) -> rusqlite::Result<T>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        run(&self.pools.writes, move |conn| {
+            // IMMEDIATE: take the write lock first, so the busy timeout covers the wait for
+            // it (a deferred transaction that reads first can fail at once on upgrade).
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = write(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+}
+
+/// Takes a connection from `pool` and runs `f` on a blocking thread, both within one
+/// [`BUSY_TIMEOUT`].
+async fn run<T, F>(pool: &Pool, f: F) -> rusqlite::Result<T>
+where
+    F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let timeouts = Timeouts {
+        wait: Some(BUSY_TIMEOUT),
+        create: Some(BUSY_TIMEOUT),
+        recycle: Some(BUSY_TIMEOUT),
+    };
+    let conn = match pool.timeout_get(&timeouts).await {
+        Ok(conn) => conn,
+        Err(PoolError::Backend(err)) => return Err(err),
+        Err(PoolError::Timeout(_)) => return Err(busy("no connection free")),
+        Err(err) => return Err(other_error(err)),
+    };
+    let Some(left) = deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+    else {
+        return Err(busy("deadline passed waiting for a connection"));
+    };
+    conn.interact(move |conn| {
+        // What is left of this call's deadline, for SQLite's lock.
+        conn.busy_timeout(left)?;
+        f(conn)
+    })
+    .await
+    .map_err(other_error)?
+}
+
+/// `SQLITE_BUSY`, as SQLite itself reports a lock it waited for in vain.
+fn busy(why: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(why.to_owned()),
+    )
+}
+
+/// Any other failure of the pool (a panicking query, a closed pool) as a database error.
+fn other_error(err: impl std::fmt::Display) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+        Some(err.to_string()),
+    )
+}
+
+/// A pool of connections to `path`; `read_only` ones refuse writes (`query_only`).
+fn pool(path: &Path, size: usize, read_only: bool) -> Pool {
+    let setup = move |conn: &mut Connection| -> rusqlite::Result<()> {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "query_only", read_only)
+    };
+    deadpool_sqlite::Config::new(path)
+        .builder(Runtime::Tokio1)
+        .unwrap_or_else(|never| match never {})
+        .max_size(size)
+        .post_create(Hook::async_fn(move |conn, _| {
+            Box::pin(async move {
+                conn.interact(setup)
+                    .await
+                    .map_err(|err| HookError::message(err.to_string()))?
+                    .map_err(HookError::Backend)
+            })
+        }))
+        .build()
+        // Only a pool with timeouts and no runtime fails to build; this one has both.
+        .unwrap_or_else(|err| unreachable!("the pool has a runtime: {err}"))
+}
+
 /// Opens (creating if needed) the SQLite file at `path`, switches it to WAL, creates the tables
 /// (the viewsets' three, `challenges`, `progress`, and the `revisions` counters with their
-/// triggers) and seeds the empty ones. Every step is idempotent: reopening an existing file
-/// keeps its rows.
+/// triggers), seeds the empty ones, and returns the pools. Every step is idempotent:
+/// reopening an existing file keeps its rows.
+///
+/// Every row of the viewsets' tables has a `version`, set by trigger on every `INSERT` and
+/// `UPDATE` to its table's new `revisions` counter. Counters only grow and are bumped inside
+/// the write's transaction, so a version is never given twice, not to two rows, not by two
+/// processes writing at once, not after a delete: `"{table}-{id}-{version}"` names one body
+/// only. (A process clock cannot promise that: two processes writing in the same
+/// millisecond would give one tag to two bodies.)
 pub fn open_database(path: impl AsRef<Path>) -> rusqlite::Result<Db> {
+    let path = path.as_ref();
     let conn = Connection::open(path)?;
-    // WAL: readers (say, `sqlite3` on the same file) do not block the server's writes.
+    // WAL: readers never wait for the writer, nor the writer for readers.
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     tracing::debug!(journal_mode = mode, "viewsets: database opened");
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Short: the connection is used on the worker thread, so a wait for another process's
-    // lock holds up that worker's requests; past it the request answers 503 (`database_error`).
-    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.busy_timeout(BUSY_TIMEOUT * 20)?;
     for table in TABLES {
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {table} (
                 id INTEGER PRIMARY KEY,
                 name TEXT NOT NULL,
-                updated_at INTEGER NOT NULL /* unix millis */
+                updated_at INTEGER NOT NULL /* unix millis */,
+                version INTEGER NOT NULL DEFAULT 0
             );"
         ))?;
+        // Files from before versions: the column, then a version per row (below).
+        let has_version: bool = conn.query_row(
+            &format!(
+                "SELECT COUNT(*) > 0 FROM pragma_table_info('{table}') WHERE name = 'version'"
+            ),
+            [],
+            |r| r.get(0),
+        )?;
+        if !has_version {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN version INTEGER NOT NULL DEFAULT 0;"
+            ))?;
+        }
     }
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS challenges (
@@ -254,19 +447,59 @@ pub fn open_database(path: impl AsRef<Path>) -> rusqlite::Result<Db> {
         ) WITHOUT ROWID;",
     )?;
     // One counter per table, bumped by a trigger on every row inserted, updated or deleted,
-    // in the same transaction as the write: see `table_revisions` for why.
+    // in the same transaction as the write: see `table_revisions` for why. For the viewsets'
+    // tables the same trigger gives the row the new counter as its version: one trigger, so
+    // the bump and the read of the bumped value cannot be reordered.
     for table in REVISIONED {
         conn.execute(
             "INSERT OR IGNORE INTO revisions (name, rev) VALUES (?1, 0)",
             [table],
         )?;
-        for (suffix, event) in [("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE")] {
+        let bump = format!("UPDATE revisions SET rev = rev + 1 WHERE name = '{table}';");
+        let versioned = TABLES.contains(&table);
+        let stamp_row = |row: &str| {
+            if versioned {
+                format!(
+                    "UPDATE {table} SET version = (SELECT rev FROM revisions WHERE name = '{table}')
+                     WHERE id = {row}.id;"
+                )
+            } else {
+                String::new()
+            }
+        };
+        // An UPDATE that sets `version` itself (the trigger's own, above) is not a new write:
+        // `WHEN` keeps the trigger from counting it twice.
+        let triggers = [
+            ("ins", "INSERT", "", stamp_row("NEW")),
+            (
+                "upd",
+                "UPDATE",
+                if versioned {
+                    "WHEN NEW.version IS OLD.version"
+                } else {
+                    ""
+                },
+                stamp_row("NEW"),
+            ),
+            ("del", "DELETE", "", String::new()),
+        ];
+        for (suffix, event, when, stamp) in triggers {
+            // Replaced, not kept: files from before versions have triggers without them.
             conn.execute_batch(&format!(
-                "CREATE TRIGGER IF NOT EXISTS {table}_rev_{suffix} AFTER {event} ON {table}
+                "DROP TRIGGER IF EXISTS {table}_rev_{suffix};
+                 CREATE TRIGGER {table}_rev_{suffix} AFTER {event} ON {table} {when}
                  BEGIN
-                     UPDATE revisions SET rev = rev + 1 WHERE name = '{table}';
+                     {bump}
+                     {stamp}
                  END;"
             ))?;
+        }
+        if versioned {
+            // Rows from before versions get one each (the trigger above assigns it).
+            conn.execute(
+                &format!("UPDATE {table} SET name = name WHERE version = 0"),
+                [],
+            )?;
         }
     }
     // The last write to each table, in Unix milliseconds, strictly increasing. A deletion
@@ -309,39 +542,17 @@ pub fn open_database(path: impl AsRef<Path>) -> rusqlite::Result<Db> {
             conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
         if count == 0 {
             for name in names {
-                let stamp = next_stamp(&conn, table)?;
-                conn.execute(
-                    &format!("INSERT INTO {table} (name, updated_at) VALUES (?1, ?2)"),
-                    params![name, stamp],
-                )?;
+                insert_row(&conn, table, name)?;
             }
         }
     }
-    Ok(Arc::new(Mutex::new(conn)))
-}
-
-/// The last `updated_at` this process handed out.
-static LAST_STAMP: AtomicI64 = AtomicI64::new(0);
-
-/// An `updated_at` for a write to `table`: now in Unix milliseconds, but always later than every
-/// stamp in the table and every stamp handed out before, so two writes within one millisecond
-/// still give the table (and the row) a new revision.
-fn next_stamp(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
-    let table_max: i64 = conn.query_row(
-        &format!("SELECT COALESCE(MAX(updated_at), 0) FROM {table}"),
-        [],
-        |r| r.get(0),
-    )?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    let floor = now.max(table_max + 1);
-    let previous = LAST_STAMP
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
-            Some(floor.max(last + 1))
-        })
-        .unwrap_or_else(|last| last);
-    Ok(floor.max(previous + 1))
+    drop(conn);
+    Ok(Db {
+        pools: Arc::new(Pools {
+            reads: pool(path, READ_CONNECTIONS, true),
+            writes: pool(path, 1, false),
+        }),
+    })
 }
 
 fn unix_millis(time: SystemTime) -> i64 {
@@ -365,11 +576,14 @@ pub fn last_modified_at(millis: i64, now: SystemTime) -> Option<SystemTime> {
 
 /// The `Last-Modified` of `table`'s contents (its last write, deletions included, from the
 /// `modified` table), per [`last_modified_at`]; `None` too if the query fails.
-pub fn table_last_modified(db: &Db, table: &str) -> Option<SystemTime> {
-    let at: rusqlite::Result<i64> =
-        lock(db).query_row("SELECT at FROM modified WHERE name = ?1", [table], |r| {
-            r.get(0)
-        });
+pub async fn table_last_modified(db: &Db, table: &'static str) -> Option<SystemTime> {
+    let at = db
+        .read(move |conn| {
+            conn.query_row("SELECT at FROM modified WHERE name = ?1", [table], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .await;
     match at {
         Ok(at) => last_modified_at(at, SystemTime::now()),
         Err(err) => {
@@ -377,6 +591,32 @@ pub fn table_last_modified(db: &Db, table: &str) -> Option<SystemTime> {
             None
         }
     }
+}
+
+/// The `revisions` counter of `table`: it moves with every write to the table.
+fn table_revision(conn: &Connection, table: &str) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT rev FROM revisions WHERE name = ?1")?
+        .query_row([table], |r| r.get(0))
+}
+
+/// Inserts a row named `name` into `table`; its `version` comes from the trigger.
+fn insert_row(conn: &Connection, table: &str, name: &str) -> rusqlite::Result<Row> {
+    let stamp = NEXT_STAMP.replace("{table}", table);
+    let id: i64 = conn.query_row(
+        &format!("INSERT INTO {table} (name, updated_at) VALUES (?1, {stamp}) RETURNING id"),
+        [name],
+        |r| r.get(0),
+    )?;
+    // Read back: RETURNING does not see what the trigger wrote (the version).
+    find_row(conn, table, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+}
+
+fn find_row(conn: &Connection, table: &str, id: i64) -> rusqlite::Result<Option<Row>> {
+    conn.prepare_cached(&format!(
+        "SELECT id, name, updated_at, version FROM {table} WHERE id = ?1"
+    ))?
+    .query_row([id], row_from_sql)
+    .optional()
 }
 
 /// `17` → `Some(17)`; anything but plain ASCII digits that fit an `i64` → `None` (a 404).
@@ -391,46 +631,57 @@ fn parse_id(id: &str) -> Option<i64> {
 // The viewset
 // ---------------------------------------------------------------------------------------------
 
+/// What a viewset write invalidates in the summary cache: the `core` section lists the
+/// viewsets' tables.
+pub const CORE: &str = "core";
+
 /// One table served as a DRF-style viewset at `/{table}` and `/{table}/{id}`.
 #[derive(Debug, Clone)]
 pub struct TableViewSet {
     table: &'static str,
     db: Db,
+    /// Invalidated (its [`CORE`] section) after every successful write, so the writer's next
+    /// `/state/summary` shows the write (read-your-writes).
+    summary: Option<SectionedCache>,
 }
 
 impl TableViewSet {
     /// The viewset for `table`, one of [`TABLES`] (its name goes into SQL as it is).
     pub fn new(table: &'static str, db: Db) -> Self {
         assert!(TABLES.contains(&table), "unknown table {table:?}");
-        Self { table, db }
+        Self {
+            table,
+            db,
+            summary: None,
+        }
     }
 
-    /// The list's validator: the table's revision, `{table}-{count}-{max updated_at}`, from one
-    /// query. Inserts and updates raise the maximum and deletes lower the count, so every
-    /// write changes it. `None` (no ETag, the handler runs) if the query fails.
-    pub fn list_etag(&self, _req: &HttpRequest) -> Option<String> {
-        let revision = self.conn().query_row(
-            &format!(
-                "SELECT COUNT(*), COALESCE(MAX(updated_at), 0) FROM {}",
-                self.table
-            ),
-            [],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-        );
-        match revision {
-            Ok((count, max)) => Some(format!("{}-{count}-{max}", self.table)),
+    /// Every successful write also invalidates `summary`'s [`CORE`] section.
+    #[must_use]
+    pub fn invalidating(mut self, summary: SectionedCache) -> Self {
+        self.summary = Some(summary);
+        self
+    }
+
+    /// The list's validator: `{table}-{revision}`, the table's `revisions` counter (one
+    /// primary-key lookup). Every insert, update and delete moves it, whoever writes, and it
+    /// never moves back. `None` (no ETag, the handler runs) if the query fails.
+    pub async fn list_etag(&self, _req: &HttpRequest) -> Option<String> {
+        let table = self.table;
+        match self.db.read(move |conn| table_revision(conn, table)).await {
+            Ok(revision) => Some(format!("{table}-{revision}")),
             Err(err) => {
-                tracing::error!(table = self.table, %err, "viewsets: revision query failed");
+                tracing::error!(table, %err, "viewsets: revision query failed");
                 None
             }
         }
     }
 
-    /// An item's validator: `{table}-{id}-{updated_at}`, or `None` if the row does not exist
+    /// An item's validator: `{table}-{id}-{version}`, or `None` if the row does not exist
     /// (then `If-Match: *` fails with 412 and the handler answers 404).
-    pub fn item_etag(&self, req: &HttpRequest) -> Option<String> {
+    pub async fn item_etag(&self, req: &HttpRequest) -> Option<String> {
         let id = parse_id(req.match_info().get("id")?)?;
-        match self.find(id) {
+        match self.find(id).await {
             Ok(row) => row.map(|row| self.row_etag(&row)),
             Err(err) => {
                 tracing::error!(table = self.table, id, %err, "viewsets: item query failed");
@@ -442,15 +693,15 @@ impl TableViewSet {
     /// The list's `Last-Modified`: the table's last write, deletions included
     /// ([`table_last_modified`]). Caches that do not revalidate weak tags (Squid sends only
     /// `If-Modified-Since` for them, and compression makes every tag weak) get 304s from it.
-    pub fn list_modified(&self, _req: &HttpRequest) -> Option<SystemTime> {
-        table_last_modified(&self.db, self.table)
+    pub async fn list_modified(&self, _req: &HttpRequest) -> Option<SystemTime> {
+        table_last_modified(&self.db, self.table).await
     }
 
     /// An item's `Last-Modified`: its `updated_at` ([`last_modified_at`]), or `None` if the row
     /// does not exist.
-    pub fn item_modified(&self, req: &HttpRequest) -> Option<SystemTime> {
+    pub async fn item_modified(&self, req: &HttpRequest) -> Option<SystemTime> {
         let id = parse_id(req.match_info().get("id")?)?;
-        match self.find(id) {
+        match self.find(id).await {
             Ok(row) => last_modified_at(row?.updated_at, SystemTime::now()),
             Err(err) => {
                 tracing::error!(table = self.table, id, %err, "viewsets: item query failed");
@@ -460,76 +711,72 @@ impl TableViewSet {
     }
 
     fn row_etag(&self, row: &Row) -> String {
-        format!("\"{}-{}-{}\"", self.table, row.id, row.updated_at)
+        format!("\"{}-{}-{}\"", self.table, row.id, row.version)
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock cannot leave a half-done statement behind: SQLite
-        // statements are atomic, so a poisoned lock is still a usable connection.
-        self.db.lock().unwrap_or_else(PoisonError::into_inner)
+    async fn find(&self, id: i64) -> rusqlite::Result<Option<Row>> {
+        let table = self.table;
+        self.db.read(move |conn| find_row(conn, table, id)).await
     }
 
-    fn find(&self, id: i64) -> rusqlite::Result<Option<Row>> {
-        self.conn()
-            .query_row(
-                &format!(
-                    "SELECT id, name, updated_at FROM {} WHERE id = ?1",
-                    self.table
-                ),
-                [id],
-                row_from_sql,
-            )
-            .optional()
+    async fn all(&self) -> rusqlite::Result<Vec<Row>> {
+        let table = self.table;
+        self.db
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(&format!(
+                    "SELECT id, name, updated_at, version FROM {table} ORDER BY id"
+                ))?;
+                stmt.query_map([], row_from_sql)?.collect()
+            })
+            .await
     }
 
-    fn all(&self) -> rusqlite::Result<Vec<Row>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, name, updated_at FROM {} ORDER BY id",
-            self.table
-        ))?;
-        stmt.query_map([], row_from_sql)?.collect()
+    async fn insert(&self, name: String) -> rusqlite::Result<Row> {
+        let table = self.table;
+        self.db.write(move |tx| insert_row(tx, table, &name)).await
     }
 
-    fn insert(&self, name: &str) -> rusqlite::Result<Row> {
-        let conn = self.conn();
-        let updated_at = next_stamp(&conn, self.table)?;
-        conn.execute(
-            &format!(
-                "INSERT INTO {} (name, updated_at) VALUES (?1, ?2)",
-                self.table
-            ),
-            params![name, updated_at],
-        )?;
-        Ok(Row {
-            id: conn.last_insert_rowid(),
-            name: name.to_owned(),
-            updated_at,
-        })
+    /// Sets `name` (if given) and a new `updated_at` on row `id`, if its version is still
+    /// `expected` (any version for `None`): one statement in one transaction, so no other
+    /// write can land between the comparison and the change. `None` if no row changed.
+    async fn update(
+        &self,
+        id: i64,
+        name: Option<String>,
+        expected: Option<i64>,
+    ) -> rusqlite::Result<Option<Row>> {
+        let table = self.table;
+        let stamp = NEXT_STAMP.replace("{table}", table);
+        self.db
+            .write(move |tx| {
+                let changed = tx.execute(
+                    &format!(
+                        "UPDATE {table} SET name = COALESCE(?1, name), updated_at = {stamp}
+                         WHERE id = ?2 AND (?3 IS NULL OR version = ?3)"
+                    ),
+                    params![name, id, expected],
+                )?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                // Read back in the same transaction: the trigger set the new version.
+                find_row(tx, table, id)
+            })
+            .await
     }
 
-    /// Sets `name` (if given) and a new `updated_at`; `None` if the row does not exist.
-    fn update(&self, id: i64, name: Option<&str>) -> rusqlite::Result<Option<Row>> {
-        let conn = self.conn();
-        let updated_at = next_stamp(&conn, self.table)?;
-        conn.query_row(
-            &format!(
-                "UPDATE {} SET name = COALESCE(?1, name), updated_at = ?2 WHERE id = ?3
-                 RETURNING id, name, updated_at",
-                self.table
-            ),
-            params![name, updated_at, id],
-            row_from_sql,
-        )
-        .optional()
-    }
-
-    /// `true` if the row existed.
-    fn delete(&self, id: i64) -> rusqlite::Result<bool> {
-        let deleted = self
-            .conn()
-            .execute(&format!("DELETE FROM {} WHERE id = ?1", self.table), [id])?;
-        Ok(deleted > 0)
+    /// Deletes row `id` if its version is still `expected` (any for `None`); `true` if it did.
+    async fn delete(&self, id: i64, expected: Option<i64>) -> rusqlite::Result<bool> {
+        let table = self.table;
+        self.db
+            .write(move |tx| {
+                let deleted = tx.execute(
+                    &format!("DELETE FROM {table} WHERE id = ?1 AND (?2 IS NULL OR version = ?2)"),
+                    params![id, expected],
+                )?;
+                Ok(deleted > 0)
+            })
+            .await
     }
 
     /// The row as JSON, with its ETag so a client can send it back in `If-Match` (the policy
@@ -540,9 +787,19 @@ impl TableViewSet {
             .json(row)
     }
 
-    /// `PUT` and `PATCH`, once the body is parsed.
-    fn write(&self, id: &str, name: Option<&str>) -> HttpResponse {
-        if let Some(name) = name
+    /// After a successful write: the summary's `core` section is rebuilt for the next read
+    /// (read-your-writes), and caches downstream are told (`Cache-Group-Invalidation`).
+    async fn written(&self, mut res: HttpResponse) -> HttpResponse {
+        if let Some(summary) = &self.summary {
+            summary.invalidate_in(&mut res, &Scope::section(CORE)).await;
+        }
+        res
+    }
+
+    /// `PUT` and `PATCH`, once the body is parsed: compare-and-set on the version that
+    /// `If-Match` was checked against (see [`Validated`]).
+    async fn write(&self, req: &HttpRequest, id: &str, name: Option<String>) -> HttpResponse {
+        if let Some(name) = &name
             && let Err(res) = validate_name(name)
         {
             return res;
@@ -550,11 +807,40 @@ impl TableViewSet {
         let Some(key) = parse_id(id) else {
             return not_found(id);
         };
-        match self.update(key, name) {
-            Ok(Some(row)) => self.row_response(HttpResponse::Ok(), &row),
-            Ok(None) => not_found(id),
+        let validated = Validated::of(req);
+        let expected = match expected_version(validated.as_ref()) {
+            Ok(expected) => expected,
+            Err(conflict) => return conflict.error_response(),
+        };
+        match self.update(key, name, expected).await {
+            Ok(Some(row)) => {
+                self.written(self.row_response(HttpResponse::Ok(), &row))
+                    .await
+            }
+            Ok(None) => unchanged(validated.as_ref(), id),
             Err(err) => database_error(&err),
         }
+    }
+}
+
+/// The version a conditional write must still find: the one in the tag `If-Match` was
+/// checked against (`"{table}-{id}-{version}"`), `None` for an unconditional write or
+/// `If-Match: *` (then only existence counts).
+fn expected_version(validated: Option<&Validated>) -> Result<Option<i64>, PreconditionFailed> {
+    let Some(tag) = validated.and_then(Validated::expected_etag) else {
+        return Ok(None);
+    };
+    // Our own tags always parse; anything else cannot name a version of ours.
+    let version = tag.tag().rsplit_once('-').and_then(|(_, v)| v.parse().ok());
+    version.map(Some).ok_or(PreconditionFailed)
+}
+
+/// A write that changed nothing: the 412 of a failed precondition if the write was
+/// conditional (the row changed or went away after the check), else a 404.
+fn unchanged(validated: Option<&Validated>, id: &str) -> HttpResponse {
+    match validated.map(|validated| validated.ensure_written(0)) {
+        Some(Err(conflict)) => conflict.error_response(),
+        _ => not_found(id),
     }
 }
 
@@ -563,6 +849,7 @@ fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         id: r.get(0)?,
         name: r.get(1)?,
         updated_at: r.get(2)?,
+        version: r.get(3)?,
     })
 }
 
@@ -613,13 +900,15 @@ fn is_busy(err: &rusqlite::Error) -> bool {
 /// a 304 or 412 is answered without running the body, and reads get
 /// `Cache-Control: max-age=60, must-revalidate` (writes and errors
 /// `no-cache, no-store, must-revalidate`). The macro also fills in `ACTIONS` from the methods
-/// defined here: all six.
+/// defined here: all six. Writes with `If-Match` are then compare-and-set on the version the
+/// check saw, so of two writes with the same `If-Match` one gets a 412 even when both pass
+/// the check.
 #[etag_cached(max_age = 60)]
 impl ViewSet for TableViewSet {
     #[etag_cached(etag = Self::list_etag, last_modified = Self::list_modified)]
     async fn list(&self, _req: HttpRequest) -> HttpResponse {
         LIST_BUILDS.fetch_add(1, Ordering::Relaxed);
-        match self.all() {
+        match self.all().await {
             Ok(results) => HttpResponse::Ok().json(Page {
                 count: results.len(),
                 results,
@@ -636,12 +925,12 @@ impl ViewSet for TableViewSet {
         if let Err(res) = validate_name(&input.name) {
             return res;
         }
-        match self.insert(&input.name) {
+        match self.insert(input.name).await {
             Ok(row) => {
                 let location = format!("{}/{}", req.path().trim_end_matches('/'), row.id);
                 let mut builder = HttpResponse::Created();
                 builder.insert_header((header::LOCATION, location));
-                self.row_response(builder, &row)
+                self.written(self.row_response(builder, &row)).await
             }
             Err(err) => database_error(&err),
         }
@@ -650,7 +939,7 @@ impl ViewSet for TableViewSet {
     #[etag_cached(etag = Self::item_etag, last_modified = Self::item_modified)]
     async fn retrieve(&self, _req: HttpRequest, id: String) -> HttpResponse {
         let found = match parse_id(&id) {
-            Some(key) => self.find(key),
+            Some(key) => self.find(key).await,
             None => Ok(None),
         };
         match found {
@@ -662,29 +951,34 @@ impl ViewSet for TableViewSet {
     }
 
     #[etag_cached(etag = Self::item_etag)]
-    async fn update(&self, _req: HttpRequest, id: String, body: Bytes) -> HttpResponse {
+    async fn update(&self, req: HttpRequest, id: String, body: Bytes) -> HttpResponse {
         match json_body::<FullInput>(&body) {
-            Ok(input) => self.write(&id, Some(&input.name)),
+            Ok(input) => self.write(&req, &id, Some(input.name)).await,
             Err(res) => res,
         }
     }
 
     #[etag_cached(etag = Self::item_etag)]
-    async fn partial_update(&self, _req: HttpRequest, id: String, body: Bytes) -> HttpResponse {
+    async fn partial_update(&self, req: HttpRequest, id: String, body: Bytes) -> HttpResponse {
         match json_body::<PartialInput>(&body) {
-            Ok(input) => self.write(&id, input.name.as_deref()),
+            Ok(input) => self.write(&req, &id, input.name).await,
             Err(res) => res,
         }
     }
 
     #[etag_cached(etag = Self::item_etag)]
-    async fn destroy(&self, _req: HttpRequest, id: String) -> HttpResponse {
+    async fn destroy(&self, req: HttpRequest, id: String) -> HttpResponse {
         let Some(key) = parse_id(&id) else {
             return not_found(&id);
         };
-        match self.delete(key) {
-            Ok(true) => HttpResponse::NoContent().finish(),
-            Ok(false) => not_found(&id),
+        let validated = Validated::of(&req);
+        let expected = match expected_version(validated.as_ref()) {
+            Ok(expected) => expected,
+            Err(conflict) => return conflict.error_response(),
+        };
+        match self.delete(key, expected).await {
+            Ok(true) => self.written(HttpResponse::NoContent().finish()).await,
+            Ok(false) => unchanged(validated.as_ref(), &id),
             Err(err) => database_error(&err),
         }
     }
@@ -801,20 +1095,34 @@ pub fn caches_configured(
     let challenges = configure_challenges(ResponseCache::ttl(challenges, CHALLENGES_TTL)).build();
 
     let core = {
-        let (rev_db, build_db) = (Arc::clone(db), Arc::clone(db));
+        let (rev_db, build_db) = (db.clone(), db.clone());
         Section::new(
-            "core",
-            move |_req: HttpRequest| ready(table_revisions(&rev_db, &TABLES)),
-            move |_req: HttpRequest| ready(core_summary(&build_db).map_err(internal_error)),
+            CORE,
+            move |_req: HttpRequest| {
+                let db = rev_db.clone();
+                async move { table_revisions(&db, &TABLES).await }
+            },
+            move |_req: HttpRequest| {
+                let db = build_db.clone();
+                async move { core_summary(&db).await.map_err(internal_error) }
+            },
         )
     };
     let recent_progress = {
-        let (rev_db, build_db) = (Arc::clone(db), Arc::clone(db));
+        let (rev_db, build_db) = (db.clone(), db.clone());
         Section::new(
             "recent_progress",
-            move |_req: HttpRequest| ready(table_revisions(&rev_db, &["progress"])),
             move |_req: HttpRequest| {
-                ready(recent_progress(&build_db, RECENT_PROGRESS).map_err(internal_error))
+                let db = rev_db.clone();
+                async move { table_revisions(&db, &["progress"]).await }
+            },
+            move |_req: HttpRequest| {
+                let db = build_db.clone();
+                async move {
+                    recent_progress(&db, RECENT_PROGRESS)
+                        .await
+                        .map_err(internal_error)
+                }
             },
         )
     };
@@ -827,7 +1135,7 @@ pub fn caches_configured(
     let summary = configure_summary(summary).build();
 
     Caches {
-        db: Arc::clone(db),
+        db: db.clone(),
         challenges,
         summary,
         metrics,
@@ -851,22 +1159,18 @@ pub fn caches_configured(
 ///   only restoring an older copy of the file would turn them back).
 /// - Reading it is a primary-key lookup per table, however large the tables grow, where
 ///   `COUNT(*)` scans the table.
-pub fn table_revisions(db: &Db, tables: &[&str]) -> Result<String, Error> {
-    let conn = lock(db);
-    let mut stmt = conn
-        .prepare_cached("SELECT rev FROM revisions WHERE name = ?1")
+pub async fn table_revisions(db: &Db, tables: &'static [&'static str]) -> Result<String, Error> {
+    let revisions = db
+        .read(move |conn| {
+            tables
+                .iter()
+                .map(|table| table_revision(conn, table))
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .await
         .map_err(internal_error)?;
-    let mut out = String::new();
-    for table in tables {
-        let rev: i64 = stmt
-            .query_row([table], |r| r.get(0))
-            .map_err(internal_error)?;
-        if !out.is_empty() {
-            out.push('.');
-        }
-        out.push_str(&rev.to_string());
-    }
-    Ok(out)
+    let revisions: Vec<String> = revisions.iter().map(i64::to_string).collect();
+    Ok(revisions.join("."))
 }
 
 /// One challenge, as `/challenges/active` lists it.
@@ -920,11 +1224,6 @@ struct CoreSummary {
     reports: TableSummary,
 }
 
-fn lock(db: &Db) -> MutexGuard<'_, Connection> {
-    // As in `TableViewSet::conn`: a poisoned lock is still a usable connection.
-    db.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// A database error as an actix error answered like [`database_error`] (503 while locked,
 /// else 500); the cache keeps serving stale bytes over it, if it has any.
 fn internal_error(err: rusqlite::Error) -> Error {
@@ -932,49 +1231,56 @@ fn internal_error(err: rusqlite::Error) -> Error {
     actix_web::error::InternalError::from_response(err, res).into()
 }
 
-fn active_challenges(db: &Db) -> rusqlite::Result<Vec<Challenge>> {
-    let conn = lock(db);
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, title, points FROM challenges WHERE active = 1 ORDER BY points DESC, id",
-    )?;
-    stmt.query_map([], |r| {
-        Ok(Challenge {
-            id: r.get(0)?,
-            title: r.get(1)?,
-            points: r.get(2)?,
-        })
-    })?
-    .collect()
-}
-
-fn core_summary(db: &Db) -> rusqlite::Result<CoreSummary> {
-    let conn = lock(db);
-    let table = |table: &str| -> rusqlite::Result<TableSummary> {
-        let count = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, name, updated_at FROM {table} ORDER BY updated_at DESC, id DESC LIMIT ?1"
-        ))?;
-        let latest = stmt
-            .query_map([CORE_LATEST as i64], row_from_sql)?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(TableSummary { count, latest })
-    };
-    Ok(CoreSummary {
-        uploads: table("uploads")?,
-        claims: table("claims")?,
-        reports: table("reports")?,
+async fn active_challenges(db: &Db) -> rusqlite::Result<Vec<Challenge>> {
+    db.read(|conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, title, points FROM challenges WHERE active = 1 ORDER BY points DESC, id",
+        )?;
+        stmt.query_map([], |r| {
+            Ok(Challenge {
+                id: r.get(0)?,
+                title: r.get(1)?,
+                points: r.get(2)?,
+            })
+        })?
+        .collect()
     })
+    .await
 }
 
-fn recent_progress(db: &Db, limit: usize) -> rusqlite::Result<Vec<Progress>> {
-    let conn = lock(db);
-    let mut stmt = conn
-        .prepare_cached("SELECT id, event, created_at FROM progress ORDER BY id DESC LIMIT ?1")?;
-    stmt.query_map(
-        [i64::try_from(limit).unwrap_or(i64::MAX)],
-        progress_from_sql,
-    )?
-    .collect()
+async fn core_summary(db: &Db) -> rusqlite::Result<CoreSummary> {
+    db.read(|conn| {
+        // One read transaction: the three tables as of one moment.
+        let tx = conn.unchecked_transaction()?;
+        let table = |table: &str| -> rusqlite::Result<TableSummary> {
+            let count = tx.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT id, name, updated_at, version FROM {table}
+                 ORDER BY updated_at DESC, id DESC LIMIT ?1"
+            ))?;
+            let latest = stmt
+                .query_map([CORE_LATEST as i64], row_from_sql)?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(TableSummary { count, latest })
+        };
+        Ok(CoreSummary {
+            uploads: table("uploads")?,
+            claims: table("claims")?,
+            reports: table("reports")?,
+        })
+    })
+    .await
+}
+
+async fn recent_progress(db: &Db, limit: usize) -> rusqlite::Result<Vec<Progress>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    db.read(move |conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, event, created_at FROM progress ORDER BY id DESC LIMIT ?1",
+        )?;
+        stmt.query_map([limit], progress_from_sql)?.collect()
+    })
+    .await
 }
 
 fn progress_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Progress> {
@@ -985,46 +1291,49 @@ fn progress_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<Progress> {
     })
 }
 
-fn insert_progress(db: &Db, event: &str) -> rusqlite::Result<Progress> {
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    lock(db).query_row(
-        "INSERT INTO progress (event, created_at) VALUES (?1, ?2)
-         RETURNING id, event, created_at",
-        params![event, created_at],
-        progress_from_sql,
-    )
+async fn insert_progress(db: &Db, event: String) -> rusqlite::Result<Progress> {
+    let created_at = unix_millis(SystemTime::now());
+    db.write(move |tx| {
+        tx.query_row(
+            "INSERT INTO progress (event, created_at) VALUES (?1, ?2)
+             RETURNING id, event, created_at",
+            params![event, created_at],
+            progress_from_sql,
+        )
+    })
+    .await
 }
 
 /// `GET`/`HEAD /challenges/active`: through the TTL cache, so within 30 s the query runs once
 /// however many clients (on however many workers) ask.
 async fn challenges_handler(req: HttpRequest, caches: web::Data<Caches>) -> HttpResponse {
-    let db = Arc::clone(&caches.db);
+    let db = caches.db.clone();
     caches
         .challenges
         .serve(&req, move |_req| {
-            // Runs on a miss, and again in the background once the entry is past its TTL.
-            // `Last-Modified` before the query: a write between the two makes it older than
-            // the data, so a revalidation gets the data again rather than a wrong 304.
-            let modified = table_last_modified(&db, "challenges");
-            let res = match active_challenges(&db) {
-                Ok(results) => {
-                    let mut res = HttpResponse::Ok();
-                    res.insert_header((header::CACHE_CONTROL, CHALLENGES_POLICY));
-                    if let Some(modified) = modified {
-                        // The cache answers `If-Modified-Since` from it (Squid's only
-                        // validator for weak tags).
-                        res.insert_header(header::LastModified(modified.into()));
+            let db = db.clone();
+            async move {
+                // Runs on a miss, and again in the background once the entry is past its TTL.
+                // `Last-Modified` before the query: a write between the two makes it older than
+                // the data, so a revalidation gets the data again rather than a wrong 304.
+                let modified = table_last_modified(&db, "challenges").await;
+                match active_challenges(&db).await {
+                    Ok(results) => {
+                        let mut res = HttpResponse::Ok();
+                        res.insert_header((header::CACHE_CONTROL, CHALLENGES_POLICY));
+                        if let Some(modified) = modified {
+                            // The cache answers `If-Modified-Since` from it (Squid's only
+                            // validator for weak tags).
+                            res.insert_header(header::LastModified(modified.into()));
+                        }
+                        res.json(ChallengePage {
+                            count: results.len(),
+                            results,
+                        })
                     }
-                    res.json(ChallengePage {
-                        count: results.len(),
-                        results,
-                    })
+                    Err(err) => database_error(&err),
                 }
-                Err(err) => database_error(&err),
-            };
-            ready(res)
+            }
         })
         .await
 }
@@ -1047,7 +1356,7 @@ async fn progress_handler(caches: web::Data<Caches>, body: Bytes) -> HttpRespons
             "detail": "event must not be empty",
         }));
     }
-    match insert_progress(&caches.db, &input.event) {
+    match insert_progress(&caches.db, input.event).await {
         Ok(row) => HttpResponse::Created()
             .insert_header((header::CACHE_CONTROL, CachePolicy::never()))
             .json(row),
@@ -1137,10 +1446,13 @@ show("first")
 // The app
 // ---------------------------------------------------------------------------------------------
 
-/// Mounts one [`TableViewSet`] per table of [`TABLES`] at `/{table}`, all on `db`.
-pub fn configure(cfg: &mut ServiceConfig, db: &Db) {
+/// Mounts one [`TableViewSet`] per table of [`TABLES`] at `/{table}`, all on the caches'
+/// database; each write invalidates the summary's [`CORE`] section.
+pub fn configure(cfg: &mut ServiceConfig, caches: &Caches) {
     for table in TABLES {
-        viewset::register(cfg, table, TableViewSet::new(table, Arc::clone(db)));
+        let viewset =
+            TableViewSet::new(table, caches.db.clone()).invalidating(caches.summary.clone());
+        viewset::register(cfg, table, viewset);
     }
 }
 
@@ -1188,10 +1500,73 @@ pub fn app_with_edge(
         .wrap(Compress::default())
         // Outermost: it sees the groups every part of the app added, and the final status.
         .wrap(edge)
+        // Before anything reads the body: a slow one is a 408, not a held connection.
+        .wrap(from_fn(body_deadline))
         .configure(move |cfg| {
-            configure(cfg, &caches.db);
+            configure(cfg, &caches);
             configure_caches(cfg, &caches);
         })
+}
+
+/// How long a request body may take to arrive, from the end of its headers: past it the
+/// request answers `408 Request Timeout` and the connection is closed.
+///
+/// actix-web bounds the headers (`client_request_timeout`, 5 s by default: a slow-headers
+/// client gets a 408) but not the body: a client that sends its headers and then trickles
+/// the body a byte at a time would hold the connection, and the handler's buffer, for as long
+/// as it likes. [`body_deadline`] bounds it.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest request body accepted: actix-web's own default for `Bytes` and `Json`
+/// (256 KiB); larger ones answer 413.
+pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// Middleware: reads every request body (up to [`BODY_LIMIT`]) within [`BODY_TIMEOUT`] before
+/// the handler runs; a body slower than that is answered `408` with `Connection: close`
+/// (RFC 9110 §15.5.9), a longer one `413`.
+pub async fn body_deadline(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    if matches!(*req.method(), Method::GET | Method::HEAD) {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    let mut payload = req.take_payload();
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk?;
+            if body.len() + chunk.len() > BODY_LIMIT {
+                return Ok(None);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok::<_, Error>(Some(body.freeze()))
+    };
+    let refused = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(Some(body))) => {
+            req.set_payload(actix_web::dev::Payload::from(body));
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body);
+        }
+        Ok(Ok(None)) => HttpResponse::PayloadTooLarge()
+            .insert_header((header::CONNECTION, "close"))
+            .json(serde_json::json!({ "error": "body too large", "limit": BODY_LIMIT })),
+        Ok(Err(err)) => return Err(err),
+        Err(_elapsed) => {
+            tracing::warn!(path = req.path(), timeout = ?BODY_TIMEOUT, "viewsets: request body too slow");
+            HttpResponse::RequestTimeout()
+                .insert_header((header::CONNECTION, "close"))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(serde_json::json!({ "error": "request body too slow" }))
+        }
+    };
+    Ok(req.into_response(refused).map_into_right_body())
 }
 
 /// How long a write waits for its purges at most: then it answers, and the purge is retried

@@ -63,9 +63,9 @@ fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on
             "errors are never cached"
         );
     }
-    // Reads go on (WAL: readers do not wait for writers, and SQLite's lock is not theirs).
-    // The example has one connection per process, so a read that arrives while a write waits
-    // for the lock waits behind it, for at most the busy timeout, and then answers.
+    // Reads go on (WAL: readers do not wait for writers, and SQLite's lock is not theirs),
+    // on connections of their own: a read that arrives while a write waits for the lock is
+    // not queued behind it (that wait is the write's alone, on a blocking thread).
     let (res, took) = send(&app, "GET", "/uploads", None);
     assert_eq!(res.status, 200);
     assert!(took < Duration::from_secs(1), "{took:?}");
@@ -78,8 +78,8 @@ fn a_locked_database_answers_writes_503_with_retry_after_quickly_and_reads_go_on
     assert_eq!(write.0.status, 503);
     assert_eq!(read.0.status, 200, "{:?}", read.0);
     assert!(
-        read.1 < viewsets::BUSY_TIMEOUT + Duration::from_secs(1),
-        "a read waits at most behind one blocked write: {:?}",
+        read.1 < viewsets::BUSY_TIMEOUT / 2,
+        "a read does not wait for a blocked write: {:?}",
         read.1
     );
     let (res, _) = send(&app, "GET", "/challenges/active", None);

@@ -38,6 +38,7 @@ use actix_web::http::header::{
 pub use self::entity_tag::{
     EntityTagList, EntityTagMembers, EntityTagRef, MAX_TAG_LIST_BYTES, join_field_lines,
 };
+pub(crate) use self::http_date::single_date;
 pub use self::http_date::{parse_http_date, truncate_to_seconds};
 
 /// The outcome of evaluating a request's preconditions (RFC 9110 §13.2.2).

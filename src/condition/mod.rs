@@ -29,6 +29,14 @@
 //! assert_eq!(res.status(), StatusCode::NOT_MODIFIED); // the report was never built
 //! # });
 //! ```
+//!
+//! # Conditional writes
+//!
+//! A pre-check alone cannot stop lost updates: two writes with the same `If-Match` can both
+//! pass it before either is applied. Once the check passes, the handler finds what it was
+//! checked against in [`Validated::of`] and makes its write conditional on it
+//! (`UPDATE … WHERE version = ?`); [`Validated::ensure_written`] turns a write that changed
+//! nothing into the same 412 ([`PreconditionFailed`]). See [`Validated`] for an example.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +51,10 @@ use crate::cache_control::{
 };
 use crate::not_modified::{not_modified, precondition_failed};
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_preconditions};
+
+mod compare_and_set;
+
+pub use self::compare_and_set::{PreconditionFailed, Validated, WriteCondition};
 
 /// What mutations and errors get: `no-cache, no-store, must-revalidate`.
 pub const MUTATION_POLICY: CachePolicy = CachePolicy::new().no_cache().no_store().must_revalidate();
@@ -140,9 +152,11 @@ impl HandlerPolicy {
     ///
     /// 1. If the request's preconditions decide (RFC 9110 §13.2.2): a 304 for GET/HEAD, a 412
     ///    otherwise, and `handler` is dropped unpolled, so nothing is computed or written.
-    /// 2. Otherwise `handler` runs; on GET/HEAD its response gets the validators as `ETag` and
-    ///    `Last-Modified` unless it set its own (Django's `@condition`), so
-    ///    [`ConditionalGet`](crate::ConditionalGet) will not hash its body.
+    /// 2. Otherwise `handler` runs, with what was checked in the request's extensions
+    ///    ([`Validated::of`]: a write makes itself conditional on it, see
+    ///    [conditional writes](self#conditional-writes)); on GET/HEAD its response gets the
+    ///    validators as `ETag` and `Last-Modified` unless it set its own (Django's
+    ///    `@condition`), so [`ConditionalGet`](crate::ConditionalGet) will not hash its body.
     /// 3. Either way the cache policy is applied ([`apply`](Self::apply)).
     pub async fn respond<Fut, R>(
         &self,
@@ -157,6 +171,7 @@ impl HandlerPolicy {
         let mut res = match validators.check(req) {
             Some(early) => early,
             None => {
+                validators.validated(req).store_in(req);
                 let mut res = handler.await.respond_to(req).map_into_boxed_body();
                 validators.set_on(req, &mut res);
                 res
@@ -253,6 +268,13 @@ impl RequestValidators {
                 Some(precondition_failed())
             }
         }
+    }
+
+    /// What a handler gets once [`check`](Self::check) let `req` through: these validators and
+    /// the condition its write must still meet ([`Validated`]). [`HandlerPolicy::respond`]
+    /// stores it in the request for you.
+    pub fn validated(&self, req: &HttpRequest) -> Validated {
+        Validated::new(req, self.etag.as_ref(), self.last_modified)
     }
 
     /// Sets `ETag` and `Last-Modified` on a GET/HEAD response that has none of its own.
