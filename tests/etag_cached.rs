@@ -3,6 +3,7 @@
 use std::cell::Cell;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix_conditional::condition::Validated;
 use actix_conditional::viewset::{self, ViewSet};
 use actix_conditional::{ConditionalGet, cache_control, etag_cached, never_cache};
 use actix_web::body::MessageBody;
@@ -11,7 +12,7 @@ use actix_web::http::header::{self, HeaderName};
 use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
 use actix_web::web::{self, Bytes};
-use actix_web::{App, HttpRequest, HttpResponse, Responder, get, route};
+use actix_web::{App, HttpRequest, HttpResponse, Responder, ResponseError, get, route};
 
 thread_local! {
     static RUNS: Cell<u32> = const { Cell::new(0) };
@@ -60,6 +61,32 @@ async fn get_above() -> &'static str {
 #[route("/below", method = "GET", method = "HEAD")]
 async fn get_below() -> &'static str {
     "below"
+}
+
+thread_local! {
+    static VERSION: Cell<u32> = const { Cell::new(3) };
+}
+
+fn versioned(_req: &HttpRequest) -> Option<String> {
+    Some(format!("v{}", VERSION.with(Cell::get)))
+}
+
+/// A compare-and-set write through the macro: it reads what `If-Match` was checked against.
+#[etag_cached(max_age = 0, etag = versioned)]
+async fn compare_and_set(req: HttpRequest, racing: web::Path<bool>) -> HttpResponse {
+    let validated = Validated::of(&req).expect("stored before the handler runs");
+    if racing.into_inner() {
+        // Another write lands between the check and this one.
+        VERSION.with(|v| v.set(v.get() + 1));
+    }
+    let expected = validated.expected_etag().map(|tag| tag.tag().to_owned());
+    let current = format!("v{}", VERSION.with(Cell::get));
+    let changed = usize::from(expected.is_none_or(|tag| tag == current));
+    if let Err(conflict) = validated.ensure_written(changed) {
+        return conflict.error_response();
+    }
+    VERSION.with(|v| v.set(v.get() + 1));
+    HttpResponse::Ok().body(format!("written over {current}"))
 }
 
 #[etag_cached(max_age = 60)]
@@ -118,6 +145,7 @@ async fn call(req: TestRequest) -> ServiceResponse<impl MessageBody + use<>> {
             .route("/report", web::get().to(report))
             .route("/extract/{id}/{n}", web::get().to(with_extractors))
             .route("/mutate", web::post().to(mutate))
+            .route("/cas/{racing}", web::put().to(compare_and_set))
             .route("/cc", web::get().to(django_cache_control))
             .route("/never", web::get().to(django_never_cache))
             .service(get_above)
@@ -271,4 +299,34 @@ async fn viewset_impl_gets_policy_validators_and_actions() {
     let res = call(TestRequest::delete().uri("/items/1")).await;
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(header(&res, header::ALLOW), Some("GET, HEAD, PUT"));
+}
+
+#[actix_rt::test]
+async fn a_write_that_loses_the_race_after_the_check_gets_the_same_412() {
+    VERSION.with(|v| v.set(3));
+    // Stale If-Match: the check answers 412 before the handler.
+    let req = TestRequest::put()
+        .uri("/cas/false")
+        .insert_header((header::IF_MATCH, "\"v2\""));
+    let early = call(req).await;
+    assert_eq!(early.status(), StatusCode::PRECONDITION_FAILED);
+
+    // Current If-Match, but another write lands after the check: the compare-and-set
+    // refuses, with the same answer.
+    let req = TestRequest::put()
+        .uri("/cas/true")
+        .insert_header((header::IF_MATCH, "\"v3\""));
+    let late = call(req).await;
+    assert_eq!(late.status(), StatusCode::PRECONDITION_FAILED);
+    for name in [header::CACHE_CONTROL, header::CONTENT_LENGTH, header::ETAG] {
+        assert_eq!(header(&late, name.clone()), header(&early, name));
+    }
+
+    // Current If-Match and no race: written.
+    let req = TestRequest::put()
+        .uri("/cas/false")
+        .insert_header((header::IF_MATCH, "\"v4\""));
+    let res = call(req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(VERSION.with(Cell::get), 5);
 }

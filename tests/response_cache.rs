@@ -497,7 +497,9 @@ fn items_app(
     App::new().route("/items", get_route).service(
         web::resource("/items/new")
             .wrap(invalidates)
-            .route(post_route),
+            .route(post_route)
+            // A read through the same middleware: it must invalidate nothing.
+            .route(web::get().to(|| async { "the form" })),
     )
 }
 
@@ -543,6 +545,17 @@ async fn a_successful_mutation_invalidates_and_a_failed_one_does_not() {
         );
     }
     assert_eq!(builds.get(), 2, "failed mutations invalidated nothing");
+
+    // A 2xx to a safe method changes nothing (RFC 9110 §9.2.1): no invalidation, no group.
+    let res = call(&app, get!("/items/new")).await;
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(
+        !res.headers.contains_key("cache-group-invalidation"),
+        "{res:?}"
+    );
+    let res = call(&app, get!("/items")).await;
+    assert_eq!((res.x_cache(), res.body.as_str()), ("hit", "items=1"));
+    assert_eq!(builds.get(), 2, "a read invalidated nothing");
 }
 
 #[actix_rt::test]

@@ -131,7 +131,8 @@ where
     }
 }
 
-/// Invalidates a cache after every 2xx response of the routes it wraps; see
+/// Invalidates a cache after every 2xx response to an unsafe method (POST, PUT, PATCH,
+/// DELETE, …) of the routes it wraps; see
 /// [`ResponseCache::invalidates`].
 #[derive(Debug, Clone)]
 pub struct InvalidateOnSuccess {
@@ -185,12 +186,15 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
         let config = self.config.clone();
+        // RFC 9110 §9.2.1: a safe method changes nothing, so a GET or HEAD through these
+        // routes invalidates nothing (nor lists the group: RFC 9875 §3, unsafe methods only).
+        let unsafe_method = !req.method().is_safe();
         Box::pin(async move {
             let mut res = service.call(req).await?;
             // Only after success: a failed write changed nothing worth rebuilding for. Awaited,
             // so that with Redis the other instances have been told before the client hears
             // back (its next read, wherever it lands, sees the write).
-            if res.status().is_success() {
+            if unsafe_method && res.status().is_success() {
                 config.cache.invalidate(&config.scope).await;
                 // RFC 9875 §3: caches on the path invalidate this group too.
                 let group = config.cache.invalidation_group(&config.scope);

@@ -365,8 +365,9 @@ impl ResponseCache {
         self.invalidate(scope)
     }
 
-    /// A middleware that calls [`invalidate`](Self::invalidate) after each 2xx response of the
-    /// routes it wraps (a mutation handler declaring what it invalidates), and adds the
+    /// A middleware that calls [`invalidate`](Self::invalidate) after each 2xx response to an
+    /// unsafe method (RFC 9110 §9.2.1: not GET, HEAD, OPTIONS or TRACE) of the routes it wraps
+    /// (a mutation handler declaring what it invalidates), and adds the
     /// scope's [`invalidation_group`](Self::invalidation_group) to the response's
     /// `Cache-Group-Invalidation` so caches downstream drop their copies too.
     pub fn invalidates(&self, scope: Scope) -> InvalidateOnSuccess {
