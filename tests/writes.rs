@@ -4,8 +4,9 @@
 //! writes, and a slow request body gets a 408.
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,46 @@ fn a_delete_with_a_stale_if_match_is_refused_and_the_row_survives() {
     assert_eq!(conn.get("/claims/2").json()["name"], "new");
 }
 
+/// Another process (Python's `sqlite3`, as `sqlite3` with a `BEGIN IMMEDIATE` left open
+/// would be) holding the database's write lock until dropped.
+struct LockHolder(Child);
+
+impl LockHolder {
+    fn start(path: &std::path::Path) -> Self {
+        const SCRIPT: &str = "import sqlite3, sys\n\
+            db = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+            db.execute('BEGIN IMMEDIATE')\n\
+            db.execute('UPDATE uploads SET name = name WHERE id = 1')\n\
+            print('locked', flush=True)\n\
+            sys.stdin.read()\n";
+        let mut child = Command::new("python3")
+            .args(["-c", SCRIPT])
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 (with its sqlite3 module) holds the lock from another process");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            "locked",
+            "the other process took the write lock"
+        );
+        Self(child)
+    }
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        // Closing its stdin ends it; the lock goes with the process.
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
 /// Percentile `p` (0..=100) of `samples`.
 fn percentile(samples: &mut [Duration], p: usize) -> Duration {
     samples.sort_unstable();
@@ -154,11 +195,8 @@ fn a_locked_database_delays_only_the_writes() {
     assert_eq!(conn.get("/challenges/active").status, 200);
     assert_eq!(conn.get("/state/summary").status, 200);
 
-    // Another connection (as another process would) in a long write transaction.
-    let holder = rusqlite::Connection::open(&app.path).unwrap();
-    holder
-        .execute_batch("BEGIN IMMEDIATE; UPDATE uploads SET name = name WHERE id = 1;")
-        .unwrap();
+    // Another process in a long write transaction: it holds SQLite's write lock.
+    let holder = LockHolder::start(&app.path);
 
     const WRITES: usize = 40;
     let bound = viewsets::BUSY_TIMEOUT + Duration::from_millis(100);
