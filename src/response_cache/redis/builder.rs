@@ -149,6 +149,14 @@ impl RedisBackendBuilder {
             lease_ttl: self.lease_ttl,
             read_your_writes: self.read_your_writes,
             up: AtomicBool::new(true),
+            healthy: AtomicBool::new(true),
+            faults: Mutex::default(),
+            faulty: AtomicBool::new(false),
+            // A failure that stops recurring for this long is over: counters are re-read
+            // every `sync_interval`, and a tripped breaker probes every `retry_interval`, so
+            // one still there recurs well within it.
+            fault_hold: 2 * self.retry_interval.max(self.sync_interval),
+            warnings: Mutex::default(),
             retry_at: Mutex::new(None),
             errors: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),
