@@ -1056,3 +1056,40 @@ fn a_broken_counter_is_repaired_and_invalidations_travel_again() {
     assert!(read(&mut conn) > previous);
     assert_eq!(version(&b.get("/data")), expected + 1);
 }
+
+/// Issue 14: stale refreshes take the same lease, so a lease that never expired pinned stale
+/// content (about 300 s, the whole stale window). The refresh takes it over instead.
+#[test]
+fn a_lease_that_would_not_expire_does_not_pin_stale_content() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let revision_db = Arc::clone(&db);
+    let backend = backend(&redis, "pinned");
+    let cache = ResponseCache::revision("docs", move |_req: HttpRequest| {
+        let version = revision_db.version.load(Ordering::SeqCst);
+        async move { Ok::<_, actix_web::Error>(format!("v{version}")) }
+    })
+    .redis(&backend)
+    .build();
+    let a = start(cache, backend, &db, Duration::ZERO);
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    let mut conn = redis.connection();
+    let keys: Vec<String> = conn.keys("pinned:docs:e:*").unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let lease = keys[0].replace(":e:", ":lease:");
+    let _: () = conn.set(&lease, "not-a-token-of-ours").unwrap();
+
+    assert_eq!(a.write().status, 204);
+    let res = a.get("/data");
+    assert_eq!(
+        (res.cache_label(), res.header("x-revision")),
+        ("stale", "v0")
+    );
+    wait_until("the refresh", Duration::from_secs(3), || {
+        a.get("/data").header("x-revision").starts_with("v1")
+    });
+    assert_eq!(a.builds(), 2);
+    assert!(!conn.exists::<_, bool>(&lease).unwrap());
+}

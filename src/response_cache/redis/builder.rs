@@ -71,6 +71,9 @@ impl RedisBackendBuilder {
 
     /// How long a build lease lives without renewal: how long other instances wait for a
     /// holder that died before one of them builds. Default [`DEFAULT_LEASE_TTL`].
+    ///
+    /// Every instance sharing a prefix must use the same one: a lease with a longer time to
+    /// live left (or none) is taken as broken (written by something else) and taken over.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self

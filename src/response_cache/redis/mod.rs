@@ -74,6 +74,14 @@
 //!   [`retry_interval`](RedisBackendBuilder::retry_interval) no call is tried and every cache
 //!   runs on its own memory, then one call probes again. Invalidations made meanwhile are
 //!   replayed when Redis answers again. Redis never turns a request into a 5xx.
+//! - **Command errors.** A command Redis answers with an error (`WRONGTYPE` under one of our
+//!   keys, `OOM` under `maxmemory` with `noeviction`, …) is a failure too: counted, and
+//!   `actix_conditional_redis_up` says 0 until the same command on that key succeeds again
+//!   or the error stops recurring (see [`RedisBackend::is_available`]); errors that say Redis
+//!   as a whole cannot serve (`OOM`, `READONLY`, …) also trip the breaker. Warnings about a
+//!   key are limited to one per [`WARN_INTERVAL`]. A lease that would never expire in time
+//!   is taken over, and a counter that is not a valid one is repaired (see `lease` and
+//!   `counters`).
 //!
 //! Redis connections live on a thread of their own (`actix-conditional-redis`, one
 //! current-thread Tokio runtime), so they do not depend on which actix worker or test runtime
