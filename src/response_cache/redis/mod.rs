@@ -528,4 +528,53 @@ mod tests {
         }
         assert_eq!(backend.errors(), errors, "skipped, not tried");
     }
+
+    #[test]
+    fn a_command_error_holds_the_gauge_at_zero_until_the_command_succeeds_again() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let gauge = || {
+            metrics
+                .render()
+                .lines()
+                .find_map(|line| line.strip_prefix("actix_conditional_redis_up "))
+                .map(str::to_owned)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            // Nothing is called here: the faults are reported by hand, as `run` does.
+            let backend = RedisBackend::builder("redis://127.0.0.1:1/")
+                .build()
+                .unwrap();
+            let inner = &backend.inner;
+            assert!(backend.is_available());
+            inner.fault(
+                "sync",
+                "p:c:gen",
+                "WRONGTYPE",
+                "WRONGTYPE Operation against a key",
+            );
+            inner.fault(
+                "set",
+                "p:c:e:1",
+                "WRONGTYPE",
+                "WRONGTYPE Operation against a key",
+            );
+            assert!(!backend.is_available());
+            assert_eq!(gauge().as_deref(), Some("0"));
+            // Another operation, or another key, working says nothing about these.
+            inner.succeeded("get", "p:c:gen");
+            inner.succeeded("sync", "p:c:e:1");
+            assert!(!backend.is_available());
+            inner.succeeded("sync", "p:c:gen");
+            assert!(!backend.is_available(), "p:c:e:1 still fails");
+            inner.succeeded("set", "p:c:e:1");
+            assert!(backend.is_available());
+            assert_eq!(gauge().as_deref(), Some("1"));
+            // A key-level error leaves the breaker alone; a server-wide one trips it.
+            assert!(inner.admit());
+            inner.fault("set", "p:c:e:2", "OOM", "OOM command not allowed");
+            assert!(!backend.is_available());
+            assert!(!inner.admit(), "calls are skipped for the retry interval");
+        });
+    }
 }
