@@ -158,12 +158,15 @@ impl Lease {
         lease_key: String,
         entry_key: String,
     ) -> Option<Polled> {
-        let (value, pttl, lease_pttl): (Option<Vec<u8>>, i64, i64) = backend
+        // `EXISTS` is redundant with `PTTL` (-2), but it is the one command only a poll sends,
+        // which `tests/lock_outcomes.rs` counts to know a waiter is polling.
+        let (value, pttl, exists, lease_pttl): (Option<Vec<u8>>, i64, bool, i64) = backend
             .run("poll", entry_key.clone(), move |mut conn| {
                 Box::pin(async move {
                     ::redis::pipe()
                         .get(&entry_key)
                         .pttl(&entry_key)
+                        .exists(&lease_key)
                         .pttl(&lease_key)
                         .query_async(&mut conn)
                         .await
@@ -172,7 +175,7 @@ impl Lease {
             .await?;
         Some(Polled {
             stored: value.map(|value| (bytes::Bytes::from(value), pttl)),
-            lease_held: lease_pttl != -2 && !broken(lease_pttl, millis(backend.lease_ttl)),
+            lease_held: exists && !broken(lease_pttl, millis(backend.lease_ttl)),
         })
     }
 
