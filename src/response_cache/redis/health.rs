@@ -138,7 +138,18 @@ pub(crate) fn code_of(message: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        #[test]
+        fn any_message_gives_its_leading_code_or_err(message in "\\PC{0,40}") {
+            let code = code_of(&message);
+            prop_assert!(code == "ERR" || message.trim_start().starts_with(code));
+            prop_assert!(!code.is_empty() && code.bytes().all(|b| b.is_ascii_uppercase()));
+        }
+    }
 
     const TEN: Duration = Duration::from_secs(10);
 
