@@ -736,3 +736,360 @@ fn revision_mode_shares_entries_and_etags() {
     assert!(res.header("x-revision").starts_with("v1"), "{res:#?}");
     assert_eq!(a.builds(), 1, "A built once, B refreshed once");
 }
+
+/// The warnings the library logs, from every thread (the servers' workers, the backends'
+/// threads), for the tests that count them: one global subscriber for this test binary.
+mod warnings {
+    use std::fmt::Debug;
+    use std::sync::{Mutex, Once};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, SubscriberExt as _};
+
+    /// One warning: its `key` field (the Redis key it is about) and its message.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct Warning {
+        pub(crate) key: String,
+        pub(crate) message: String,
+    }
+
+    impl Visit for Warning {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            match field.name() {
+                "key" => value.clone_into(&mut self.key),
+                "message" => value.clone_into(&mut self.message),
+                _ => {}
+            }
+        }
+
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            match field.name() {
+                "key" => self.key = format!("{value:?}"),
+                "message" => self.message = format!("{value:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    static SEEN: Mutex<Vec<Warning>> = Mutex::new(Vec::new());
+
+    struct Capture;
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+            if *event.metadata().level() == tracing::Level::WARN {
+                let mut warning = Warning::default();
+                event.record(&mut warning);
+                SEEN.lock().unwrap().push(warning);
+            }
+        }
+    }
+
+    /// Starts capturing (once per process).
+    pub(crate) fn capture() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            tracing::subscriber::set_global_default(tracing_subscriber::registry().with(Capture))
+                .expect("no other global subscriber in this test binary");
+        });
+    }
+
+    /// The warnings so far about keys that start with `prefix` (tests use their own).
+    pub(crate) fn about(prefix: &str) -> Vec<Warning> {
+        SEEN.lock()
+            .unwrap()
+            .iter()
+            .filter(|w| w.key.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    /// How many of `warnings` each key got, the most first.
+    pub(crate) fn per_key(warnings: &[Warning]) -> Vec<(String, usize)> {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for warning in warnings {
+            *counts.entry(warning.key.clone()).or_default() += 1;
+        }
+        let mut counts: Vec<_> = counts.into_iter().collect();
+        counts.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        counts
+    }
+}
+
+/// Issue 14: a lease key that can never expire (no TTL, written by something else) or that
+/// would outlive any lease of ours made every cold request wait out its lock timeout (10 s)
+/// and build without storing. It is taken over at once, in one script.
+#[test]
+fn a_lease_that_would_not_expire_in_time_is_taken_over_at_once() {
+    const LOCK_TIMEOUT: Duration = Duration::from_secs(3);
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    warnings::capture();
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "foreign", &db, Duration::ZERO);
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    let mut conn = redis.connection();
+    let keys: Vec<String> = conn.keys("foreign:data:e:*").unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let entry = keys[0].clone();
+    let lease = entry.replace(":e:", ":lease:");
+    // No TTL at all, then one far longer than `lease_ttl` (600 ms here).
+    for foreign_ttl in [None, Some(3_600_000u64)] {
+        let _: () = conn.del(&entry).unwrap();
+        let _: () = match foreign_ttl {
+            None => conn.set(&lease, "not-a-token-of-ours").unwrap(),
+            Some(px) => conn.pset_ex(&lease, "not-a-token-of-ours", px).unwrap(),
+        };
+        // A new instance: nothing in memory, so the request is cold. Its lock timeout is
+        // short enough for the client to see the old behaviour (a waiter that times out).
+        let backend = backend(&redis, "foreign");
+        let cache = ResponseCache::ttl("data", Duration::from_secs(60))
+            .redis(&backend)
+            .lock_timeout(LOCK_TIMEOUT)
+            .build();
+        let b = start(cache, backend, &db, Duration::ZERO);
+        let started = Instant::now();
+        let res = b.get("/data");
+        let took = started.elapsed();
+        assert_eq!(
+            (res.status, res.cache_label()),
+            (200, "miss"),
+            "{foreign_ttl:?}"
+        );
+        assert_eq!(b.builds(), 1);
+        // It built under the lease it took over, so it stored the value and released the
+        // lease: not a waiter that timed out (which builds for itself without storing).
+        assert!(
+            !conn.exists::<_, bool>(&lease).unwrap(),
+            "{foreign_ttl:?}: the broken lease is still there"
+        );
+        assert!(
+            conn.exists::<_, bool>(&entry).unwrap(),
+            "{foreign_ttl:?}: not stored"
+        );
+        assert!(took < LOCK_TIMEOUT / 2, "{foreign_ttl:?}: waited {took:?}");
+        let c = instance(&redis, "foreign", &db, Duration::ZERO);
+        assert_eq!(c.get("/data").cache_label(), "hit");
+        assert_eq!(c.builds(), 0);
+    }
+    // Said so, once per instance that took one over.
+    let warned = warnings::about(&lease);
+    assert_eq!(warned.len(), 2, "{warned:#?}");
+}
+
+/// Issue 14: a counter key holding a value of another type (`WRONGTYPE` on every read and
+/// increment) left `redis_up` at 1 while invalidations silently stopped, with one warning per
+/// request. Now health says 0 while it fails, warnings are limited, and once the key is
+/// fixed the invalidation made meanwhile reaches the other instance.
+#[test]
+fn a_counter_of_another_type_is_a_redis_failure_until_it_is_fixed() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    warnings::capture();
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "wrongtype", &db, Duration::ZERO);
+    let b = instance(&redis, "wrongtype", &db, Duration::ZERO);
+    wait_until("both subscribed", Duration::from_secs(5), || {
+        a.backend.is_subscribed() && b.backend.is_subscribed()
+    });
+    assert_eq!(version(&a.get("/data")), 0);
+    assert_eq!(b.get("/data").cache_label(), "hit");
+    assert!(a.backend.is_available() && b.backend.is_available());
+
+    let counter = "wrongtype:data:gen";
+    let mut conn = redis.connection();
+    let _: () = conn.del(counter).unwrap();
+    let _: () = conn.rpush(counter, "not a counter").unwrap();
+    for _ in 0..100 {
+        let res = b.get("/data");
+        assert_eq!((res.status, version(&res)), (200, 0));
+        assert!(
+            !b.backend.is_available(),
+            "redis_up says 1 while reads fail"
+        );
+    }
+    // A write meanwhile is answered; it cannot be published, and health says so.
+    assert_eq!(a.write().status, 204);
+    assert!(!a.backend.is_available());
+    assert!(a.backend.errors() > 0 && b.backend.errors() > 0);
+    // At most one warning per key and instance in the interval, not one per request.
+    let warned = warnings::about("wrongtype:");
+    let counts = warnings::per_key(&warned);
+    assert!(!counts.is_empty(), "the failure was not logged");
+    assert!(
+        counts.iter().all(|(_, n)| *n <= 2),
+        "{counts:?}: {warned:#?}"
+    );
+
+    // Fixed: health back to 1, and the invalidation made meanwhile reaches B.
+    let _: () = conn.del(counter).unwrap();
+    wait_until("redis_up back to 1", Duration::from_secs(5), || {
+        a.get("/data");
+        b.get("/data");
+        a.backend.is_available() && b.backend.is_available()
+    });
+    wait_until("the write made meanwhile", Duration::from_secs(5), || {
+        version(&b.get("/data")) == 1
+    });
+    // And invalidations travel as before.
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data")), 2);
+}
+
+/// Issue 14: under `maxmemory` with `noeviction`, every write answers `OOM`: that is a Redis
+/// failure (health 0, the breaker trips) warned about once per key, not once per request.
+#[test]
+fn out_of_memory_is_a_redis_failure_warned_once_per_key() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    warnings::capture();
+    let db = Arc::new(Db::default());
+    let backend = backend(&redis, "oom");
+    // No memory tier: every request asks Redis, and so meets the error again.
+    let cache = ResponseCache::ttl("data", Duration::from_secs(60))
+        .redis(&backend)
+        .memory_tier(false)
+        .build();
+    let a = start(cache, backend, &db, Duration::ZERO);
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    assert_eq!(a.get("/data").cache_label(), "hit");
+    assert!(a.backend.is_available());
+
+    let mut conn = redis.connection();
+    let config = |conn: &mut redis::Connection, name: &str, value: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(conn)
+            .unwrap();
+    };
+    config(&mut conn, "maxmemory-policy", "noeviction");
+    config(&mut conn, "maxmemory", "1");
+    for _ in 0..100 {
+        let res = a.get("/data?cold");
+        assert_eq!(res.status, 200);
+    }
+    let warned = warnings::about("oom:");
+    let counts = warnings::per_key(&warned);
+    assert!(
+        !counts.is_empty(),
+        "the failure was not logged with its key"
+    );
+    assert!(
+        counts.iter().all(|(_, n)| *n == 1),
+        "{counts:?}: {warned:#?}"
+    );
+    assert!(
+        !a.backend.is_available(),
+        "redis_up says 1 while writes fail"
+    );
+    assert!(a.backend.errors() > 0);
+
+    config(&mut conn, "maxmemory", "0");
+    wait_until("redis_up back to 1", Duration::from_secs(5), || {
+        a.get("/data?cold");
+        a.backend.is_available()
+    });
+    // Stored again.
+    let _ = a.get("/data?after");
+    assert_eq!(a.get("/data?after").cache_label(), "hit");
+}
+
+/// Issue 14: a counter above 2^52 (or negative, or not an integer) was never repaired, and
+/// invalidations stopped reaching the other instances. It is repaired like a lost one, to a
+/// value above any used before, so no old entry can look current.
+#[test]
+fn a_broken_counter_is_repaired_and_invalidations_travel_again() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "range", &db, Duration::ZERO);
+    let b = instance(&redis, "range", &db, Duration::ZERO);
+    wait_until("both subscribed", Duration::from_secs(5), || {
+        a.backend.is_subscribed() && b.backend.is_subscribed()
+    });
+    assert_eq!(version(&a.get("/data")), 0);
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data")), 1);
+    let counter = "range:data:gen";
+    let mut conn = redis.connection();
+    let read = |conn: &mut redis::Connection| -> u64 {
+        let raw: String = conn.get(counter).unwrap();
+        raw.parse()
+            .unwrap_or_else(|_| panic!("not a counter: {raw:?}"))
+    };
+    let mut previous = read(&mut conn);
+    for broken in ["9007199254740993", "4503599627370497", "-3", "2.5", "abc"] {
+        let _: () = conn.set(counter, broken).unwrap();
+        // B's counter read (before its next request is answered) repairs it.
+        let res = b.get("/data");
+        assert_eq!(res.status, 200);
+        let repaired = read(&mut conn);
+        assert!(
+            repaired > previous && repaired <= 1 << 52,
+            "{broken} → {repaired} (was {previous})"
+        );
+        // Every instance takes the repair as an invalidation, and writes travel again.
+        let expected = db.version.load(Ordering::SeqCst);
+        assert_eq!(version(&a.get("/data")), expected);
+        assert_eq!(a.write().status, 204);
+        let res = b.get("/data");
+        assert_eq!(
+            (version(&res), res.cache_label()),
+            (expected + 1, "miss"),
+            "{broken}"
+        );
+        assert_eq!(b.get("/data").cache_label(), "hit");
+        previous = read(&mut conn);
+        assert!(previous > repaired);
+        assert!(a.backend.is_available() && b.backend.is_available());
+    }
+    // The increment repairs too, when it meets the broken value first.
+    let _: () = conn.set(counter, "-1").unwrap();
+    let expected = db.version.load(Ordering::SeqCst);
+    assert_eq!(a.write().status, 204);
+    assert!(read(&mut conn) > previous);
+    assert_eq!(version(&b.get("/data")), expected + 1);
+}
+
+/// Issue 14: stale refreshes take the same lease, so a lease that never expired pinned stale
+/// content (about 300 s, the whole stale window). The refresh takes it over instead.
+#[test]
+fn a_lease_that_would_not_expire_does_not_pin_stale_content() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let revision_db = Arc::clone(&db);
+    let backend = backend(&redis, "pinned");
+    let cache = ResponseCache::revision("docs", move |_req: HttpRequest| {
+        let version = revision_db.version.load(Ordering::SeqCst);
+        async move { Ok::<_, actix_web::Error>(format!("v{version}")) }
+    })
+    .redis(&backend)
+    .build();
+    let a = start(cache, backend, &db, Duration::ZERO);
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    let mut conn = redis.connection();
+    let keys: Vec<String> = conn.keys("pinned:docs:e:*").unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let lease = keys[0].replace(":e:", ":lease:");
+    let _: () = conn.set(&lease, "not-a-token-of-ours").unwrap();
+
+    assert_eq!(a.write().status, 204);
+    let res = a.get("/data");
+    assert_eq!(
+        (res.cache_label(), res.header("x-revision")),
+        ("stale", "v0")
+    );
+    wait_until("the refresh", Duration::from_secs(3), || {
+        a.get("/data").header("x-revision").starts_with("v1")
+    });
+    assert_eq!(a.builds(), 2);
+    assert!(!conn.exists::<_, bool>(&lease).unwrap());
+}

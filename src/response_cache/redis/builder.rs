@@ -71,6 +71,9 @@ impl RedisBackendBuilder {
 
     /// How long a build lease lives without renewal: how long other instances wait for a
     /// holder that died before one of them builds. Default [`DEFAULT_LEASE_TTL`].
+    ///
+    /// Every instance sharing a prefix must use the same one: a lease with a longer time to
+    /// live left (or none) is taken as broken (written by something else) and taken over.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
@@ -149,6 +152,14 @@ impl RedisBackendBuilder {
             lease_ttl: self.lease_ttl,
             read_your_writes: self.read_your_writes,
             up: AtomicBool::new(true),
+            healthy: AtomicBool::new(true),
+            faults: Mutex::default(),
+            faulty: AtomicBool::new(false),
+            // A failure that stops recurring for this long is over: counters are re-read
+            // every `sync_interval`, and a tripped breaker probes every `retry_interval`, so
+            // one still there recurs well within it.
+            fault_hold: 2 * self.retry_interval.max(self.sync_interval),
+            warnings: Mutex::default(),
             retry_at: Mutex::new(None),
             errors: AtomicU64::new(0),
             subscribed: AtomicBool::new(false),

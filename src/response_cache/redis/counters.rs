@@ -20,6 +20,12 @@
 //! caller's copy (Redis restarted without its data, or missed an invalidation made while it
 //! was unreachable): it is set one past the copy, an invalidation for everyone, since what
 //! happened meanwhile is unknown. So no instance's later increment can look like an old one.
+//! A *broken* counter (above 2^52, negative, not an integer: see [`counter_lua`]) is repaired
+//! the same way, by the read or by the next increment, to a value past any used before.
+//!
+//! A counter that cannot be read or written (a value of another type, `OOM`) is a Redis
+//! failure: `actix_conditional_redis_up` says 0 until it works again, and an invalidation that
+//! could not be published is replayed once it does, so invalidation never stops silently.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -30,38 +36,123 @@ use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::Backend;
-use crate::response_cache::generations::Generations;
+use super::health::code_of;
+use crate::response_cache::generations::{Generations, MAX_COUNTER};
 
-/// Increments a counter, to at least `floor` (the caller's copy after its own bump), and
-/// publishes the new value.
-const BUMP: &str = r"
-local v = redis.call('INCR', KEYS[1])
+/// What the counter scripts share. A counter is stored as decimal digits, at most
+/// [`MAX_COUNTER`] (2^52: Lua's numbers are doubles, exact to 2^53, and `+ 1` must stay
+/// exact); anything else under the key (above it, negative, a fraction, text) is broken and
+/// `valid` says `nil`. Numbers are written with `%.0f`, not `tostring` (`1e+14`).
+///
+/// `past` is what a broken counter is repaired to. Like a missing one, its value is unknown,
+/// but unlike a missing one it may have been anything, so "one past the caller's copy" is not
+/// enough: other instances may have had (and stamped entries with) higher values than the
+/// caller's copy, and a repair that lands on one of them would let their old entries look
+/// current. So it jumps to Redis's clock in microseconds (or past the caller's copy, if that
+/// is higher): a counter only passes that clock after more than one invalidation per
+/// microsecond on average since its creation (or last repair), so every value used before
+/// is below the repaired one, and every instance, the caller included, takes the repair as an
+/// invalidation. (Microseconds since 1970 reach 2^52 in the year 2112.)
+macro_rules! counter_lua {
+    () => {
+        r"
+local function valid(raw, max)
+  if type(raw) ~= 'string' or #raw > 16 or not string.match(raw, '^%d+$') then
+    return nil
+  end
+  local n = tonumber(raw)
+  if n > max then
+    return nil
+  end
+  return n
+end
+local function past(above, max)
+  local t = redis.call('TIME')
+  return math.min(math.max(above, tonumber(t[1]) * 1000000 + tonumber(t[2])), max)
+end
+local function text(v)
+  return string.format('%.0f', v)
+end
+"
+    };
+}
+
+/// Increments the counter `KEYS[1]` to at least `ARGV[1]` (the caller's copy after its own
+/// bump) and publishes the new value on `ARGV[2]` (with `ARGV[3]` after it). A broken counter
+/// is repaired first (see [`counter_lua`]). Returns `{value, the broken value or ''}`; a
+/// counter of another type is a `WRONGTYPE` error, left for someone to fix (it may be another
+/// app's data under a colliding prefix).
+const BUMP: &str = concat!(
+    counter_lua!(),
+    r"
+local max = tonumber(ARGV[4])
 local floor = tonumber(ARGV[1])
+local raw = redis.call('GET', KEYS[1])
+local v, repaired = 1, ''
+if raw then
+  local current = valid(raw, max)
+  if current then
+    v = current + 1
+  else
+    v = past(floor, max)
+    repaired = string.sub(raw, 1, 64)
+  end
+end
 if v < floor then
   v = floor
-  redis.call('SET', KEYS[1], v)
 end
-redis.call('PUBLISH', ARGV[2], v .. '\n' .. ARGV[3])
-return v
-";
+if v > max then
+  return redis.error_reply('ERANGE invalidation counter past 2^52')
+end
+redis.call('SET', KEYS[1], text(v))
+redis.call('PUBLISH', ARGV[2], text(v) .. '\n' .. ARGV[3])
+return {v, repaired}
+"
+);
 
 /// Reads counters. One below the caller's copy (`ARGV[i]`) means Redis lost it (a restart
 /// without persistence, a flush) or never got an increment (made while it was unreachable):
 /// whatever happened meanwhile is unknown, so it is set one past the caller's copy, which
-/// every instance, the caller included, then takes as an invalidation.
-const SYNC: &str = r"
-local out = {}
+/// every instance, the caller included, then takes as an invalidation. A broken one is
+/// repaired as in [`counter_lua`]. Each key is read on its own (`pcall`), so one bad key does
+/// not hide the others. Returns `{values, errors, broken values}`, one of each per key: the
+/// value (-1 on an error), the error (`''`), the broken value that was repaired (`''`).
+const SYNC: &str = concat!(
+    counter_lua!(),
+    r"
+local max = tonumber(ARGV[#KEYS + 1])
+local values, errors, repaired = {}, {}, {}
 for i, key in ipairs(KEYS) do
-  local current = tonumber(redis.call('GET', key) or '0') or 0
   local mine = tonumber(ARGV[i])
-  if current < mine then
-    current = mine + 1
-    redis.call('SET', key, current)
+  values[i], errors[i], repaired[i] = -1, '', ''
+  local raw = redis.pcall('GET', key)
+  if type(raw) == 'table' and raw.err then
+    errors[i] = raw.err
+  else
+    local current, write = 0, false
+    if raw then
+      current = valid(raw, max)
+      if not current then
+        repaired[i] = string.sub(raw, 1, 64)
+        current = past(mine + 1, max)
+        write = true
+      end
+    end
+    if current < mine then
+      current = mine + 1
+      write = true
+    end
+    local set = write and redis.pcall('SET', key, text(current))
+    if type(set) == 'table' and set.err then
+      errors[i] = set.err
+    else
+      values[i] = current
+    end
   end
-  out[i] = current
 end
-return out
-";
+return {values, errors, repaired}
+"
+);
 
 /// Coalesces the per-request counter reads of one cache: a request waits for the first read
 /// that starts after it arrives, and every request waiting meanwhile shares that read.
@@ -162,8 +253,12 @@ impl Backend {
                 generations.observe(section.as_deref(), value);
                 tracing::debug!(cache, ?section, value, "response cache: invalidation published");
             } else {
-                tracing::warn!(cache, ?section,
-                    "response cache: invalidation not published (redis unavailable); other instances learn of it when it is back");
+                let key = this.generation_key(&cache, section.as_deref());
+                match this.warn_allowed(&key, std::time::Instant::now()) {
+                    Some(suppressed) => tracing::warn!(cache, ?section, key, suppressed,
+                        "response cache: invalidation not published (redis unavailable or failing); other instances learn of it when it works again"),
+                    None => tracing::debug!(cache, ?section, "response cache: invalidation not published"),
+                }
                 this.pending
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -182,20 +277,46 @@ impl Backend {
             Some(section) => format!("{cache}\n{section}"),
             None => cache.to_owned(),
         };
-        self.run("publish", move |mut conn| {
-            Box::pin(async move {
-                ::redis::cmd("EVAL")
-                    .arg(BUMP)
-                    .arg(1)
-                    .arg(key)
-                    .arg(floor)
-                    .arg(channel)
-                    .arg(payload)
-                    .query_async(&mut conn)
-                    .await
+        let subject = key.clone();
+        let (value, repaired): (u64, String) = self
+            .run("publish", key.clone(), move |mut conn| {
+                Box::pin(async move {
+                    ::redis::cmd("EVAL")
+                        .arg(BUMP)
+                        .arg(1)
+                        .arg(subject)
+                        .arg(floor)
+                        .arg(channel)
+                        .arg(payload)
+                        .arg(MAX_COUNTER)
+                        .query_async(&mut conn)
+                        .await
+                })
             })
-        })
-        .await
+            .await?;
+        if !repaired.is_empty() {
+            self.repaired(&key, &repaired, value);
+        }
+        Some(value)
+    }
+
+    /// Says (rate-limited) that the counter `key` held `broken` and was repaired to `value`.
+    fn repaired(&self, key: &str, broken: &str, value: u64) {
+        match self.warn_allowed(key, std::time::Instant::now()) {
+            Some(suppressed) => tracing::warn!(
+                key,
+                broken,
+                value,
+                suppressed,
+                "response cache: repaired a broken invalidation counter (an invalidation for every instance)"
+            ),
+            None => tracing::debug!(
+                key,
+                broken,
+                value,
+                "response cache: repaired a broken invalidation counter"
+            ),
+        }
     }
 
     /// Adds a cache to those this backend keeps in step, and starts reading its counters.
@@ -251,20 +372,44 @@ impl Backend {
                     .map(|name| Some(name.to_owned())),
             )
             .collect();
+        let keys: Vec<String> = scopes
+            .iter()
+            .map(|scope| self.generation_key(generations.cache(), scope.as_deref()))
+            .collect();
         let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(SYNC).arg(scopes.len());
-        for scope in &scopes {
-            cmd.arg(self.generation_key(generations.cache(), scope.as_deref()));
-        }
+        cmd.arg(SYNC).arg(scopes.len()).arg(&keys);
         for scope in &scopes {
             cmd.arg(generations.local(scope.as_deref()));
         }
-        let values: Option<Vec<u64>> = self
-            .run("sync", move |mut conn| {
+        cmd.arg(MAX_COUNTER);
+        // The script reports each key's error itself; the call's own subject covers the
+        // script as a whole.
+        let subject = format!("{}*", self.generation_key(generations.cache(), None));
+        let reply: Option<(Vec<i64>, Vec<String>, Vec<String>)> = self
+            .run("sync", subject, move |mut conn| {
                 Box::pin(async move { cmd.query_async(&mut conn).await })
             })
             .await;
-        for (scope, value) in scopes.iter().zip(values.unwrap_or_default()) {
+        let Some((values, errors, repaired)) = reply else {
+            return;
+        };
+        for (i, (scope, key)) in scopes.iter().zip(&keys).enumerate() {
+            match errors.get(i).map(String::as_str) {
+                Some("") => {}
+                Some(error) => {
+                    self.count_error("sync");
+                    self.fault("sync", key, code_of(error), error);
+                    continue;
+                }
+                None => continue, // not a reply of this script
+            }
+            self.succeeded("sync", key);
+            let Some(value) = values.get(i).and_then(|v| u64::try_from(*v).ok()) else {
+                continue;
+            };
+            if let Some(broken) = repaired.get(i).filter(|broken| !broken.is_empty()) {
+                self.repaired(key, broken, value);
+            }
             generations.observe(scope.as_deref(), value);
         }
     }

@@ -1,5 +1,12 @@
 //! Build leases: which instance builds a cold key (`SET NX PX` with a random token, renewed
 //! while the build runs, deleted only by its holder).
+//!
+//! A lease that can never expire (no TTL: written by something else, or `PERSIST`ed) or that
+//! would outlive any lease of ours (a TTL above `lease_ttl`, which is what ours are set and
+//! renewed to) is broken: left alone it would make every cold request wait out its
+//! `lock_timeout` and, since stale refreshes take the same lease, pin stale content. It is
+//! taken over by [`ACQUIRE`], in one script, so two instances cannot both take it: the first
+//! sets its own token with a `PX`, after which the lease is no longer broken for the second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +31,32 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 ";
+
+/// Takes the lease `KEYS[1]` for token `ARGV[1]` for `ARGV[2]` ms if it is free, or broken (no
+/// expiry, or one longer than `ARGV[2]`), and reads the entry `KEYS[2]` in the same step (a
+/// build that finished just before must not be repeated). Returns `{taken, lease PTTL found,
+/// value, value PTTL}`: `taken` 1 (free), 2 (broken, taken over) or 0 (held), the PTTL -2 when
+/// the lease was free.
+const ACQUIRE: &str = r"
+local px = tonumber(ARGV[2])
+local taken, found = 0, -2
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', px) then
+  taken = 1
+else
+  found = redis.call('PTTL', KEYS[1])
+  if found == -1 or found > px then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', px)
+    taken = 2
+  end
+end
+return {taken, found, redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])}
+";
+
+/// Whether a lease whose `PTTL` is `pttl` is broken for a backend whose leases live
+/// `lease_px` ms: no expiry (`-1`), or longer than any lease of ours.
+pub(crate) fn broken(pttl: i64, lease_px: u64) -> bool {
+    pttl == -1 || u64::try_from(pttl).is_ok_and(|pttl| pttl > lease_px)
+}
 
 /// The release command, for pipelining after the value's `SET`.
 pub(crate) fn release_cmd(key: &str, token: &str) -> ::redis::Cmd {
@@ -81,42 +114,60 @@ impl Lease {
         };
         let px = millis(backend.lease_ttl);
         let (key, tok) = (lease_key.clone(), token.clone());
-        let (acquired, value, pttl): (Option<String>, Option<Vec<u8>>, i64) = backend
-            .run("lease", move |mut conn| {
+        let (taken, found, value, pttl): (u8, i64, Option<Vec<u8>>, i64) = backend
+            .run("lease", lease_key.clone(), move |mut conn| {
                 Box::pin(async move {
-                    ::redis::pipe()
-                        .cmd("SET")
+                    ::redis::cmd("EVAL")
+                        .arg(ACQUIRE)
+                        .arg(2)
                         .arg(&key)
+                        .arg(&entry_key)
                         .arg(&tok)
-                        .arg("NX")
-                        .arg("PX")
                         .arg(px)
-                        .get(&entry_key)
-                        .pttl(&entry_key)
                         .query_async(&mut conn)
                         .await
                 })
             })
             .await?;
         unclaimed.armed = false;
+        if taken == 2 {
+            let ttl = if found == -1 {
+                "none".to_owned()
+            } else {
+                format!("{found} ms")
+            };
+            match backend.warn_allowed(&lease_key, std::time::Instant::now()) {
+                Some(suppressed) => {
+                    tracing::warn!(key = %lease_key, ttl, lease_ttl_ms = px, suppressed,
+                    "response cache: took over a build lease that would not expire in time (written by something else?)")
+                }
+                None => {
+                    tracing::debug!(key = %lease_key, ttl, "response cache: took over a broken build lease")
+                }
+            }
+        }
         let stored = value.map(|value| (bytes::Bytes::from(value), pttl));
-        let lease = acquired.map(|_| Self::held(backend, lease_key, token));
+        let lease = (taken != 0).then(|| Self::held(backend, lease_key, token));
         Some(Attempt { lease, stored })
     }
 
     /// Whether the lease is still held and what is stored meanwhile. `None`: unavailable.
+    /// A broken lease (see [`broken`]) is not held: the waiter then tries to take it over.
     pub(crate) async fn poll(
         backend: &Arc<Backend>,
         lease_key: String,
         entry_key: String,
     ) -> Option<Polled> {
-        let (value, pttl, held): (Option<Vec<u8>>, i64, bool) = backend
-            .run("poll", move |mut conn| {
+        // `EXISTS` is redundant with `PTTL` (-2), but it is the one command only a poll sends,
+        // which `tests/lock_outcomes.rs` counts to know a waiter is polling.
+        let (value, pttl, exists, lease_pttl): (Option<Vec<u8>>, i64, bool, i64) = backend
+            .run("poll", entry_key.clone(), move |mut conn| {
                 Box::pin(async move {
                     ::redis::pipe()
                         .get(&entry_key)
                         .pttl(&entry_key)
                         .exists(&lease_key)
+                        .pttl(&lease_key)
                         .query_async(&mut conn)
                         .await
                 })
@@ -124,7 +175,7 @@ impl Lease {
             .await?;
         Some(Polled {
             stored: value.map(|value| (bytes::Bytes::from(value), pttl)),
-            lease_held: held,
+            lease_held: exists && !broken(lease_pttl, millis(backend.lease_ttl)),
         })
     }
 
@@ -138,7 +189,7 @@ impl Lease {
                     tokio::time::sleep(every).await;
                     let (key, token) = (key.clone(), token.clone());
                     let renewed: Option<i64> = backend2
-                        .run("renew", move |mut conn| {
+                        .run("renew", key.clone(), move |mut conn| {
                             Box::pin(async move {
                                 ::redis::cmd("EVAL")
                                     .arg(RENEW)
@@ -219,7 +270,7 @@ pub(crate) fn release_later(backend: &Arc<Backend>, key: String, token: String) 
     let this = Arc::clone(backend);
     backend.spawn(async move {
         let _: Option<i64> = this
-            .run("release", move |mut conn| {
+            .run("release", key.clone(), move |mut conn| {
                 Box::pin(async move { release_cmd(&key, &token).query_async(&mut conn).await })
             })
             .await;

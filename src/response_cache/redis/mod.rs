@@ -74,6 +74,14 @@
 //!   [`retry_interval`](RedisBackendBuilder::retry_interval) no call is tried and every cache
 //!   runs on its own memory, then one call probes again. Invalidations made meanwhile are
 //!   replayed when Redis answers again. Redis never turns a request into a 5xx.
+//! - **Command errors.** A command Redis answers with an error (`WRONGTYPE` under one of our
+//!   keys, `OOM` under `maxmemory` with `noeviction`, …) is a failure too: counted, and
+//!   `actix_conditional_redis_up` says 0 until the same command on that key succeeds again
+//!   or the error stops recurring (see [`RedisBackend::is_available`]); errors that say Redis
+//!   as a whole cannot serve (`OOM`, `READONLY`, …) also trip the breaker. Warnings about a
+//!   key are limited to one per [`WARN_INTERVAL`]. A lease that would never expire in time
+//!   is taken over, and a counter that is not a valid one is repaired (see `lease` and
+//!   `counters`).
 //!
 //! Redis connections live on a thread of their own (`actix-conditional-redis`, one
 //! current-thread Tokio runtime), so they do not depend on which actix worker or test runtime
@@ -82,6 +90,7 @@
 mod builder;
 mod codec;
 mod counters;
+mod health;
 mod lease;
 mod tier;
 
@@ -98,6 +107,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use self::builder::RedisBackendBuilder;
+use self::health::{Faults, Warnings};
 use self::lease::Lease;
 use super::generations::Generations;
 
@@ -111,6 +121,10 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Default life of a build lease without renewal (how long a dead holder blocks a key): 5 s.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
+/// At most one warning per Redis key per this interval (a command error on it, a repaired
+/// counter, a lease without expiry taken over): 10 s. The next one says how many were held
+/// back meanwhile (those are logged at debug).
+pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why a [`RedisBackend`] could not be set up.
 #[derive(Debug)]
@@ -176,12 +190,18 @@ impl RedisBackend {
         RedisBackendBuilder::new(url)
     }
 
-    /// Whether the last call to Redis succeeded (false while the caches run local-only).
+    /// Whether Redis answers and its commands succeed; what `actix_conditional_redis_up`
+    /// says. False while the caches run local-only after a failed or slow call, and while
+    /// commands fail on a key (a `WRONGTYPE` value, `OOM` under `maxmemory` with
+    /// `noeviction`, …): until the same command on that key succeeds again (the key was
+    /// fixed) or that failure has not recurred for twice the longer of
+    /// [`retry_interval`](RedisBackendBuilder::retry_interval) and
+    /// [`sync_interval`](RedisBackendBuilder::sync_interval).
     pub fn is_available(&self) -> bool {
-        self.inner.up.load(Ordering::Relaxed)
+        self.inner.healthy.load(Ordering::Relaxed)
     }
 
-    /// Redis calls that failed or timed out since the backend was built.
+    /// Redis calls that failed, timed out or answered an error since the backend was built.
     pub fn errors(&self) -> u64 {
         self.inner.errors.load(Ordering::Relaxed)
     }
@@ -204,7 +224,16 @@ pub(crate) struct Backend {
     sync_interval: Duration,
     pub(crate) lease_ttl: Duration,
     pub(crate) read_your_writes: bool,
+    /// Whether Redis answers (the breaker: false while calls are skipped).
     up: AtomicBool,
+    /// `up`, and no command failed lately ([`faults`](Self::faults)): the health gauge.
+    healthy: AtomicBool,
+    /// Command errors of the last [`fault_hold`](Self::fault_hold), by operation and key.
+    faults: Mutex<Faults>,
+    /// Whether `faults` may hold something (spares successful calls its lock).
+    faulty: AtomicBool,
+    fault_hold: Duration,
+    warnings: Mutex<Warnings>,
     /// While Redis is down: when the next call may probe it.
     retry_at: Mutex<Option<Instant>>,
     errors: AtomicU64,
@@ -239,9 +268,15 @@ impl Backend {
         format!("{}:{cache}:lease:{:032x}", self.prefix, hash(key))
     }
 
-    /// Runs one Redis operation on the backend's thread, bounded by the timeout; `None` when
-    /// Redis is unavailable, failed or was too slow (logged and counted).
-    pub(crate) async fn run<T, F>(self: &Arc<Self>, op: &'static str, f: F) -> Option<T>
+    /// Runs one Redis operation on `key` (the key it is about, for the health and the
+    /// warnings) on the backend's thread, bounded by the timeout; `None` when Redis is
+    /// unavailable, failed or was too slow, or the command failed (logged and counted).
+    pub(crate) async fn run<T, F>(
+        self: &Arc<Self>,
+        op: &'static str,
+        key: String,
+        f: F,
+    ) -> Option<T>
     where
         T: Send + 'static,
         F: FnOnce(ConnectionManager) -> BoxFuture<'static, RedisResult<T>> + Send + 'static,
@@ -255,7 +290,7 @@ impl Backend {
             .spawn(async move { tokio::time::timeout(timeout, f(conn)).await });
         let failure = match task.await {
             Ok(Ok(Ok(value))) => {
-                self.succeeded();
+                self.succeeded(op, &key);
                 return Some(value);
             }
             Ok(Ok(Err(err))) => {
@@ -265,10 +300,12 @@ impl Backend {
                     || err.is_connection_refusal()
                     || err.is_unrecoverable_error();
                 if !connectivity {
-                    // A command error (e.g. a foreign value of another type under our key):
-                    // this call fails, Redis itself is fine.
+                    // Redis answered, with an error (a foreign value of another type under
+                    // our key, out of memory, a reply we cannot read): a failure all the
+                    // same, for the health and the counters, not a silent miss.
+                    let code = err.code().unwrap_or_else(|| err.category()).to_owned();
                     self.count_error(op);
-                    tracing::warn!(op, error = %err, "response cache: redis command failed");
+                    self.fault(op, &key, &code, &err.to_string());
                     return None;
                 }
                 err.to_string()
@@ -315,27 +352,91 @@ impl Backend {
         *self.retry_at.lock().unwrap_or_else(PoisonError::into_inner) =
             Some(Instant::now() + self.retry_interval);
         if self.up.swap(false, Ordering::Relaxed) {
-            metrics::gauge!("actix_conditional_redis_up").set(0.0);
             tracing::warn!(op, error, retry_in = ?self.retry_interval,
                 "response cache: redis unavailable; caches run on local memory only");
         } else {
             tracing::debug!(op, error, "response cache: redis still unavailable");
         }
+        self.refresh_health(Instant::now());
     }
 
-    fn succeeded(self: &Arc<Self>) {
+    /// Redis answered `op` on `key` with an error (`code`, as Redis words it). It counts
+    /// against the health until the same call succeeds or it stops recurring; an error that
+    /// says Redis as a whole cannot serve (`OOM`, `READONLY`, …) also trips the breaker, as
+    /// an outage does. Warned about at most once per key per [`WARN_INTERVAL`].
+    pub(crate) fn fault(&self, op: &'static str, key: &str, code: &str, error: &str) {
+        let now = Instant::now();
+        let server_wide = health::server_wide(code);
+        if server_wide {
+            *self.retry_at.lock().unwrap_or_else(PoisonError::into_inner) =
+                Some(now + self.retry_interval);
+            self.up.store(false, Ordering::Relaxed);
+        }
+        {
+            let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+            faults.record(op, key, now, self.fault_hold);
+            self.faulty.store(true, Ordering::Relaxed);
+        }
+        self.refresh_health(now);
+        match self.warn_allowed(key, now) {
+            Some(suppressed) => tracing::warn!(
+                op,
+                key,
+                code,
+                error,
+                suppressed,
+                local_only = server_wide,
+                "response cache: redis command failed; counted as a redis failure until it succeeds again"
+            ),
+            None => tracing::debug!(op, key, code, error, "response cache: redis command failed"),
+        }
+    }
+
+    /// Whether a warning about `key` may be logged now (`Some`: how many were held back since
+    /// the last one); see [`WARN_INTERVAL`].
+    pub(crate) fn warn_allowed(&self, key: &str, now: Instant) -> Option<u64> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(key, now, WARN_INTERVAL)
+    }
+
+    /// `op` on `key` worked: Redis answers, and whatever failed there before is fixed.
+    pub(crate) fn succeeded(self: &Arc<Self>, op: &'static str, key: &str) {
         if !self.up.swap(true, Ordering::Relaxed) {
-            metrics::gauge!("actix_conditional_redis_up").set(1.0);
             tracing::info!("response cache: redis reachable again; resynchronising");
             // Invalidations made while it was down, then everyone's counters.
             let this = Arc::clone(self);
             self.handle.spawn(async move { this.resync().await });
+            self.refresh_health(Instant::now());
+        }
+        if self.faulty.load(Ordering::Relaxed) {
+            self.faults
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear(op, key);
+            self.refresh_health(Instant::now());
+        }
+    }
+
+    /// Sets the health (and its gauge) from the breaker and the current faults.
+    fn refresh_health(&self, now: Instant) {
+        // Under the lock, so the gauge ends in step with the flag when calls race.
+        let mut faults = self.faults.lock().unwrap_or_else(PoisonError::into_inner);
+        faults.prune(now, self.fault_hold);
+        self.faulty.store(!faults.is_empty(), Ordering::Relaxed);
+        let healthy = self.up.load(Ordering::Relaxed) && faults.is_empty();
+        if self.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+            metrics::gauge!("actix_conditional_redis_up").set(if healthy { 1.0 } else { 0.0 });
+            if healthy {
+                tracing::info!("response cache: redis healthy again");
+            }
         }
     }
 
     /// The stored bytes under `entry_key`, with their remaining life in milliseconds.
     pub(crate) async fn lookup(self: &Arc<Self>, entry_key: String) -> Option<Option<Stored>> {
-        self.run("get", move |mut conn| {
+        self.run("get", entry_key.clone(), move |mut conn| {
             Box::pin(async move {
                 let (value, pttl): (Option<Vec<u8>>, i64) = ::redis::pipe()
                     .get(&entry_key)
@@ -363,7 +464,7 @@ impl Backend {
         let px = millis(life);
         let released = release.clone();
         let stored = self
-            .run("set", move |mut conn| {
+            .run("set", entry_key.clone(), move |mut conn| {
                 Box::pin(async move {
                     let mut pipe = ::redis::pipe();
                     pipe.cmd("SET")
@@ -426,5 +527,54 @@ mod tests {
             assert!(lookup().await.is_none());
         }
         assert_eq!(backend.errors(), errors, "skipped, not tried");
+    }
+
+    #[test]
+    fn a_command_error_holds_the_gauge_at_zero_until_the_command_succeeds_again() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let metrics = recorder.handle();
+        let gauge = || {
+            metrics
+                .render()
+                .lines()
+                .find_map(|line| line.strip_prefix("actix_conditional_redis_up "))
+                .map(str::to_owned)
+        };
+        metrics::with_local_recorder(&recorder, || {
+            // Nothing is called here: the faults are reported by hand, as `run` does.
+            let backend = RedisBackend::builder("redis://127.0.0.1:1/")
+                .build()
+                .unwrap();
+            let inner = &backend.inner;
+            assert!(backend.is_available());
+            inner.fault(
+                "sync",
+                "p:c:gen",
+                "WRONGTYPE",
+                "WRONGTYPE Operation against a key",
+            );
+            inner.fault(
+                "set",
+                "p:c:e:1",
+                "WRONGTYPE",
+                "WRONGTYPE Operation against a key",
+            );
+            assert!(!backend.is_available());
+            assert_eq!(gauge().as_deref(), Some("0"));
+            // Another operation, or another key, working says nothing about these.
+            inner.succeeded("get", "p:c:gen");
+            inner.succeeded("sync", "p:c:e:1");
+            assert!(!backend.is_available());
+            inner.succeeded("sync", "p:c:gen");
+            assert!(!backend.is_available(), "p:c:e:1 still fails");
+            inner.succeeded("set", "p:c:e:1");
+            assert!(backend.is_available());
+            assert_eq!(gauge().as_deref(), Some("1"));
+            // A key-level error leaves the breaker alone; a server-wide one trips it.
+            assert!(inner.admit());
+            inner.fault("set", "p:c:e:2", "OOM", "OOM command not allowed");
+            assert!(!backend.is_available());
+            assert!(!inner.admit(), "calls are skipped for the retry interval");
+        });
     }
 }

@@ -69,7 +69,20 @@ impl RedisTier {
             Ok(Value::Vary(names)) => return Some(Fetched::Vary(names)),
             Ok(Value::Pass) => return Some(Fetched::Pass),
             Err(err) => {
-                tracing::warn!(cache = %self.generations.cache(), key, error = %err, "response cache: unreadable value in redis; treated as a miss");
+                // Not a Redis failure: another version's layout is expected during a rolling
+                // upgrade, and the build overwrites it. Warned about once per key and interval.
+                let redis_key = self.entry_key(key);
+                match self
+                    .backend
+                    .warn_allowed(&redis_key, std::time::Instant::now())
+                {
+                    Some(suppressed) => {
+                        tracing::warn!(cache = %self.generations.cache(), key, redis_key, error = %err, suppressed,
+                        "response cache: unreadable value in redis; treated as a miss")
+                    }
+                    None => tracing::debug!(cache = %self.generations.cache(), key, error = %err,
+                        "response cache: unreadable value in redis; treated as a miss"),
+                }
                 self.stats.record(Event::L2Undecodable);
                 return None;
             }
