@@ -118,11 +118,15 @@ pub(crate) fn may_be_compressed(req: &HttpRequest, response: &HttpResponse<()>) 
 /// Whether `Compress` would encode this response for a client that accepts a coding: its
 /// content type is one `Compress` encodes, it is not already coded, not 204/206.
 pub(crate) fn encodable(response: &HttpResponse<()>) -> bool {
-    let status = response.status();
+    encodable_parts(response.status(), response.headers())
+}
+
+/// [`encodable`] from a status and headers.
+pub(crate) fn encodable_parts(status: StatusCode, headers: &HeaderMap) -> bool {
     status != StatusCode::NO_CONTENT
         && status != StatusCode::PARTIAL_CONTENT
-        && !response.headers().contains_key(header::CONTENT_ENCODING)
-        && compressible_content_type(response.headers().get(header::CONTENT_TYPE))
+        && !headers.contains_key(header::CONTENT_ENCODING)
+        && compressible_content_type(headers.get(header::CONTENT_TYPE))
 }
 
 /// Whether the request's `Accept-Encoding` lets `Compress` pick a coding other than identity.

@@ -63,10 +63,13 @@ pub fn not_modified<B>(response: HttpResponse<B>) -> HttpResponse<NoBody> {
     response
 }
 
-/// An empty 412 Precondition Failed, as Django's `@condition` sends.
+/// An empty 412 Precondition Failed, as Django's `get_conditional_response` builds it.
 ///
-/// It carries no representation headers, an empty body (`Content-Length: 0`, so a keep-alive
-/// client knows where it ends) and, like Django, no `ETag`.
+/// It carries no representation headers and an empty body (`Content-Length: 0`, so a
+/// keep-alive client knows where it ends). [`ConditionalGet`](crate::ConditionalGet) sends it
+/// as it is (Django's `ConditionalGetMiddleware` does too); validators checked before the
+/// handler add their `ETag` and `Last-Modified` to it on GET and HEAD, as Django's
+/// `@condition` does ([`RequestValidators::check`](crate::condition::RequestValidators::check)).
 pub fn precondition_failed() -> HttpResponse {
     HttpResponse::PreconditionFailed().finish()
 }

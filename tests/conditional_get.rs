@@ -555,13 +555,20 @@ async fn inside_compress_pre_handler_304_matches_the_weak_200() {
     assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(etag_of(&res), etag_of(&ok));
     assert_eq!(res.headers().get(header::VARY).unwrap(), "accept-encoding");
-    // Without Accept-Encoding the tag stays strong and nothing varies.
+    // Without Accept-Encoding the tag stays strong, and the 304 varies on Accept-Encoding as
+    // its identity 200 does (RFC 9110 §15.4.5).
+    let identity = TestRequest::get().uri("/rev");
+    let ok = app.call(identity.to_request()).await.unwrap();
+    assert_eq!(ok.headers().get(header::VARY).unwrap(), "accept-encoding");
     let req = TestRequest::get()
         .uri("/rev")
         .insert_header((header::IF_NONE_MATCH, "\"rev-1\""));
     let res = app.call(req.to_request()).await.unwrap();
     assert_eq!(etag_of(&res).unwrap(), "\"rev-1\"");
-    assert!(res.headers().get(header::VARY).is_none());
+    assert_eq!(
+        res.headers().get(header::VARY),
+        ok.headers().get(header::VARY)
+    );
 }
 
 /// RFC 9110 §12.5.5: a response that could have been encoded differently says so. An outer

@@ -211,8 +211,11 @@ fn respond(options: &Options, receiver: bool, future: &TokenStream) -> TokenStre
     quote! {
         const __AC_POLICY: ::actix_conditional::condition::HandlerPolicy =
             ::actix_conditional::condition::HandlerPolicy::new(#policy) #targeted #vary #groups;
+        // One per handler: how its 200s meet `Compress`, so its early 304s and 412s match them.
+        static __AC_SHAPE: ::actix_conditional::condition::ResponseShape =
+            ::actix_conditional::condition::ResponseShape::new();
         let __ac_validators = ::actix_conditional::condition::RequestValidators::new() #(#validators)*;
-        __AC_POLICY.respond(&#req, __ac_validators, #future).await
+        __AC_POLICY.respond_learning(&#req, __ac_validators, &__AC_SHAPE, #future).await
     }
 }
 

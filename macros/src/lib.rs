@@ -228,9 +228,11 @@ mod handler;
 ///                             .max_age(15)
 ///                             .must_revalidate()
 ///                     );
+///                 static __AC_SHAPE: ::actix_conditional::condition::ResponseShape =
+///                     ::actix_conditional::condition::ResponseShape::new();
 ///                 let __ac_validators = ::actix_conditional::condition::RequestValidators::new();
 ///                 __AC_POLICY
-///                     .respond(&__ac_req, __ac_validators, __ac_inner(__ac_arg0))
+///                     .respond_learning(&__ac_req, __ac_validators, &__AC_SHAPE, __ac_inner(__ac_arg0))
 ///                     .await
 ///             }
 ///         )
@@ -318,10 +320,12 @@ mod handler;
 ///                                     .max_age(60)
 ///                                     .must_revalidate()
 ///                             );
+///                         static __AC_SHAPE: ::actix_conditional::condition::ResponseShape =
+///                             ::actix_conditional::condition::ResponseShape::new();
 ///                         let __ac_validators =
 ///                             ::actix_conditional::condition::RequestValidators::new();
 ///                         __AC_POLICY
-///                             .respond(&__ac_req, __ac_validators, async move {
+///                             .respond_learning(&__ac_req, __ac_validators, &__AC_SHAPE, async move {
 ///                                 HttpResponse::Ok().body(format!(
 ///                                     "{} {id} at {}",
 ///                                     __ac_self.prefix,

@@ -53,8 +53,11 @@ use crate::not_modified::{not_modified, precondition_failed};
 use crate::preconditions::{EntityTagRef, Precondition, Validators, evaluate_preconditions};
 
 mod compare_and_set;
+mod shape;
 
 pub use self::compare_and_set::{PreconditionFailed, Validated, WriteCondition};
+pub(crate) use self::shape::EarlyAnswer;
+pub use self::shape::ResponseShape;
 
 /// What mutations and errors get: `no-cache, no-store, must-revalidate`.
 pub const MUTATION_POLICY: CachePolicy = CachePolicy::new().no_cache().no_store().must_revalidate();
@@ -168,12 +171,54 @@ impl HandlerPolicy {
         Fut: Future<Output = R>,
         R: Responder,
     {
+        self.respond_shaped(req, validators, None, handler).await
+    }
+
+    /// [`respond`](Self::respond), learning from the handler's 200s how an outer `Compress`
+    /// treats them ([`ResponseShape`]), so that a 304 or 412 answered before the handler
+    /// carries the `ETag` form and `Vary` its 200 would (RFC 9110 §15.4.5). `#[etag_cached]`
+    /// calls this with one `ResponseShape` per handler.
+    pub async fn respond_learning<Fut, R>(
+        &self,
+        req: &HttpRequest,
+        validators: RequestValidators,
+        shape: &ResponseShape,
+        handler: Fut,
+    ) -> HttpResponse
+    where
+        Fut: Future<Output = R>,
+        R: Responder,
+    {
+        self.respond_shaped(req, validators, Some(shape), handler)
+            .await
+    }
+
+    async fn respond_shaped<Fut, R>(
+        &self,
+        req: &HttpRequest,
+        validators: RequestValidators,
+        shape: Option<&ResponseShape>,
+        handler: Fut,
+    ) -> HttpResponse
+    where
+        Fut: Future<Output = R>,
+        R: Responder,
+    {
         let mut res = match validators.check(req) {
-            Some(early) => early,
+            Some(mut early) => {
+                let hint = shape.map_or(EarlyAnswer::UNKNOWN, ResponseShape::hint);
+                early.extensions_mut().insert(hint);
+                early
+            }
             None => {
                 validators.validated(req).store_in(req);
                 let mut res = handler.await.respond_to(req).map_into_boxed_body();
                 validators.set_on(req, &mut res);
+                if let Some(shape) = shape
+                    && matches!(*req.method(), Method::GET | Method::HEAD)
+                {
+                    shape.record(res.status(), res.headers());
+                }
                 res
             }
         };
@@ -248,7 +293,9 @@ impl RequestValidators {
     }
 
     /// The early answer, if the preconditions decide: a 304 carrying the validators, or an
-    /// empty 412. `None` means "run the handler".
+    /// empty 412, which for GET and HEAD carries them too (Django's `@condition` sets `ETag`
+    /// and `Last-Modified` on every GET/HEAD answer, 412 included). `None` means "run the
+    /// handler".
     ///
     /// The resource exists when a validator is known (Django's rule for `*`). Methods that
     /// ignore preconditions (OPTIONS, CONNECT, TRACE) always get `None`.
@@ -265,7 +312,9 @@ impl RequestValidators {
             }
             Precondition::PreconditionFailed => {
                 tracing::debug!(path = req.path(), method = %req.method(), "condition: 412 before the handler");
-                Some(precondition_failed())
+                let mut res = precondition_failed();
+                self.set_on(req, &mut res);
+                Some(res)
             }
         }
     }

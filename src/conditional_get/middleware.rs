@@ -15,6 +15,7 @@ use futures_util::future::{Ready, ready};
 use pin_project_lite::pin_project;
 
 use crate::cache_control::{cache_control_contains, patch_vary_headers};
+use crate::condition::EarlyAnswer;
 use crate::etag::{
     ETagHasher, encodable, is_content_coded, may_be_compressed, request_accepts_coding, weaken_etag,
 };
@@ -209,10 +210,14 @@ impl Config {
         res: ServiceResponse<B>,
     ) -> ServiceResponse<EitherBody<B>> {
         let status = res.status();
-        if status == StatusCode::NOT_MODIFIED {
+        if status == StatusCode::NOT_MODIFIED
+            || (status == StatusCode::PRECONDITION_FAILED
+                && res.headers().contains_key(header::ETAG))
+        {
             // A 304 decided before the handler (precondition mode) must carry the ETag and Vary
-            // the 200 would have had (§15.4.5), so it gets the same weakening ours get.
-            return self.match_compressed_304(res);
+            // the 200 would have had (§15.4.5), so it gets the same weakening ours get; so
+            // does a GET's 412 that carries the validators (Django's `@condition`).
+            return self.match_early_answer(res);
         }
         if !status.is_success() {
             // §13.2.1: preconditions only apply where the response would be 2xx.
@@ -275,13 +280,27 @@ impl Config {
         ServiceResponse::new(req, response)
     }
 
-    fn match_compressed_304<B: MessageBody + 'static>(
+    /// The 200 path's rules for an answer without a body: what its 200 would have been is
+    /// the [`EarlyAnswer`] label its maker left (learnt from the handler's 200s), else a
+    /// compressible body, as JSON is.
+    fn match_early_answer<B: MessageBody + 'static>(
         &self,
         mut res: ServiceResponse<B>,
     ) -> ServiceResponse<EitherBody<B>> {
-        if self.weaken_when_compressible && request_accepts_coding(res.request()) {
-            let headers = res.headers_mut();
+        let shape = res
+            .response()
+            .extensions()
+            .get::<EarlyAnswer>()
+            .copied()
+            .unwrap_or(EarlyAnswer::UNKNOWN);
+        let accepts = request_accepts_coding(res.request());
+        let headers = res.headers_mut();
+        if shape.coded() || (self.weaken_when_compressible && accepts && shape.encodable()) {
             weaken(headers);
+        }
+        // The 200 varies on Accept-Encoding whenever `Compress` would encode it for some
+        // client: from `Compress` when encoded, from us when sent as identity.
+        if self.weaken_when_compressible && shape.encodable() {
             patch_vary_headers(headers, &["accept-encoding"]);
         }
         res.map_into_left_body()
