@@ -118,10 +118,12 @@ impl Section {
 }
 
 /// Rebuilds the sections whose revision differs from `old`'s (all when `old` is empty) and
-/// keeps the others' bytes.
+/// keeps the others' bytes. `generations` are the sections' invalidation counters the
+/// revisions were taken under, recorded with each rebuilt part.
 pub(crate) async fn build_parts(
     sections: &[Section],
     revisions: &[String],
+    generations: &[u64],
     old: &[SectionPart],
     req: &HttpRequest,
 ) -> Result<Vec<SectionPart>, actix_web::Error> {
@@ -132,6 +134,7 @@ pub(crate) async fn build_parts(
             _ => parts.push(SectionPart {
                 revision: revision.clone().into_boxed_str(),
                 json: (section.build)(req.clone()).await?,
+                generation: generations.get(i).copied().unwrap_or(0),
             }),
         }
     }

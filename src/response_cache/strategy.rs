@@ -34,6 +34,8 @@ pub(crate) struct Fingerprint {
     pub(crate) combined: String,
     /// Per section (sections mode; empty otherwise).
     pub(crate) parts: Vec<String>,
+    /// Per section, its invalidation counter as mixed into `parts` (sections mode).
+    pub(crate) generations: Vec<u64>,
 }
 
 /// What an entry is worth to a request.
@@ -45,6 +47,12 @@ pub(crate) enum State {
     Patch,
     /// Serve it while one refresh runs.
     Stale,
+    /// Made out of date by an explicit invalidation (of the cache, or of a section it holds)
+    /// since it was built: never served while it is rebuilt, so that a client that wrote
+    /// through `invalidate` reads its write; rebuilt in the request (led, or waited for),
+    /// like a miss, with these bytes kept for stale-on-error. `inline`: only inline sections
+    /// changed.
+    Invalidated { inline: bool },
     /// Too old to serve; build (reusing what is still current).
     Expired,
 }
@@ -69,15 +77,17 @@ impl Strategy {
                 Ok(Some(Fingerprint {
                     combined,
                     parts: Vec::new(),
+                    generations: Vec::new(),
                 }))
             }
             Self::Sections { sections, .. } => {
                 let mut parts = Vec::with_capacity(sections.len());
+                let mut owns = Vec::with_capacity(sections.len());
                 let mut combined = String::new();
                 for (i, section) in sections.iter().enumerate() {
-                    let part = section
-                        .revision(req, all, generations.section_at(i))
-                        .await?;
+                    let own = generations.section_at(i);
+                    owns.push(own);
+                    let part = section.revision(req, all, own).await?;
                     if i > 0 {
                         combined.push(';');
                     }
@@ -86,7 +96,11 @@ impl Strategy {
                     combined.push_str(&part);
                     parts.push(part);
                 }
-                Ok(Some(Fingerprint { combined, parts }))
+                Ok(Some(Fingerprint {
+                    combined,
+                    parts,
+                    generations: owns,
+                }))
             }
         }
     }
@@ -118,10 +132,23 @@ impl Strategy {
         if entry.revision.as_deref() == current {
             return State::Fresh(CacheStatus::HitRevision);
         }
-        if let (Self::Sections { sections, .. }, Some(fingerprint)) = (self, fingerprint)
-            && changed(entry, fingerprint).all(|i| sections[i].is_inline())
-        {
-            return State::Patch;
+        let inline = |fingerprint| match self {
+            Self::Sections { sections, .. } => {
+                changed(entry, fingerprint).all(|i| sections[i].is_inline())
+            }
+            _ => false,
+        };
+        if let Some(fingerprint) = fingerprint {
+            // An explicit invalidation is a write this app made (and a client may be waiting
+            // to read it back): the bytes are not served as they are, stale or not.
+            if predates_invalidation(entry, generation, fingerprint) {
+                return State::Invalidated {
+                    inline: inline(fingerprint),
+                };
+            }
+            if inline(fingerprint) {
+                return State::Patch;
+            }
         }
         if self.within_stale_window(entry, now, max_stale) {
             State::Stale
@@ -242,7 +269,16 @@ impl Strategy {
         };
         let old = old.map_or(&[][..], |entry| entry.sections.as_slice());
         let parts = match fingerprint {
-            Some(fingerprint) => build_parts(sections, &fingerprint.parts, old, req).await,
+            Some(fingerprint) => {
+                build_parts(
+                    sections,
+                    &fingerprint.parts,
+                    &fingerprint.generations,
+                    old,
+                    req,
+                )
+                .await
+            }
             None => Err(actix_web::error::ErrorInternalServerError(
                 "sections need a fingerprint",
             )),
@@ -258,6 +294,22 @@ impl Strategy {
             Err(err) => (err.error_response(), Vec::new()),
         }
     }
+}
+
+/// Whether `entry` was built before an invalidation that a request with `fingerprint` has
+/// seen: of the whole cache (`generation`), or of one of its sections. (A change seen only
+/// through the revision functions is not one: it keeps stale-while-revalidate.)
+pub(crate) fn predates_invalidation(
+    entry: &Entry,
+    generation: u64,
+    fingerprint: &Fingerprint,
+) -> bool {
+    entry.generation < generation
+        || fingerprint
+            .generations
+            .iter()
+            .zip(&entry.sections)
+            .any(|(current, part)| part.generation < *current)
 }
 
 /// The indices of the sections whose fingerprint differs from the one `entry` was built under.

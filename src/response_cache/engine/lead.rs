@@ -15,7 +15,7 @@ use crate::response_cache::key::{has_user, vary_values};
 use crate::response_cache::stats::Event;
 use crate::response_cache::status::{CacheStatus, PassReason, Role, labelled};
 use crate::response_cache::storable::{response_unstorable, vary_names};
-use crate::response_cache::strategy::Fingerprint;
+use crate::response_cache::strategy::{Fingerprint, predates_invalidation};
 use crate::response_cache::tier::TierLease;
 
 /// A claim to build the entry for a key.
@@ -304,8 +304,12 @@ pub(super) async fn wait(
     let outcome = tokio::time::timeout_at(deadline, waiter.outcome()).await;
     match outcome {
         // Why: a build that started before an invalidation this request already saw (say,
-        // its own client's write) holds the old data: join again (read-your-writes).
-        Ok(Some(Outcome::Fresh(entry))) if entry.generation < generation => {
+        // its own client's write, of the cache or of one of its sections) holds the old
+        // data: join again (read-your-writes).
+        Ok(Some(Outcome::Fresh(entry)))
+            if entry.generation < generation
+                || fp.is_some_and(|fp| predates_invalidation(&entry, generation, fp)) =>
+        {
             tracing::debug!(cache = %engine.name, %key, "response cache: flight predates an invalidation, retrying");
             None
         }
