@@ -568,6 +568,8 @@ struct SectionData {
     builds: Counter,
     /// Makes the section's revision query fail (503).
     revision_fails: Arc<AtomicBool>,
+    /// Makes the section's build fail (500).
+    build_fails: Arc<AtomicBool>,
 }
 
 impl SectionData {
@@ -576,6 +578,7 @@ impl SectionData {
             rev: Revision::new(),
             builds: Counter::default(),
             revision_fails: Arc::default(),
+            build_fails: Arc::default(),
         }
     }
 
@@ -596,12 +599,15 @@ impl SectionData {
             },
             move |_req: HttpRequest| {
                 let (n, rev) = (data.builds.bump(), data.rev.get());
-                let gate = gate.clone();
+                let (gate, fails) = (gate.clone(), data.build_fails.load(SeqCst));
                 async move {
                     if blocks(n) {
                         gate.pass().await;
                     }
-                    Ok::<_, Infallible>(json!({ "rev": rev, "build": n }))
+                    if fails {
+                        return Err(actix_web::error::ErrorInternalServerError("build failed"));
+                    }
+                    Ok(json!({ "rev": rev, "build": n }))
                 }
             },
         )
@@ -807,6 +813,35 @@ async fn readers_after_a_section_invalidation_wait_for_its_rebuild() {
         3,
         "the refresh, then one rebuild"
     );
+}
+
+/// A section's rebuild after its invalidation fails: the stored object stands in for it
+/// (stale-on-error) within the stale window, rather than the error.
+#[actix_rt::test]
+async fn a_failed_section_rebuild_after_an_invalidation_serves_the_old_object_stale() {
+    let summary = Summary::new("sections-invalidate-fails", |_| false);
+    let app = test::init_service(App::new().route("/summary", summary.route())).await;
+    let first = json_of(&call(&app, get!("/summary")).await);
+
+    summary.core.build_fails.store(true, SeqCst);
+    summary.core.rev.bump();
+    summary.cache.invalidate(&Scope::section("core"));
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "stale"));
+    assert_eq!(json_of(&res), first);
+    assert_eq!(member(&res).param("fwd-status"), Some("500"));
+    assert_eq!(summary.cache.stats().refresh_failures, 1);
+    // Past the stale window, the error is the answer; once the build works, the new core.
+    summary.clock.advance(61 * SECOND);
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(
+        (res.status, res.x_cache()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "miss")
+    );
+    summary.core.build_fails.store(false, SeqCst);
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "miss");
+    assert_eq!(json_of(&res)["core"]["rev"], 2);
 }
 
 /// A failing section revision query serves the whole stored entry `stale` (stale-on-error),
