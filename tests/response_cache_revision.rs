@@ -779,6 +779,60 @@ async fn invalidating_a_section_rebuilds_it_before_the_next_answer() {
     assert_eq!(summary.builds(), (4, 3));
 }
 
+/// Invalidating one section rebuilds that section before the answer; another section whose
+/// revision merely changed (no invalidation) is left to stale-while-revalidate: its old bytes
+/// in that answer, then one background refresh.
+#[actix_rt::test]
+async fn an_invalidation_rebuilds_its_section_and_leaves_mere_changes_to_a_refresh() {
+    let (a, b, gate) = (SectionData::new(), SectionData::new(), Gate::new());
+    let cache = ResponseCache::sections("sections-invalidate-defer")
+        .clock(ManualClock::new())
+        .section(a.section("a", &gate, |_| false))
+        .section(b.section("b", &gate, |_| false))
+        .build();
+    let c = cache.clone();
+    let app = test::init_service(App::new().route(
+        "/summary",
+        web::get().to(move |req: HttpRequest| {
+            let cache = c.clone();
+            async move { cache.respond(&req).await }
+        }),
+    ))
+    .await;
+    call(&app, get!("/summary")).await;
+
+    // This app's write to `a` (invalidated); `b` changed elsewhere (its revision only).
+    a.rev.bump();
+    cache.invalidate(&Scope::section("a"));
+    b.rev.bump();
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "miss"));
+    assert_eq!(
+        json_of(&res),
+        json!({"a": {"rev": 2, "build": 2}, "b": {"rev": 1, "build": 1}})
+    );
+    assert_eq!(
+        (a.builds.get(), b.builds.get()),
+        (2, 1),
+        "only `a` in the request"
+    );
+    // What the entry holds is what it says: `b`'s old revision.
+    assert!(
+        res.header("x-revision").unwrap().ends_with("b=b1"),
+        "{res:?}"
+    );
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "stale");
+    until("b's refresh", || cache.stats().builds == 3).await;
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "hit-revision");
+    assert_eq!(
+        json_of(&res),
+        json!({"a": {"rev": 2, "build": 2}, "b": {"rev": 2, "build": 2}})
+    );
+    assert_eq!((a.builds.get(), b.builds.get()), (2, 2));
+}
+
 /// Readers after a section's invalidation all wait for one rebuild of that section, even
 /// while a stale-while-revalidate refresh that predates the invalidation is running.
 #[actix_rt::test]

@@ -87,9 +87,10 @@
 //!   entry built before it is never served as it is, stale or not: the next read of the
 //!   invalidated scope rebuilds it before answering, like a miss (one build; concurrent
 //!   readers wait for it, bounded by [`lock_timeout`](ResponseCacheBuilder::lock_timeout)).
-//!   For a sectioned cache the invalidated section is rebuilt (with any other whose revision
-//!   changed; unchanged sections keep their bytes), inline or not. If that rebuild fails, the
-//!   old bytes stand in for it within the stale window (stale-on-error). With a shared tier
+//!   For a sectioned cache the invalidated section is rebuilt, inline or not, with any
+//!   changed inline section; a non-inline section whose revision merely changed keeps its
+//!   bytes in that answer and is refreshed in the background after it. If the rebuild fails,
+//!   the old bytes stand in for it within the stale window (stale-on-error). With a shared tier
 //!   the invalidation reaches every instance before the write is answered, so this holds
 //!   wherever the client's next read lands.
 //! - **Through the revision functions only** (data changed by another process, a cron job,

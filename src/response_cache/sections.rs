@@ -119,22 +119,30 @@ impl Section {
 
 /// Rebuilds the sections whose revision differs from `old`'s (all when `old` is empty) and
 /// keeps the others' bytes. `generations` are the sections' invalidation counters the
-/// revisions were taken under, recorded with each rebuilt part.
+/// revisions were taken under, recorded with each rebuilt part. With `defer`, a non-inline
+/// section that changed only through its revision (not invalidated since `old` was built)
+/// keeps its old part too: a rebuild in the request for an invalidation rebuilds what was
+/// invalidated, and leaves the rest to stale-while-revalidate.
 pub(crate) async fn build_parts(
     sections: &[Section],
     revisions: &[String],
     generations: &[u64],
     old: &[SectionPart],
     req: &HttpRequest,
+    defer: bool,
 ) -> Result<Vec<SectionPart>, actix_web::Error> {
     let mut parts = Vec::with_capacity(sections.len());
     for (i, (section, revision)) in sections.iter().zip(revisions).enumerate() {
+        let generation = generations.get(i).copied().unwrap_or(0);
         match old.get(i) {
             Some(part) if *part.revision == **revision => parts.push(part.clone()),
+            Some(part) if defer && !section.inline && part.generation == generation => {
+                parts.push(part.clone());
+            }
             _ => parts.push(SectionPart {
                 revision: revision.clone().into_boxed_str(),
                 json: (section.build)(req.clone()).await?,
-                generation: generations.get(i).copied().unwrap_or(0),
+                generation,
             }),
         }
     }

@@ -83,21 +83,13 @@ impl Strategy {
             Self::Sections { sections, .. } => {
                 let mut parts = Vec::with_capacity(sections.len());
                 let mut owns = Vec::with_capacity(sections.len());
-                let mut combined = String::new();
                 for (i, section) in sections.iter().enumerate() {
                     let own = generations.section_at(i);
                     owns.push(own);
-                    let part = section.revision(req, all, own).await?;
-                    if i > 0 {
-                        combined.push(';');
-                    }
-                    combined.push_str(section.name());
-                    combined.push('=');
-                    combined.push_str(&part);
-                    parts.push(part);
+                    parts.push(section.revision(req, all, own).await?);
                 }
                 Ok(Some(Fingerprint {
-                    combined,
+                    combined: combine(sections, parts.iter().map(String::as_str)),
                     parts,
                     generations: owns,
                 }))
@@ -252,13 +244,38 @@ impl Strategy {
         }
     }
 
+    /// The fingerprint of what was built under `fingerprint`: itself, unless a sectioned build
+    /// kept some changed sections' old parts ([`build_parts`]'s `defer`); then the one those
+    /// parts were built under, so the entry says what it holds (its ETag and `X-Revision`
+    /// too) and the next request refreshes the rest.
+    pub(crate) fn as_built(&self, fingerprint: Fingerprint, parts: &[SectionPart]) -> Fingerprint {
+        let Self::Sections { sections, .. } = self else {
+            return fingerprint;
+        };
+        let same = parts.len() == fingerprint.parts.len()
+            && parts
+                .iter()
+                .zip(&fingerprint.parts)
+                .all(|(part, current)| *part.revision == **current);
+        if same || parts.len() != sections.len() {
+            return fingerprint;
+        }
+        Fingerprint {
+            combined: combine(sections, parts.iter().map(|p| &*p.revision)),
+            parts: parts.iter().map(|p| p.revision.to_string()).collect(),
+            generations: parts.iter().map(|p| p.generation).collect(),
+        }
+    }
+
     /// Sections: builds the response, rebuilding the sections whose fingerprint differs from
-    /// `old`'s (all of them when `old` is `None`). Other modes build nothing here.
+    /// `old`'s (all of them when `old` is `None`; with `defer`, see [`build_parts`]). Other
+    /// modes build nothing here.
     pub(crate) async fn build_sections(
         &self,
         req: &HttpRequest,
         fingerprint: Option<&Fingerprint>,
         old: Option<&Entry>,
+        defer: bool,
     ) -> (HttpResponse, Vec<SectionPart>) {
         let Self::Sections {
             sections,
@@ -276,6 +293,7 @@ impl Strategy {
                     &fingerprint.generations,
                     old,
                     req,
+                    defer,
                 )
                 .await
             }
@@ -294,6 +312,20 @@ impl Strategy {
             Err(err) => (err.error_response(), Vec::new()),
         }
     }
+}
+
+/// `name=revision;…` over the sections: what a sectioned entry is compared on.
+fn combine<'a>(sections: &[Section], revisions: impl Iterator<Item = &'a str>) -> String {
+    let mut combined = String::new();
+    for (i, (section, revision)) in sections.iter().zip(revisions).enumerate() {
+        if i > 0 {
+            combined.push(';');
+        }
+        combined.push_str(section.name());
+        combined.push('=');
+        combined.push_str(revision);
+    }
+    combined
 }
 
 /// Whether `entry` was built before an invalidation that a request with `fingerprint` has

@@ -32,6 +32,9 @@ pub(crate) struct Lead {
     pub(super) old: Option<Arc<Entry>>,
     pub(super) role: Role,
     pub(super) lease: Option<TierLease>,
+    /// Sections: a rebuild for an invalidation, which leaves the sections that changed only
+    /// through their revision to stale-while-revalidate.
+    pub(super) defer: bool,
 }
 
 impl Lead {
@@ -155,14 +158,14 @@ impl Lead {
             engine.store.learn_vary(&lead.base, &names, req_headers)
         };
         let mut snapshot = Snapshot::new(status, head.headers(), body);
-        if let Some(etag) = engine
-            .strategy
-            .etag(&key, lead.fingerprint.as_ref(), &snapshot)
-        {
+        let fingerprint = lead
+            .fingerprint
+            .map(|fingerprint| engine.strategy.as_built(fingerprint, &parts));
+        if let Some(etag) = engine.strategy.etag(&key, fingerprint.as_ref(), &snapshot) {
             snapshot.headers.insert(ETAG, etag);
         }
         let now = engine.now();
-        let revision = lead.fingerprint.map(|f| f.combined.into_boxed_str());
+        let revision = fingerprint.map(|f| f.combined.into_boxed_str());
         let vary = vary_values(&names, req_headers);
         let entry = Arc::new(Entry::new(
             snapshot,
@@ -274,7 +277,9 @@ pub(super) fn build(
         return Box::pin(async move { (build.await, Vec::new()) });
     }
     let (this, req) = (Arc::clone(engine), req.clone());
-    let (fingerprint, old) = lead.map_or((None, None), |l| (l.fingerprint.clone(), l.old.clone()));
+    let (fingerprint, old, defer) = lead.map_or((None, None, false), |l| {
+        (l.fingerprint.clone(), l.old.clone(), l.defer)
+    });
     Box::pin(async move {
         let fingerprint = match fingerprint {
             Some(fingerprint) => Some(fingerprint),
@@ -284,7 +289,7 @@ pub(super) fn build(
             },
         };
         this.strategy
-            .build_sections(&req, fingerprint.as_ref(), old.as_deref())
+            .build_sections(&req, fingerprint.as_ref(), old.as_deref(), defer)
             .await
     })
 }

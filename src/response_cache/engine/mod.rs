@@ -224,11 +224,12 @@ impl Engine {
             old,
             role,
             lease,
+            defer: false,
         };
         loop {
             let mut old = None;
             // What stands in for a failed build (stale-on-error), and how the build is labelled.
-            let (mut stale, mut role) = (None, Role::Miss);
+            let (mut stale, mut role, mut defer) = (None, Role::Miss, false);
             let now = self.now();
             let found = if forced {
                 None
@@ -296,6 +297,10 @@ impl Engine {
                                 .within_stale_window(&entry, now, self.max_stale)
                             {
                                 stale = Some(Arc::clone(&entry));
+                                // Sections invalidated one by one: only they are rebuilt now;
+                                // one whose revision merely changed keeps its bytes, which
+                                // may still be served (a refresh follows).
+                                defer = entry.generation == generation;
                             }
                             if inline {
                                 role = Role::Section;
@@ -374,7 +379,9 @@ impl Engine {
                     });
                     tracing::debug!(cache = %self.name, %key, forced, "response cache: miss");
                     let old = old.filter(|_| !forced);
-                    return Plan::Lead(lead(guard, role, stale.as_ref(), old, lease));
+                    let mut lead = lead(guard, role, stale.as_ref(), old, lease);
+                    lead.defer = defer && !forced;
+                    return Plan::Lead(lead);
                 }
                 Join::Wait(waiter) => {
                     match Box::pin(wait(self, req, &key, waiter, generation, fp, deadline)).await {
