@@ -189,7 +189,10 @@ impl SectionedCache {
     /// sections changed: they are rebuilt now and merged into the stored bytes (`section`).
     /// Another section changed: the stored bytes at once (`stale`) while one background
     /// refresh rebuilds the changed sections, for up to `max_stale` after the bytes were last
-    /// known current; past that, a `miss` that rebuilds them in the request.
+    /// known current; past that, a `miss` that rebuilds them in the request. A section
+    /// [invalidated](ResponseCache::invalidate) since the bytes were built is rebuilt in the
+    /// request instead (read-your-writes): `miss`, or `stale` when another section that only
+    /// changed keeps its old bytes in that answer until its background refresh.
     ///
     /// An answer to a request with `Authorization` is marked `private` unless the cache's
     /// [`cache_control`](super::SectionsCacheBuilder::cache_control) is explicitly `public`

@@ -158,9 +158,13 @@ impl Lead {
             engine.store.learn_vary(&lead.base, &names, req_headers)
         };
         let mut snapshot = Snapshot::new(status, head.headers(), body);
+        let asked = lead.fingerprint.as_ref().map(|f| f.combined.clone());
         let fingerprint = lead
             .fingerprint
             .map(|fingerprint| engine.strategy.as_built(fingerprint, &parts));
+        // Some sections kept bytes older than the request's fingerprint (`defer`): what is
+        // served is partly stale, and says so (a refresh of the rest follows).
+        let partly_stale = fingerprint.as_ref().map(|f| &f.combined) != asked.as_ref();
         if let Some(etag) = engine.strategy.etag(&key, fingerprint.as_ref(), &snapshot) {
             snapshot.headers.insert(ETAG, etag);
         }
@@ -195,7 +199,14 @@ impl Lead {
                 engine.stats.record(Event::L2Write);
             }
         }
-        let status = CacheStatus::led(lead.role, current, status);
+        let status = if partly_stale {
+            CacheStatus::Stale {
+                collapsed: false,
+                failed: None,
+            }
+        } else {
+            CacheStatus::led(lead.role, current, status)
+        };
         engine.serve_entry(method, req_headers, &entry, status, now)
     }
 
