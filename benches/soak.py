@@ -8,8 +8,14 @@ progress every few seconds, and checks at the end:
 - no 5xx (and no connection error);
 - no cached answer older than its configured stale bound (`Age` <= TTL + max stale for
   `/challenges/active`, <= max stale for `/state/summary`);
-- read-your-writes: right after its own `POST /progress`, a thread's `GET /state/summary`
-  holds the new event (the `recent_progress` section is rebuilt in the request);
+- read-your-writes, on every `GET /state/summary` a thread makes after its own writes, whatever
+  its `Cache-Status` (`stale` included): each event it posted (`POST /progress`) is in
+  `recent_progress`, and each row it wrote (2xx `POST`/`PUT`/`PATCH` to `/uploads`, `/claims`,
+  `/reports`) is in that table's `core.<table>.latest` in the version it wrote or a newer one,
+  unless newer entries pushed it out of the list; a row it deleted is not there. Only writes of
+  its own thread are checked, and "pushed out" is decided by the list's own order, so other
+  threads' concurrent writes cannot make a fresh answer fail; a `core` built before the write
+  does;
 - every `If-None-Match` with the ETag just received is a 304, and every `PUT` with the current
   `If-Match` is a 200 unless another thread wrote the row first (then a 412, never a lost
   update);
@@ -44,6 +50,14 @@ MAX_STALE = 300
 BOUNDS = {"/challenges/active": CHALLENGES_TTL + MAX_STALE, "/state/summary": MAX_STALE}
 # How many events the summary's `recent_progress` section lists (RECENT_PROGRESS there).
 RECENT_PROGRESS = 10
+# How many rows per table the summary's `core` section lists (CORE_LATEST there), newest first
+# by (`updated_at`, `id`).
+CORE_LATEST = 3
+# The row-level resources and how many rows each is seeded with (SEED there): the threads
+# update the seeded rows, and create and delete rows of their own.
+SEEDED = {"uploads": 3, "claims": 2, "reports": 2}
+# How many of a thread's writes it keeps checking its reads against (the newest).
+EXPECTATIONS = 64
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +87,12 @@ class Stats:
         self.not_modified = 0
         self.conflicts = 0
         self.labels = {}
+        # Read-your-writes: summaries checked against their thread's earlier writes, and
+        # violations per section.
+        self.ryw_reads = 0
+        self.ryw_checks = 0
+        self.ryw_violations = {"core": 0, "recent_progress": 0}
+        self.ryw_violations_by_label = {}
 
     def record(self, status):
         with self.lock:
@@ -132,11 +152,102 @@ def worker(port, stats, stop, seed):
         stats.fail(f"worker {seed} crashed: {err!r}")
 
 
+class Writes:
+    """One thread's writes, and what every later `GET /state/summary` of that thread must show
+    (read-your-writes). Keyed by what was written, newest kept: a later write of the same row
+    replaces the earlier expectation."""
+
+    def __init__(self):
+        self.events = {}  # progress id -> True
+        self.rows = {}  # (table, id) -> ("present", row) | ("deleted", row)
+
+    def posted_event(self, event_id):
+        self.events[event_id] = True
+        trim(self.events)
+
+    def wrote_row(self, table, row):
+        key = (table, row["id"])
+        self.rows.pop(key, None)
+        self.rows[key] = ("present", row)
+        trim(self.rows)
+
+    def deleted_row(self, table, row):
+        key = (table, row["id"])
+        self.rows.pop(key, None)
+        self.rows[key] = ("deleted", row)
+        trim(self.rows)
+
+    def pending(self):
+        return bool(self.events or self.rows)
+
+    def check(self, summary, label, stats):
+        """Checks one summary answer against every remembered write; returns the violations.
+        An expectation that newer entries pushed out of a list is dropped: it stays out."""
+        violations = []
+        checks = 0
+        tail = summary.get("recent_progress") or []
+        ids = [p["id"] for p in tail]
+        for mine in list(self.events):
+            checks += 1
+            if mine in ids:
+                continue
+            if len(ids) >= RECENT_PROGRESS and min(ids) > mine:
+                del self.events[mine]  # pushed out by newer events
+                continue
+            violations.append(("recent_progress", f"event {mine} not in recent_progress {ids} ({label})"))
+        core = summary.get("core") or {}
+        for (table, row_id), (kind, row) in list(self.rows.items()):
+            checks += 1
+            latest = (core.get(table) or {}).get("latest") or []
+            if kind == "deleted":
+                # Names are unique per write, so a reused id cannot match.
+                if any(r.get("id") == row_id and r.get("name") == row["name"] for r in latest):
+                    violations.append(("core", f"{table} {row_id} ({row['name']}) deleted but still in core.latest ({label})"))
+                continue
+            ours = order_key(row)
+            if any(r.get("id") == row_id and order_key(r) >= ours for r in latest):
+                continue  # the version written, or a newer one
+            if len(latest) >= CORE_LATEST and all(order_key(r) > ours for r in latest):
+                del self.rows[(table, row_id)]  # pushed out by newer writes
+                continue
+            shown = [(r.get("id"), r.get("updated_at")) for r in latest]
+            violations.append(("core", f"{table} {row_id} at {row.get('updated_at')} not in core.{table}.latest {shown} ({label})"))
+        with stats.lock:
+            stats.ryw_reads += 1
+            stats.ryw_checks += checks
+            stats.labels[label] = stats.labels.get(label, 0) + 1
+            for section, _ in violations:
+                stats.ryw_violations[section] += 1
+            if violations:
+                stats.ryw_violations_by_label[label] = stats.ryw_violations_by_label.get(label, 0) + 1
+        for _, what in violations[:1]:
+            stats.fail(f"read-your-writes: {what}")
+        return violations
+
+
+def order_key(row):
+    """Where a row sorts in `core.<table>.latest` (`ORDER BY updated_at DESC, id DESC`)."""
+    return (row.get("updated_at") or 0, row.get("id") or 0)
+
+
+def trim(expectations):
+    while len(expectations) > EXPECTATIONS:
+        del expectations[next(iter(expectations))]
+
+
 def drive(port, stats, stop, seed):
     rnd = random.Random(seed)
     client = Client(port, stats)
+    writes = Writes()
     tag = f"w{seed}"
     n = 0
+
+    def read_summary():
+        res, data = client.send("GET", "/state/summary")
+        check_age(stats, "/state/summary", res)
+        if res and res.status == 200 and writes.pending():
+            writes.check(json.loads(data), cache_label(res.getheader("Cache-Status")), stats)
+
     while not stop.is_set():
         n += 1
         roll = rnd.random()
@@ -155,44 +266,42 @@ def drive(port, stats, stop, seed):
             res, _ = client.send("GET", path)
             check_age(stats, path, res)
         elif roll < 0.70:
-            path = "/state/summary"
-            res, _ = client.send("GET", path)
-            check_age(stats, path, res)
+            read_summary()
         elif roll < 0.80:
             event = f"{tag}-{n}"
             res, data = client.send("POST", "/progress", body={"event": event})
             if res and res.status == 201:
-                mine = json.loads(data)["id"]
-                res, data = client.send("GET", "/state/summary")
-                if res and res.status == 200:
-                    tail = json.loads(data).get("recent_progress", [])
-                    ids = [p["id"] for p in tail]
-                    # Other threads' newer events may have pushed ours out of the tail; if
-                    # not, it must be there, unless the answer says it is stale.
-                    pushed_out = len(ids) >= RECENT_PROGRESS and min(ids) > mine
-                    label = cache_label(res.getheader("Cache-Status"))
-                    if mine not in ids and not pushed_out and label != "stale":
-                        stats.fail(f"read-your-writes: event {mine} not in the next summary (Cache-Status: {label})")
-                    with stats.lock:
-                        stats.labels[label] = stats.labels.get(label, 0) + 1
+                writes.posted_event(json.loads(data)["id"])
+                read_summary()
         elif roll < 0.90:
-            item = f"/uploads/{rnd.randint(1, 3)}"
+            table = rnd.choice(sorted(SEEDED))
+            item = f"/{table}/{rnd.randint(1, SEEDED[table])}"
             res, data = client.send("GET", item)
             if res and res.status == 200:
                 etag = res.getheader("ETag")
-                put, _ = client.send(
-                    "PUT", item, body={"name": f"{tag}-{n}.csv"}, headers={"If-Match": etag}
+                method = "PUT" if rnd.random() < 0.7 else "PATCH"
+                put, data = client.send(
+                    method, item, body={"name": f"{tag}-{n}.csv"}, headers={"If-Match": etag}
                 )
                 if put and put.status == 412:
                     with stats.lock:
                         stats.conflicts += 1
-                elif put and put.status != 200:
-                    stats.fail(f"PUT {item} with its current If-Match: {put.status}")
+                elif put and put.status == 200:
+                    writes.wrote_row(table, json.loads(data))
+                    read_summary()
+                elif put:
+                    stats.fail(f"{method} {item} with its current If-Match: {put.status}")
         else:
-            res, data = client.send("POST", "/uploads", body={"name": f"{tag}-{n}.tmp"})
+            table = rnd.choice(sorted(SEEDED))
+            res, data = client.send("POST", f"/{table}", body={"name": f"{tag}-{n}.tmp"})
             if res and res.status == 201:
                 row = json.loads(data)
-                client.send("DELETE", f"/uploads/{row['id']}")
+                writes.wrote_row(table, row)
+                read_summary()
+                gone, _ = client.send("DELETE", f"/{table}/{row['id']}")
+                if gone and gone.status == 204:
+                    writes.deleted_row(table, row)
+                    read_summary()
 
 
 def cache_label(cache_status):
@@ -339,7 +448,8 @@ def run(args, server, profile):
         f"- Errors (5xx or connection): {errors}",
         f"- Max staleness (`Age`): /challenges/active {stats.max_age['/challenges/active']} s (bound {BOUNDS['/challenges/active']} s), /state/summary {stats.max_age['/state/summary']} s (bound {BOUNDS['/state/summary']} s)",
         f"- 304s on a repeated `If-None-Match`: {stats.not_modified}; `If-Match` conflicts answered 412 (no lost update): {stats.conflicts}",
-        f"- Reads right after the thread's own write (`Cache-Status` of the summary): " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.labels.items(), key=lambda kv: str(kv[0]))),
+        f"- Read-your-writes: {stats.ryw_reads} reads of `/state/summary` after the thread's own writes ({stats.ryw_checks} write checks), violations: core {stats.ryw_violations['core']}, recent_progress {stats.ryw_violations['recent_progress']}; their `Cache-Status`: " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.labels.items(), key=lambda kv: str(kv[0])))
+        + ("" if not stats.ryw_violations_by_label else "; reads with a violation, by `Cache-Status`: " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.ryw_violations_by_label.items(), key=lambda kv: str(kv[0])))),
         f"- RSS: {(rss_start or 0) / 1024:.1f} MiB at start, {(rss_warm or 0) / 1024:.1f} MiB after the {warmup} s warm-up, peak {rss_max_after / 1024:.1f} MiB after it, {(rss_end or 0) / 1024:.1f} MiB at the end ({'flat' if flat else 'GREW'})",
         f"- Checks failed: {len(stats.failures)}" + ("" if not stats.failures else ": " + "; ".join(stats.failures[:5])),
     ]
@@ -355,7 +465,7 @@ def run(args, server, profile):
         with open(args.write_doc, "w") as f:
             f.write(text)
         log(f"wrote the summary to {args.write_doc}")
-    if stats.failures or errors:
+    if stats.failures or errors or any(stats.ryw_violations.values()):
         log("FAILED")
         sys.exit(1)
     log("passed")

@@ -723,15 +723,13 @@ fn revision_mode_shares_entries_and_etags() {
         .send("GET", "/data", &[("If-None-Match", etag.as_bytes())], None);
     assert_eq!(res.status, 304);
 
-    // A write on A: B serves its old bytes as stale while one refresh runs, then the new.
+    // A write on A (it invalidates): B's next read rebuilds before answering, never the old
+    // bytes as stale: read-your-writes wherever the client's next request lands.
     assert_eq!(a.write().status, 204);
     let res = b.get("/data");
-    assert_eq!(res.cache_label(), "stale", "{res:#?}");
-    assert_eq!(res.header("x-revision"), "v0");
-    wait_until("B's refresh", Duration::from_secs(3), || {
-        b.get("/data").header("x-revision").starts_with("v1")
-    });
-    // And A finds B's refreshed entry instead of building its own.
+    assert_eq!(res.cache_label(), "miss", "{res:#?}");
+    assert!(res.header("x-revision").starts_with("v1"), "{res:#?}");
+    // And A finds B's rebuilt entry instead of building its own.
     let res = a.get("/data");
     assert!(res.header("x-revision").starts_with("v1"), "{res:#?}");
     assert_eq!(a.builds(), 1, "A built once, B refreshed once");
@@ -1092,4 +1090,46 @@ fn a_lease_that_would_not_expire_does_not_pin_stale_content() {
     });
     assert_eq!(a.builds(), 2);
     assert!(!conn.exists::<_, bool>(&lease).unwrap());
+}
+
+/// A revision query that fails on an instance that never built the key: the entry another
+/// instance stored in Redis is served `stale` (stale-on-error), not the handler's answer.
+#[test]
+fn a_failing_revision_query_serves_stale_from_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let revision_cache = |backend: &RedisBackend| {
+        let (db, failing) = (Arc::clone(&db), Arc::clone(&failing));
+        ResponseCache::revision("docs", move |_req: HttpRequest| {
+            let result = if failing.load(Ordering::SeqCst) {
+                Err(actix_web::error::ErrorServiceUnavailable(
+                    "revision store down",
+                ))
+            } else {
+                Ok(format!("v{}", db.version.load(Ordering::SeqCst)))
+            };
+            async move { result }
+        })
+        .redis(backend)
+        .build()
+    };
+    let backend_a = backend(&redis, "rev-fails");
+    let a = start(revision_cache(&backend_a), backend_a, &db, Duration::ZERO);
+    let backend_b = backend(&redis, "rev-fails");
+    let b = start(revision_cache(&backend_b), backend_b, &db, Duration::ZERO);
+
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    failing.store(true, Ordering::SeqCst);
+    let res = b.get("/data");
+    assert_eq!((res.status, res.cache_label()), (200, "stale"), "{res:#?}");
+    assert_eq!(res.header("x-revision"), "v0");
+    assert!(
+        res.header("cache-status").contains("fwd-status=503"),
+        "{res:#?}"
+    );
+    assert_eq!((a.builds(), b.builds()), (1, 0));
+    assert_eq!(b.cache.stats().revision_failures, 1);
 }

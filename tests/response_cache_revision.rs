@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use actix_conditional::response_cache::{
-    ManualClock, ResponseCache, Scope, Section, SectionedCache,
+    CacheStatus, InProcessTier, ManualClock, PassReason, ResponseCache, RevisionCacheBuilder,
+    Scope, Section, SectionedCache,
 };
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -91,8 +92,18 @@ impl Backend {
 
     /// A revision cache whose fingerprint is `r<revision>`.
     fn cache(&self, name: &str, clock: &ManualClock) -> ResponseCache {
+        self.cache_with(name, clock, |builder| builder)
+    }
+
+    /// [`cache`](Self::cache), its builder first given to `tweak`.
+    fn cache_with(
+        &self,
+        name: &str,
+        clock: &ManualClock,
+        tweak: impl FnOnce(RevisionCacheBuilder) -> RevisionCacheBuilder,
+    ) -> ResponseCache {
         let (rev, fails) = (self.rev.clone(), Arc::clone(&self.revision_fails));
-        ResponseCache::revision(name, move |_req: HttpRequest| {
+        let builder = ResponseCache::revision(name, move |_req: HttpRequest| {
             let result = if fails.load(SeqCst) {
                 Err(actix_web::error::ErrorServiceUnavailable(
                     "revision store down",
@@ -102,8 +113,8 @@ impl Backend {
             };
             async move { result }
         })
-        .clock(clock.clone())
-        .build()
+        .clock(clock.clone());
+        tweak(builder).build()
     }
 
     /// `GET /data/{name}` through `serve()`: `"<name> r<revision> build <n>"`.
@@ -295,8 +306,20 @@ async fn the_etag_follows_the_fingerprint_not_the_bytes() {
     assert_eq!(res.status, StatusCode::NOT_MODIFIED);
 }
 
+/// This library's `Cache-Status` member of `res`, parsed (RFC 8941).
+fn member(res: &Res) -> support::cache_status::Member {
+    support::cache_status::ours(
+        res.headers
+            .get_all("cache-status")
+            .map(|value| value.to_str().unwrap()),
+    )
+    .unwrap_or_else(|| panic!("no Cache-Status member of ours: {res:?}"))
+}
+
+/// Read-your-writes: an explicit invalidation (a write this app made) is never answered with
+/// the bytes it made out of date; the next read rebuilds them first.
 #[actix_rt::test]
-async fn invalidate_all_in_revision_mode_serves_stale_and_refreshes_once() {
+async fn after_an_invalidation_the_next_read_is_rebuilt_not_stale() {
     let backend = Backend::new(|_| false);
     let cache = backend.cache("rev-invalidate", &ManualClock::new());
     let app = test::init_service(App::new().route("/data/{name}", backend.route(&cache))).await;
@@ -306,46 +329,230 @@ async fn invalidate_all_in_revision_mode_serves_stale_and_refreshes_once() {
         .header("etag")
         .unwrap()
         .to_owned();
+    // The write: the data changes and the cache is told.
+    backend.rev.bump();
     cache.invalidate(&Scope::All);
     let res = call(&app, get!("/data/a")).await;
     assert_eq!(
-        (res.x_cache(), res.body.as_str()),
-        ("stale", "a r1 build 1")
+        (res.status, res.x_cache(), res.body.as_str()),
+        (StatusCode::OK, "miss", "a r2 build 2")
     );
-    until("the refresh", || cache.stats().builds == 2).await;
-    let res = call(&app, get!("/data/a")).await;
-    assert_eq!(
-        (res.x_cache(), res.body.as_str()),
-        ("hit-revision", "a r1 build 2")
-    );
+    assert_eq!(member(&res).param("fwd"), Some("miss"));
+    assert!(member(&res).has("stored"));
     assert_ne!(
         res.header("etag"),
         Some(etag.as_str()),
         "an invalidation changes the tag"
     );
+    let res = call(&app, get!("/data/a")).await;
+    assert_eq!(
+        (res.x_cache(), res.body.as_str()),
+        ("hit-revision", "a r2 build 2")
+    );
+    assert_eq!(backend.builds.get(), 2);
+    assert_eq!(cache.stats().stale_served, 0);
+
+    // Through `invalidates` (the write's own middleware), as a handler's write does.
+    let write = cache.invalidates(Scope::All);
+    let (b, c) = (backend.clone(), cache.clone());
+    let app = test::init_service(
+        App::new().route("/data/{name}", backend.route(&c)).service(
+            web::resource("/write")
+                .wrap(write)
+                .route(web::post().to(move || {
+                    b.rev.bump();
+                    async { HttpResponse::NoContent().finish() }
+                })),
+        ),
+    )
+    .await;
+    assert_eq!(
+        call(&app, post!("/write")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let res = call(&app, get!("/data/a")).await;
+    assert_eq!((res.x_cache(), res.body.as_str()), ("miss", "a r3 build 3"));
 }
 
+/// Readers arriving after an invalidation share one rebuild (single-flight) and all get its
+/// bytes, none the invalidated ones.
 #[actix_rt::test]
-async fn a_failing_revision_query_bypasses_the_cache() {
+async fn readers_after_an_invalidation_coalesce_onto_one_rebuild() {
+    // The rebuild (build 2) waits at the gate until every reader has arrived.
+    let backend = Backend::new(|n| n == 2);
+    let cache = backend.cache("rev-invalidate-coalesce", &ManualClock::new());
+    let app = std::rc::Rc::new(
+        test::init_service(App::new().route("/data/{name}", backend.route(&cache))).await,
+    );
+    assert_eq!(call(&*app, get!("/data/a")).await.x_cache(), "miss");
+
+    backend.rev.bump();
+    cache.invalidate(&Scope::All);
+    let readers: Vec<_> = (0..10)
+        .map(|_| support::spawn_call(&app, get!("/data/a")))
+        .collect();
+    until("the rebuild", || backend.builds.get() == 2).await;
+    for _ in 0..20 {
+        actix_rt::task::yield_now().await;
+    }
+    backend.gate.open();
+    let mut labels = Vec::new();
+    for reader in readers {
+        let res = support::joined(reader).await;
+        assert_eq!(
+            (res.status, res.body.as_str()),
+            (StatusCode::OK, "a r2 build 2")
+        );
+        labels.push(res.x_cache());
+    }
+    assert_eq!(backend.builds.get(), 2, "one rebuild for all: {labels:?}");
+    assert_eq!(
+        support::count(labels.iter().copied(), "miss"),
+        1,
+        "{labels:?}"
+    );
+    assert_eq!(
+        support::count(labels.iter().copied(), "coalesced"),
+        9,
+        "{labels:?}"
+    );
+    assert_eq!(cache.stats().stale_served, 0);
+}
+
+/// The rebuild after an invalidation fails: the invalidated bytes stand in for it while they
+/// are within the stale window (stale-on-error, RFC 5861 §4), rather than the error.
+#[actix_rt::test]
+async fn a_failed_rebuild_after_an_invalidation_serves_the_old_bytes_stale() {
     let backend = Backend::new(|_| false);
-    let cache = backend.cache("rev-query-fails", &ManualClock::new());
+    let clock = ManualClock::new();
+    let cache = backend.cache_with("rev-invalidate-fails", &clock, |b| b.max_stale(60 * SECOND));
+    let app = test::init_service(App::new().route("/data/{name}", backend.route(&cache))).await;
+    call(&app, get!("/data/a")).await;
+
+    backend.failing.store(true, SeqCst);
+    cache.invalidate(&Scope::All);
+    clock.advance(10 * SECOND);
+    let res = call(&app, get!("/data/a")).await;
+    assert_eq!(
+        (res.status, res.x_cache(), res.body.as_str()),
+        (StatusCode::OK, "stale", "a r1 build 1")
+    );
+    let served = member(&res);
+    assert_eq!(
+        (served.param("fwd"), served.param("fwd-status")),
+        (Some("stale"), Some("503")),
+        "{served:?}"
+    );
+    assert_eq!(
+        res.cache,
+        Some(CacheStatus::Stale {
+            collapsed: false,
+            failed: Some(StatusCode::SERVICE_UNAVAILABLE)
+        })
+    );
+    assert_eq!(
+        (cache.stats().refresh_failures, backend.builds.get()),
+        (1, 2)
+    );
+    // Past the stale window: the error is the answer.
+    clock.advance(60 * SECOND);
+    let res = call(&app, get!("/data/a")).await;
+    assert_eq!(
+        (res.status, res.x_cache(), res.body.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "miss", "down 3")
+    );
+    backend.failing.store(false, SeqCst);
+    let res = call(&app, get!("/data/a")).await;
+    assert_eq!((res.x_cache(), res.body.as_str()), ("miss", "a r1 build 4"));
+}
+
+/// A failing revision query is stale-on-error too: the stored entry, within its stale window
+/// since it was last verified, is served `stale` with the failure's status, and the failure
+/// is counted; past the window the handler answers without storing, as before.
+#[actix_rt::test]
+async fn a_failing_revision_query_serves_the_stored_entry_stale() {
+    let backend = Backend::new(|_| false);
+    let clock = ManualClock::new();
+    let cache = backend.cache_with("rev-query-fails", &clock, |b| b.max_stale(60 * SECOND));
     let app = test::init_service(App::new().route("/data/{name}", backend.route(&cache))).await;
 
     assert_eq!(call(&app, get!("/data/a")).await.x_cache(), "miss");
+    clock.advance(30 * SECOND);
+    assert_eq!(call(&app, get!("/data/a")).await.x_cache(), "hit-revision");
     backend.revision_fails.store(true, SeqCst);
-    // Nothing is served that cannot be verified: the handler answers, nothing is stored.
-    for n in 2..=3 {
-        let res = call(&app, get!("/data/a")).await;
-        assert_eq!(
-            (res.status, res.x_cache(), res.body.clone()),
-            (StatusCode::OK, "miss", format!("a r1 build {n}"))
-        );
-    }
+    // 50 s after the build, 20 s after the last verification.
+    clock.advance(20 * SECOND);
+    let res = call(&app, get!("/data/a")).await;
+    assert_eq!(
+        (res.status, res.x_cache(), res.body.as_str(), res.age()),
+        (StatusCode::OK, "stale", "a r1 build 1", 20)
+    );
+    let served = member(&res);
+    assert_eq!(
+        (
+            served.param("fwd"),
+            served.param("fwd-status"),
+            served.param("detail")
+        ),
+        (Some("stale"), Some("503"), Some("stale")),
+        "{served:?}"
+    );
+    assert_eq!(res.header("x-revision"), Some("r1"));
+    let stats = cache.stats();
+    assert_eq!(
+        (
+            stats.revision_failures,
+            stats.stale_served,
+            backend.builds.get()
+        ),
+        (1, 1, 1)
+    );
+    // Past the stale window since the last verification: the handler answers, unstored.
+    clock.advance(41 * SECOND);
+    let res = call(&app, get!("/data/a")).await;
+    assert_eq!(
+        (res.status, res.x_cache(), res.body.as_str()),
+        (StatusCode::OK, "miss", "a r1 build 2")
+    );
+    assert_eq!(
+        res.cache,
+        Some(CacheStatus::Pass {
+            reason: PassReason::RevisionFailed
+        })
+    );
+    assert_eq!(cache.stats().revision_failures, 2);
     backend.revision_fails.store(false, SeqCst);
     let res = call(&app, get!("/data/a")).await;
     assert_eq!(
         (res.x_cache(), res.body.as_str()),
         ("hit-revision", "a r1 build 1")
+    );
+}
+
+/// With a shared tier, an instance that never built the key finds the entry there when its
+/// revision query fails.
+#[actix_rt::test]
+async fn a_failing_revision_query_serves_stale_from_the_shared_tier() {
+    let tier = InProcessTier::new();
+    let backend = Backend::new(|_| false);
+    let clock = ManualClock::new();
+    let shared = |b: RevisionCacheBuilder| b.shared_in_process(&tier);
+    let cache_a = backend.cache_with("rev-query-fails-tier", &clock, shared);
+    let cache_b = backend.cache_with("rev-query-fails-tier", &clock, shared);
+    let a = test::init_service(App::new().route("/data/{name}", backend.route(&cache_a))).await;
+    let b = test::init_service(App::new().route("/data/{name}", backend.route(&cache_b))).await;
+
+    assert_eq!(call(&a, get!("/data/a")).await.x_cache(), "miss");
+    backend.revision_fails.store(true, SeqCst);
+    let res = call(&b, get!("/data/a")).await;
+    assert_eq!(
+        (res.status, res.x_cache(), res.body.as_str()),
+        (StatusCode::OK, "stale", "a r1 build 1")
+    );
+    assert_eq!(member(&res).param("fwd-status"), Some("503"));
+    assert_eq!(
+        (cache_b.stats().revision_failures, backend.builds.get()),
+        (1, 1)
     );
 }
 
@@ -359,6 +566,10 @@ async fn a_failing_revision_query_bypasses_the_cache() {
 struct SectionData {
     rev: Revision,
     builds: Counter,
+    /// Makes the section's revision query fail (503).
+    revision_fails: Arc<AtomicBool>,
+    /// Makes the section's build fail (500).
+    build_fails: Arc<AtomicBool>,
 }
 
 impl SectionData {
@@ -366,25 +577,37 @@ impl SectionData {
         Self {
             rev: Revision::new(),
             builds: Counter::default(),
+            revision_fails: Arc::default(),
+            build_fails: Arc::default(),
         }
     }
 
     fn section(&self, name: &'static str, gate: &Gate, blocks: fn(usize) -> bool) -> Section {
         let (rev, data, gate) = (self.rev.clone(), self.clone(), gate.clone());
+        let fails = Arc::clone(&self.revision_fails);
         Section::new(
             name,
             move |_req: HttpRequest| {
-                let rev = format!("{name}{}", rev.get());
-                async move { Ok::<_, Infallible>(rev) }
+                let rev = if fails.load(SeqCst) {
+                    Err(actix_web::error::ErrorServiceUnavailable(
+                        "revision store down",
+                    ))
+                } else {
+                    Ok(format!("{name}{}", rev.get()))
+                };
+                async move { rev }
             },
             move |_req: HttpRequest| {
                 let (n, rev) = (data.builds.bump(), data.rev.get());
-                let gate = gate.clone();
+                let (gate, fails) = (gate.clone(), data.build_fails.load(SeqCst));
                 async move {
                     if blocks(n) {
                         gate.pass().await;
                     }
-                    Ok::<_, Infallible>(json!({ "rev": rev, "build": n }))
+                    if fails {
+                        return Err(actix_web::error::ErrorInternalServerError("build failed"));
+                    }
+                    Ok(json!({ "rev": rev, "build": n }))
                 }
             },
         )
@@ -397,13 +620,16 @@ struct Summary {
     core: SectionData,
     tail: SectionData,
     gate: Gate,
+    clock: ManualClock,
 }
 
 impl Summary {
     fn new(name: &str, core_blocks: fn(usize) -> bool) -> Self {
         let (core, tail, gate) = (SectionData::new(), SectionData::new(), Gate::new());
+        let clock = ManualClock::new();
         let cache = ResponseCache::sections(name)
-            .clock(ManualClock::new())
+            .clock(clock.clone())
+            .max_stale(60 * SECOND)
             .section(core.section("core", &gate, core_blocks))
             .inline_section(tail.section("tail", &gate, |_| false))
             .build();
@@ -412,6 +638,7 @@ impl Summary {
             core,
             tail,
             gate,
+            clock,
         }
     }
 
@@ -504,8 +731,10 @@ async fn a_core_section_change_serves_stale_then_the_refreshed_core() {
     assert_eq!(summary.builds(), (2, 1));
 }
 
+/// Read-your-writes, per section: invalidating a section rebuilds it (and only it) before the
+/// next answer, whether it is inline (`section`) or not (`miss`, never `stale`).
 #[actix_rt::test]
-async fn invalidating_a_section_is_like_a_change_of_it() {
+async fn invalidating_a_section_rebuilds_it_before_the_next_answer() {
     let summary = Summary::new("sections-invalidate", |_| false);
     let app = test::init_service(App::new().route("/summary", summary.route())).await;
     call(&app, get!("/summary")).await;
@@ -517,22 +746,190 @@ async fn invalidating_a_section_is_like_a_change_of_it() {
     assert_eq!(summary.builds(), (1, 2));
     assert_eq!(call(&app, get!("/summary")).await.x_cache(), "hit-revision");
 
+    // The write changes the core's data and invalidates the core section.
+    summary.core.rev.bump();
     summary.cache.invalidate(&Scope::section("core"));
     let res = call(&app, get!("/summary")).await;
-    assert_eq!(res.x_cache(), "stale");
-    until("the core refresh", || summary.cache.stats().builds == 3).await;
-    let res = call(&app, get!("/summary")).await;
-    assert_eq!(res.x_cache(), "hit-revision");
+    assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "miss"));
     assert_eq!(
         json_of(&res),
-        json!({"core": {"rev": 1, "build": 2}, "tail": {"rev": 1, "build": 2}})
+        json!({"core": {"rev": 2, "build": 2}, "tail": {"rev": 1, "build": 2}})
     );
-    assert_eq!(summary.builds(), (2, 2));
+    assert_eq!(summary.builds(), (2, 2), "the core only");
+    assert_eq!(summary.cache.stats().stale_served, 0);
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "hit-revision");
+    assert_eq!(json_of(&res)["core"], json!({"rev": 2, "build": 2}));
+
+    // A change seen only through the core's revision (no invalidation) keeps
+    // stale-while-revalidate: the old core at once, one background refresh.
+    summary.core.rev.bump();
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "stale");
+    assert_eq!(json_of(&res)["core"], json!({"rev": 2, "build": 2}));
+    until("the core refresh", || summary.cache.stats().builds == 4).await;
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "hit-revision");
+    assert_eq!(json_of(&res)["core"], json!({"rev": 3, "build": 3}));
+    assert_eq!(summary.builds(), (3, 2));
 
     // Forced: everything is rebuilt in the request.
     let res = call(&app, get!("/summary?refresh=true")).await;
     assert_eq!(res.x_cache(), "miss");
-    assert_eq!(summary.builds(), (3, 3));
+    assert_eq!(summary.builds(), (4, 3));
+}
+
+/// Invalidating one section rebuilds that section before the answer; another section whose
+/// revision merely changed (no invalidation) is left to stale-while-revalidate: its old bytes
+/// in that answer, then one background refresh.
+#[actix_rt::test]
+async fn an_invalidation_rebuilds_its_section_and_leaves_mere_changes_to_a_refresh() {
+    let (a, b, gate) = (SectionData::new(), SectionData::new(), Gate::new());
+    let cache = ResponseCache::sections("sections-invalidate-defer")
+        .clock(ManualClock::new())
+        .section(a.section("a", &gate, |_| false))
+        .section(b.section("b", &gate, |_| false))
+        .build();
+    let c = cache.clone();
+    let app = test::init_service(App::new().route(
+        "/summary",
+        web::get().to(move |req: HttpRequest| {
+            let cache = c.clone();
+            async move { cache.respond(&req).await }
+        }),
+    ))
+    .await;
+    call(&app, get!("/summary")).await;
+
+    // This app's write to `a` (invalidated); `b` changed elsewhere (its revision only).
+    a.rev.bump();
+    cache.invalidate(&Scope::section("a"));
+    b.rev.bump();
+    let res = call(&app, get!("/summary")).await;
+    // Labelled `stale`: `b`'s bytes are (the new `a` is in them all the same).
+    assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "stale"));
+    assert_eq!(
+        json_of(&res),
+        json!({"a": {"rev": 2, "build": 2}, "b": {"rev": 1, "build": 1}})
+    );
+    assert_eq!(
+        (a.builds.get(), b.builds.get()),
+        (2, 1),
+        "only `a` in the request"
+    );
+    // What the entry holds is what it says: `b`'s old revision.
+    assert!(
+        res.header("x-revision").unwrap().ends_with("b=b1"),
+        "{res:?}"
+    );
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "stale");
+    until("b's refresh", || cache.stats().builds == 3).await;
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "hit-revision");
+    assert_eq!(
+        json_of(&res),
+        json!({"a": {"rev": 2, "build": 2}, "b": {"rev": 2, "build": 2}})
+    );
+    assert_eq!((a.builds.get(), b.builds.get()), (2, 2));
+}
+
+/// Readers after a section's invalidation all wait for one rebuild of that section, even
+/// while a stale-while-revalidate refresh that predates the invalidation is running.
+#[actix_rt::test]
+async fn readers_after_a_section_invalidation_wait_for_its_rebuild() {
+    // The core's 2nd build (a background refresh from before the write) and 3rd (the
+    // rebuild after it) wait at the gate.
+    let summary = Summary::new("sections-invalidate-coalesce", |n| n >= 2);
+    let app =
+        std::rc::Rc::new(test::init_service(App::new().route("/summary", summary.route())).await);
+    call(&*app, get!("/summary")).await;
+    // A change from elsewhere: stale, and a refresh (core r2) starts.
+    summary.core.rev.bump();
+    assert_eq!(call(&*app, get!("/summary")).await.x_cache(), "stale");
+    until("the background refresh", || summary.core.builds.get() == 2).await;
+    // This app's write: core r3, and the core invalidated.
+    summary.core.rev.bump();
+    summary.cache.invalidate(&Scope::section("core"));
+    let readers: Vec<_> = (0..8)
+        .map(|_| support::spawn_call(&app, get!("/summary")))
+        .collect();
+    for _ in 0..20 {
+        actix_rt::task::yield_now().await;
+    }
+    summary.gate.open();
+    for reader in readers {
+        let res = support::joined(reader).await;
+        assert_ne!(res.x_cache(), "stale", "{res:?}");
+        assert_eq!(json_of(&res)["core"]["rev"], 3, "{res:?}");
+    }
+    assert_eq!(
+        summary.core.builds.get(),
+        3,
+        "the refresh, then one rebuild"
+    );
+}
+
+/// A section's rebuild after its invalidation fails: the stored object stands in for it
+/// (stale-on-error) within the stale window, rather than the error.
+#[actix_rt::test]
+async fn a_failed_section_rebuild_after_an_invalidation_serves_the_old_object_stale() {
+    let summary = Summary::new("sections-invalidate-fails", |_| false);
+    let app = test::init_service(App::new().route("/summary", summary.route())).await;
+    let first = json_of(&call(&app, get!("/summary")).await);
+
+    summary.core.build_fails.store(true, SeqCst);
+    summary.core.rev.bump();
+    summary.cache.invalidate(&Scope::section("core"));
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "stale"));
+    assert_eq!(json_of(&res), first);
+    assert_eq!(member(&res).param("fwd-status"), Some("500"));
+    assert_eq!(summary.cache.stats().refresh_failures, 1);
+    // Past the stale window, the error is the answer; once the build works, the new core.
+    summary.clock.advance(61 * SECOND);
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(
+        (res.status, res.x_cache()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "miss")
+    );
+    summary.core.build_fails.store(false, SeqCst);
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(res.x_cache(), "miss");
+    assert_eq!(json_of(&res)["core"]["rev"], 2);
+}
+
+/// A failing section revision query serves the whole stored entry `stale` (stale-on-error),
+/// within its stale window; past it, the error is the answer.
+#[actix_rt::test]
+async fn a_failing_section_revision_serves_the_whole_entry_stale() {
+    let summary = Summary::new("sections-revision-fails", |_| false);
+    let app = test::init_service(App::new().route("/summary", summary.route())).await;
+    let first = json_of(&call(&app, get!("/summary")).await);
+
+    summary.core.revision_fails.store(true, SeqCst);
+    summary.clock.advance(30 * SECOND);
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "stale"));
+    assert_eq!(json_of(&res), first);
+    let served = member(&res);
+    assert_eq!(
+        (served.param("fwd"), served.param("fwd-status")),
+        (Some("stale"), Some("503")),
+        "{served:?}"
+    );
+    assert_eq!(summary.builds(), (1, 1));
+    assert_eq!(summary.cache.stats().revision_failures, 1);
+
+    summary.clock.advance(31 * SECOND);
+    let res = call(&app, get!("/summary")).await;
+    assert_eq!(
+        (res.status, res.x_cache()),
+        (StatusCode::SERVICE_UNAVAILABLE, "miss")
+    );
+    assert_eq!(summary.cache.stats().revision_failures, 2);
+    summary.core.revision_fails.store(false, SeqCst);
+    assert_eq!(call(&app, get!("/summary")).await.x_cache(), "hit-revision");
 }
 
 /// A sectioned leader whose client goes away does not cancel the build, and a panicking

@@ -95,6 +95,9 @@ mod handler;
 ///   returns: commit the write inside the handler, not in a middleware that commits later,
 ///   or a reader could re-cache the old data. The answer also names the group in
 ///   `Cache-Group-Invalidation: "name"` (or `"name:section"`, RFC 9875) for caches downstream.
+///   Read-your-writes: the next read of what it invalidated is rebuilt before it is answered
+///   (one build, concurrent readers wait for it), never served stale; see the
+///   `response_cache` module docs.
 /// - `tags = "group …"`: cache groups (RFC 9875), one or more names separated by spaces, each
 ///   printable ASCII. A read (GET/HEAD answered 2xx or 304) lists them in `Cache-Groups`; a
 ///   2xx answer to an unsafe method (POST, PUT, PATCH, DELETE, …) lists them in

@@ -157,6 +157,9 @@ pub(crate) struct Entry {
 pub(crate) struct SectionPart {
     pub(crate) revision: Box<str>,
     pub(crate) json: Bytes,
+    /// The section's invalidation counter when it was built: an older one than the current
+    /// means an explicit invalidation made it out of date (read-your-writes).
+    pub(crate) generation: u64,
 }
 
 impl Entry {

@@ -67,11 +67,37 @@
 //!   of the data (say `MAX(updated_at)` per table). Equal fingerprint: `hit-revision`. Changed:
 //!   `stale` and one background refresh, for up to `max_stale` (default 300 s) after the bytes
 //!   were last known current; past that, a `miss`. The ETag is derived from the fingerprint,
-//!   so a matching `If-None-Match` is a 304 that costs one revision query and no body.
+//!   so a matching `If-None-Match` is a 304 that costs one revision query and no body. If the
+//!   revision query fails, the stored bytes are served `stale` within that same window
+//!   (stale-on-error, counted in `revision_failures`); with none, the handler answers and
+//!   nothing is stored.
 //! - **Sections** ([`ResponseCache::sections`], answered by [`SectionedCache::respond`]): a
 //!   JSON object built from named sections, each with its own revision; when only
 //!   [inline](ResponseCacheBuilder::inline_section) sections changed, only they are rebuilt
-//!   and merged in the request (`section`).
+//!   and merged in the request (`section`). A failing section revision serves the whole
+//!   stored object `stale`, as in revision mode.
+//!
+//! # Read-your-writes
+//!
+//! A change the cache learns of in two ways is treated in two ways:
+//!
+//! - **Through an explicit invalidation** ([`invalidate`](ResponseCache::invalidate),
+//!   [`invalidates`](ResponseCache::invalidates), `#[etag_cached(invalidates = …)]`, a
+//!   viewset's writes): a write this app made, whose client may read it back at once. An
+//!   entry built before it is never served as it is, stale or not: the next read of the
+//!   invalidated scope rebuilds it before answering, like a miss (one build; concurrent
+//!   readers wait for it, bounded by [`lock_timeout`](ResponseCacheBuilder::lock_timeout)).
+//!   For a sectioned cache the invalidated section is rebuilt, inline or not, with any
+//!   changed inline section; a non-inline section whose revision merely changed keeps its
+//!   bytes in that answer and is refreshed in the background after it. If the rebuild fails,
+//!   the old bytes stand in for it within the stale window (stale-on-error). With a shared tier
+//!   the invalidation reaches every instance before the write is answered, so this holds
+//!   wherever the client's next read lands.
+//! - **Through the revision functions only** (data changed by another process, a cron job,
+//!   another app): stale-while-revalidate as above, the old bytes at once while one refresh
+//!   runs.
+//!
+//! A TTL cache never serves an entry built before an invalidation either: it is a miss.
 //!
 //! What happened to a request is a [`CacheStatus`] (read it with [`CacheStatus::of`]). Every
 //! answer the cache handles carries it as a `Cache-Status` member (RFC 9211), appended after
@@ -299,9 +325,11 @@ impl ResponseCache {
         self.engine.respond(req, Some(&refresher)).await
     }
 
-    /// Invalidates entries: for TTL and revision caches every entry (the next request is a
-    /// miss, or in revision mode a stale-while-revalidate refresh); for a sectioned cache,
-    /// every section or the one named. Call it *after* the write it reflects has committed.
+    /// Invalidates entries: for TTL and revision caches every entry; for a sectioned cache,
+    /// every section or the one named. The next read of what it invalidated is rebuilt before
+    /// it is answered (read-your-writes: one build that concurrent readers wait for, the old
+    /// bytes served only if it fails; see the [module docs](self#read-your-writes)). Call it
+    /// *after* the write it reflects has committed.
     ///
     /// It does not reach caches in front of the app: for that, use
     /// [`invalidate_in`](Self::invalidate_in) on the write's response (or

@@ -118,20 +118,31 @@ impl Section {
 }
 
 /// Rebuilds the sections whose revision differs from `old`'s (all when `old` is empty) and
-/// keeps the others' bytes.
+/// keeps the others' bytes. `generations` are the sections' invalidation counters the
+/// revisions were taken under, recorded with each rebuilt part. With `defer`, a non-inline
+/// section that changed only through its revision (not invalidated since `old` was built)
+/// keeps its old part too: a rebuild in the request for an invalidation rebuilds what was
+/// invalidated, and leaves the rest to stale-while-revalidate.
 pub(crate) async fn build_parts(
     sections: &[Section],
     revisions: &[String],
+    generations: &[u64],
     old: &[SectionPart],
     req: &HttpRequest,
+    defer: bool,
 ) -> Result<Vec<SectionPart>, actix_web::Error> {
     let mut parts = Vec::with_capacity(sections.len());
     for (i, (section, revision)) in sections.iter().zip(revisions).enumerate() {
+        let generation = generations.get(i).copied().unwrap_or(0);
         match old.get(i) {
             Some(part) if *part.revision == **revision => parts.push(part.clone()),
+            Some(part) if defer && !section.inline && part.generation == generation => {
+                parts.push(part.clone());
+            }
             _ => parts.push(SectionPart {
                 revision: revision.clone().into_boxed_str(),
                 json: (section.build)(req.clone()).await?,
+                generation,
             }),
         }
     }
@@ -178,7 +189,10 @@ impl SectionedCache {
     /// sections changed: they are rebuilt now and merged into the stored bytes (`section`).
     /// Another section changed: the stored bytes at once (`stale`) while one background
     /// refresh rebuilds the changed sections, for up to `max_stale` after the bytes were last
-    /// known current; past that, a `miss` that rebuilds them in the request.
+    /// known current; past that, a `miss` that rebuilds them in the request. A section
+    /// [invalidated](ResponseCache::invalidate) since the bytes were built is rebuilt in the
+    /// request instead (read-your-writes): `miss`, or `stale` when another section that only
+    /// changed keeps its old bytes in that answer until its background refresh.
     ///
     /// An answer to a request with `Authorization` is marked `private` unless the cache's
     /// [`cache_control`](super::SectionsCacheBuilder::cache_control) is explicitly `public`

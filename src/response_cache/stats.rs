@@ -24,6 +24,7 @@ pub(crate) enum Event {
     LockPass,
     LockDangling,
     LockTransient,
+    RevisionFailure,
 }
 
 impl Event {
@@ -44,6 +45,7 @@ impl Event {
             Self::LockPass => "actix_conditional_cache_lock_passes_total",
             Self::LockDangling => "actix_conditional_cache_lock_dangling_total",
             Self::LockTransient => "actix_conditional_cache_lock_transient_total",
+            Self::RevisionFailure => "actix_conditional_cache_revision_failures_total",
         }
     }
 }
@@ -86,10 +88,14 @@ pub struct CacheStats {
     pub lock_dangling: u64,
     /// Waits whose leader failed transiently (408, 429): a new leader was elected among them.
     pub lock_transient: u64,
+    /// Revision (or section revision) queries that failed: the request was answered from a
+    /// stored entry within its stale window (`stale`, stale-on-error) or, with none, by the
+    /// handler without storing.
+    pub revision_failures: u64,
 }
 
 /// Every event, in `Event as usize` order.
-const EVENTS: [Event; 15] = [
+const EVENTS: [Event; 16] = [
     Event::Build,
     Event::Hit,
     Event::Miss,
@@ -105,12 +111,13 @@ const EVENTS: [Event; 15] = [
     Event::LockPass,
     Event::LockDangling,
     Event::LockTransient,
+    Event::RevisionFailure,
 ];
 
 #[derive(Debug)]
 pub(crate) struct Stats {
     name: metrics::SharedString,
-    counters: [AtomicU64; 15],
+    counters: [AtomicU64; 16],
     /// The metrics handles, registered with the recorder at the first event (so a recorder
     /// installed before serving, after the cache was built, still gets them) rather than per
     /// event, which would build a labelled key and look it up on every hit.
@@ -156,6 +163,7 @@ impl Stats {
             lock_passes: get(Event::LockPass),
             lock_dangling: get(Event::LockDangling),
             lock_transient: get(Event::LockTransient),
+            revision_failures: get(Event::RevisionFailure),
         }
     }
 }

@@ -54,7 +54,8 @@ pub enum CacheStatus {
     Stale {
         /// Whether this request waited for another request's build to get them.
         collapsed: bool,
-        /// The status of the failed refresh these bytes stand in for, if one failed.
+        /// The status of the failed refresh (or revision query) these bytes stand in for, if
+        /// one failed.
         failed: Option<StatusCode>,
     },
     /// Nothing usable was stored: this request ran the handler (led the build).
@@ -112,7 +113,8 @@ pub enum PassReason {
     LeaderUncacheable,
     /// The wait for another request's build passed the cache's `lock_timeout`.
     LockTimeout,
-    /// The revision fingerprint could not be computed.
+    /// The revision fingerprint could not be computed, and nothing stored was within its
+    /// stale window to stand in for it.
     RevisionFailed,
     /// A HEAD request with nothing stored: HEAD never builds the GET entry.
     Head,
@@ -224,7 +226,7 @@ impl CacheStatus {
     /// | `Hit` | `hit; ttl=<seconds left>` |
     /// | `HitRevision` | `hit; detail=revision` (the data's revision was checked just now) |
     /// | `Stale` (refresh running) | `hit; detail=stale` |
-    /// | `Stale` (refresh failed) | `fwd=stale; fwd-status=<failed>; detail=stale` |
+    /// | `Stale` (refresh or revision query failed) | `fwd=stale; fwd-status=<failed>; detail=stale` |
     /// | `Section` | `fwd=stale; fwd-status=200; detail=section` (+ `stored`) |
     /// | `Miss` | `fwd=miss` (`fwd=request` when the client forced it); `fwd-status` (+ `stored`) |
     /// | `Refresh` | `fwd=stale; fwd-status` (+ `stored`) |

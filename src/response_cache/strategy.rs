@@ -34,6 +34,8 @@ pub(crate) struct Fingerprint {
     pub(crate) combined: String,
     /// Per section (sections mode; empty otherwise).
     pub(crate) parts: Vec<String>,
+    /// Per section, its invalidation counter as mixed into `parts` (sections mode).
+    pub(crate) generations: Vec<u64>,
 }
 
 /// What an entry is worth to a request.
@@ -45,6 +47,12 @@ pub(crate) enum State {
     Patch,
     /// Serve it while one refresh runs.
     Stale,
+    /// Made out of date by an explicit invalidation (of the cache, or of a section it holds)
+    /// since it was built: never served while it is rebuilt, so that a client that wrote
+    /// through `invalidate` reads its write; rebuilt in the request (led, or waited for),
+    /// like a miss, with these bytes kept for stale-on-error. `inline`: only inline sections
+    /// changed.
+    Invalidated { inline: bool },
     /// Too old to serve; build (reusing what is still current).
     Expired,
 }
@@ -69,24 +77,22 @@ impl Strategy {
                 Ok(Some(Fingerprint {
                     combined,
                     parts: Vec::new(),
+                    generations: Vec::new(),
                 }))
             }
             Self::Sections { sections, .. } => {
                 let mut parts = Vec::with_capacity(sections.len());
-                let mut combined = String::new();
+                let mut owns = Vec::with_capacity(sections.len());
                 for (i, section) in sections.iter().enumerate() {
-                    let part = section
-                        .revision(req, all, generations.section_at(i))
-                        .await?;
-                    if i > 0 {
-                        combined.push(';');
-                    }
-                    combined.push_str(section.name());
-                    combined.push('=');
-                    combined.push_str(&part);
-                    parts.push(part);
+                    let own = generations.section_at(i);
+                    owns.push(own);
+                    parts.push(section.revision(req, all, own).await?);
                 }
-                Ok(Some(Fingerprint { combined, parts }))
+                Ok(Some(Fingerprint {
+                    combined: combine(sections, parts.iter().map(String::as_str)),
+                    parts,
+                    generations: owns,
+                }))
             }
         }
     }
@@ -118,10 +124,23 @@ impl Strategy {
         if entry.revision.as_deref() == current {
             return State::Fresh(CacheStatus::HitRevision);
         }
-        if let (Self::Sections { sections, .. }, Some(fingerprint)) = (self, fingerprint)
-            && changed(entry, fingerprint).all(|i| sections[i].is_inline())
-        {
-            return State::Patch;
+        let inline = |fingerprint| match self {
+            Self::Sections { sections, .. } => {
+                changed(entry, fingerprint).all(|i| sections[i].is_inline())
+            }
+            _ => false,
+        };
+        if let Some(fingerprint) = fingerprint {
+            // An explicit invalidation is a write this app made (and a client may be waiting
+            // to read it back): the bytes are not served as they are, stale or not.
+            if predates_invalidation(entry, generation, fingerprint) {
+                return State::Invalidated {
+                    inline: inline(fingerprint),
+                };
+            }
+            if inline(fingerprint) {
+                return State::Patch;
+            }
         }
         if self.within_stale_window(entry, now, max_stale) {
             State::Stale
@@ -225,13 +244,38 @@ impl Strategy {
         }
     }
 
+    /// The fingerprint of what was built under `fingerprint`: itself, unless a sectioned build
+    /// kept some changed sections' old parts ([`build_parts`]'s `defer`); then the one those
+    /// parts were built under, so the entry says what it holds (its ETag and `X-Revision`
+    /// too) and the next request refreshes the rest.
+    pub(crate) fn as_built(&self, fingerprint: Fingerprint, parts: &[SectionPart]) -> Fingerprint {
+        let Self::Sections { sections, .. } = self else {
+            return fingerprint;
+        };
+        let same = parts.len() == fingerprint.parts.len()
+            && parts
+                .iter()
+                .zip(&fingerprint.parts)
+                .all(|(part, current)| *part.revision == **current);
+        if same || parts.len() != sections.len() {
+            return fingerprint;
+        }
+        Fingerprint {
+            combined: combine(sections, parts.iter().map(|p| &*p.revision)),
+            parts: parts.iter().map(|p| p.revision.to_string()).collect(),
+            generations: parts.iter().map(|p| p.generation).collect(),
+        }
+    }
+
     /// Sections: builds the response, rebuilding the sections whose fingerprint differs from
-    /// `old`'s (all of them when `old` is `None`). Other modes build nothing here.
+    /// `old`'s (all of them when `old` is `None`; with `defer`, see [`build_parts`]). Other
+    /// modes build nothing here.
     pub(crate) async fn build_sections(
         &self,
         req: &HttpRequest,
         fingerprint: Option<&Fingerprint>,
         old: Option<&Entry>,
+        defer: bool,
     ) -> (HttpResponse, Vec<SectionPart>) {
         let Self::Sections {
             sections,
@@ -242,7 +286,17 @@ impl Strategy {
         };
         let old = old.map_or(&[][..], |entry| entry.sections.as_slice());
         let parts = match fingerprint {
-            Some(fingerprint) => build_parts(sections, &fingerprint.parts, old, req).await,
+            Some(fingerprint) => {
+                build_parts(
+                    sections,
+                    &fingerprint.parts,
+                    &fingerprint.generations,
+                    old,
+                    req,
+                    defer,
+                )
+                .await
+            }
             None => Err(actix_web::error::ErrorInternalServerError(
                 "sections need a fingerprint",
             )),
@@ -258,6 +312,36 @@ impl Strategy {
             Err(err) => (err.error_response(), Vec::new()),
         }
     }
+}
+
+/// `name=revision;…` over the sections: what a sectioned entry is compared on.
+fn combine<'a>(sections: &[Section], revisions: impl Iterator<Item = &'a str>) -> String {
+    let mut combined = String::new();
+    for (i, (section, revision)) in sections.iter().zip(revisions).enumerate() {
+        if i > 0 {
+            combined.push(';');
+        }
+        combined.push_str(section.name());
+        combined.push('=');
+        combined.push_str(revision);
+    }
+    combined
+}
+
+/// Whether `entry` was built before an invalidation that a request with `fingerprint` has
+/// seen: of the whole cache (`generation`), or of one of its sections. (A change seen only
+/// through the revision functions is not one: it keeps stale-while-revalidate.)
+pub(crate) fn predates_invalidation(
+    entry: &Entry,
+    generation: u64,
+    fingerprint: &Fingerprint,
+) -> bool {
+    entry.generation < generation
+        || fingerprint
+            .generations
+            .iter()
+            .zip(&entry.sections)
+            .any(|(current, part)| part.generation < *current)
 }
 
 /// The indices of the sections whose fingerprint differs from the one `entry` was built under.

@@ -15,7 +15,7 @@ use crate::response_cache::key::{has_user, vary_values};
 use crate::response_cache::stats::Event;
 use crate::response_cache::status::{CacheStatus, PassReason, Role, labelled};
 use crate::response_cache::storable::{response_unstorable, vary_names};
-use crate::response_cache::strategy::Fingerprint;
+use crate::response_cache::strategy::{Fingerprint, predates_invalidation};
 use crate::response_cache::tier::TierLease;
 
 /// A claim to build the entry for a key.
@@ -32,6 +32,9 @@ pub(crate) struct Lead {
     pub(super) old: Option<Arc<Entry>>,
     pub(super) role: Role,
     pub(super) lease: Option<TierLease>,
+    /// Sections: a rebuild for an invalidation, which leaves the sections that changed only
+    /// through their revision to stale-while-revalidate.
+    pub(super) defer: bool,
 }
 
 impl Lead {
@@ -155,14 +158,18 @@ impl Lead {
             engine.store.learn_vary(&lead.base, &names, req_headers)
         };
         let mut snapshot = Snapshot::new(status, head.headers(), body);
-        if let Some(etag) = engine
-            .strategy
-            .etag(&key, lead.fingerprint.as_ref(), &snapshot)
-        {
+        let asked = lead.fingerprint.as_ref().map(|f| f.combined.clone());
+        let fingerprint = lead
+            .fingerprint
+            .map(|fingerprint| engine.strategy.as_built(fingerprint, &parts));
+        // Some sections kept bytes older than the request's fingerprint (`defer`): what is
+        // served is partly stale, and says so (a refresh of the rest follows).
+        let partly_stale = fingerprint.as_ref().map(|f| &f.combined) != asked.as_ref();
+        if let Some(etag) = engine.strategy.etag(&key, fingerprint.as_ref(), &snapshot) {
             snapshot.headers.insert(ETAG, etag);
         }
         let now = engine.now();
-        let revision = lead.fingerprint.map(|f| f.combined.into_boxed_str());
+        let revision = fingerprint.map(|f| f.combined.into_boxed_str());
         let vary = vary_values(&names, req_headers);
         let entry = Arc::new(Entry::new(
             snapshot,
@@ -192,7 +199,14 @@ impl Lead {
                 engine.stats.record(Event::L2Write);
             }
         }
-        let status = CacheStatus::led(lead.role, current, status);
+        let status = if partly_stale {
+            CacheStatus::Stale {
+                collapsed: false,
+                failed: None,
+            }
+        } else {
+            CacheStatus::led(lead.role, current, status)
+        };
         engine.serve_entry(method, req_headers, &entry, status, now)
     }
 
@@ -274,7 +288,9 @@ pub(super) fn build(
         return Box::pin(async move { (build.await, Vec::new()) });
     }
     let (this, req) = (Arc::clone(engine), req.clone());
-    let (fingerprint, old) = lead.map_or((None, None), |l| (l.fingerprint.clone(), l.old.clone()));
+    let (fingerprint, old, defer) = lead.map_or((None, None, false), |l| {
+        (l.fingerprint.clone(), l.old.clone(), l.defer)
+    });
     Box::pin(async move {
         let fingerprint = match fingerprint {
             Some(fingerprint) => Some(fingerprint),
@@ -284,7 +300,7 @@ pub(super) fn build(
             },
         };
         this.strategy
-            .build_sections(&req, fingerprint.as_ref(), old.as_deref())
+            .build_sections(&req, fingerprint.as_ref(), old.as_deref(), defer)
             .await
     })
 }
@@ -304,8 +320,12 @@ pub(super) async fn wait(
     let outcome = tokio::time::timeout_at(deadline, waiter.outcome()).await;
     match outcome {
         // Why: a build that started before an invalidation this request already saw (say,
-        // its own client's write) holds the old data: join again (read-your-writes).
-        Ok(Some(Outcome::Fresh(entry))) if entry.generation < generation => {
+        // its own client's write, of the cache or of one of its sections) holds the old
+        // data: join again (read-your-writes).
+        Ok(Some(Outcome::Fresh(entry)))
+            if entry.generation < generation
+                || fp.is_some_and(|fp| predates_invalidation(&entry, generation, fp)) =>
+        {
             tracing::debug!(cache = %engine.name, %key, "response cache: flight predates an invalidation, retrying");
             None
         }

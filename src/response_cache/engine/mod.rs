@@ -198,10 +198,7 @@ impl Engine {
         let generation = self.generations.all();
         let fingerprint = match self.strategy.fingerprint(req, &self.generations).await {
             Ok(fingerprint) => fingerprint,
-            Err(err) => {
-                tracing::warn!(cache = %self.name, error = %err, "response cache: revision failed; not caching this request");
-                return self.pass(PassReason::RevisionFailed);
-            }
+            Err(err) => return self.revision_failed(req, &base, &err).await,
         };
         let fp = fingerprint.as_ref();
         let key = self.store.key_for(&base, req.headers());
@@ -227,9 +224,12 @@ impl Engine {
             old,
             role,
             lease,
+            defer: false,
         };
         loop {
             let mut old = None;
+            // What stands in for a failed build (stale-on-error), and how the build is labelled.
+            let (mut stale, mut role, mut defer) = (None, Role::Miss, false);
             let now = self.now();
             let found = if forced {
                 None
@@ -286,6 +286,26 @@ impl Engine {
                                 stale,
                                 self.now(),
                             ));
+                        }
+                        State::Invalidated { inline } => {
+                            // Read-your-writes: rebuilt before answering, like a miss (one
+                            // build, the others wait for it), but the bytes still stand in
+                            // for a build that fails while they are within the stale window.
+                            tracing::debug!(cache = %self.name, %key, "response cache: invalidated; rebuilding before answering");
+                            if self
+                                .strategy
+                                .within_stale_window(&entry, now, self.max_stale)
+                            {
+                                stale = Some(Arc::clone(&entry));
+                                // Sections invalidated one by one: only they are rebuilt now;
+                                // one whose revision merely changed keeps its bytes, which
+                                // may still be served (a refresh follows).
+                                defer = entry.generation == generation;
+                            }
+                            if inline {
+                                role = Role::Section;
+                            }
+                            old = Some(entry);
                         }
                         State::Expired => old = Some(entry),
                     }
@@ -351,10 +371,17 @@ impl Engine {
                             }
                         }
                     };
-                    self.stats.record(Event::Miss);
+                    // `section` (only inline sections rebuilt) counts as a hit, as for a patch.
+                    self.stats.record(if role == Role::Section {
+                        Event::Hit
+                    } else {
+                        Event::Miss
+                    });
                     tracing::debug!(cache = %self.name, %key, forced, "response cache: miss");
                     let old = old.filter(|_| !forced);
-                    return Plan::Lead(lead(guard, Role::Miss, None, old, lease));
+                    let mut lead = lead(guard, role, stale.as_ref(), old, lease);
+                    lead.defer = defer && !forced;
+                    return Plan::Lead(lead);
                 }
                 Join::Wait(waiter) => {
                     match Box::pin(wait(self, req, &key, waiter, generation, fp, deadline)).await {
@@ -381,6 +408,43 @@ impl Engine {
         self.stats.record(Event::Hit);
         tracing::debug!(cache = %self.name, status = status.label(), "response cache: hit");
         Plan::Respond(self.serve_entry(req.method(), req.headers(), entry, status, now))
+    }
+
+    /// The fingerprint could not be taken (a revision or section revision query failed):
+    /// stale-on-error (RFC 5861 §4), as for a failed refresh. The key does not depend on the
+    /// fingerprint, so the stored entry is found as usual; within its stale window (revision
+    /// modes: since it was last verified) it is served `stale`, carrying the failure's
+    /// status. Without one, the handler answers and nothing is stored.
+    async fn revision_failed(&self, req: &HttpRequest, base: &str, err: &actix_web::Error) -> Plan {
+        self.stats.record(Event::RevisionFailure);
+        let failed = err.as_response_error().status_code();
+        let key = self.store.key_for(base, req.headers());
+        let now = self.now();
+        // Nothing is fresh without a fingerprint: the shared tier is asked too, for a newer
+        // entry than this instance's (or one it does not have).
+        let found = self.lookup(&key, req.headers(), now, &|_| false).await;
+        if let Some(Slot::Entry(entry)) = found
+            && vary_matches(&entry.vary, req.headers())
+            && self
+                .strategy
+                .within_stale_window(&entry, now, self.max_stale)
+        {
+            tracing::warn!(cache = %self.name, %key, error = %err, status = failed.as_u16(), "response cache: revision failed; serving stale");
+            self.stats.record(Event::Stale);
+            let stale = CacheStatus::Stale {
+                collapsed: false,
+                failed: Some(failed),
+            };
+            return Plan::Respond(self.serve_entry(
+                req.method(),
+                req.headers(),
+                &entry,
+                stale,
+                now,
+            ));
+        }
+        tracing::warn!(cache = %self.name, %key, error = %err, "response cache: revision failed, nothing stale to serve; not caching this request");
+        self.pass(PassReason::RevisionFailed)
     }
 
     fn pass(&self, reason: PassReason) -> Plan {

@@ -7,13 +7,13 @@
 //! truncated or foreign value) is a [`DecodeError`], which the cache treats as a miss.
 //!
 //! ```text
-//! "acE" 0x01                      magic, version
+//! "acE" 0x02                      magic, version
 //! u64 generation  u64 life_ms     the cache's invalidation generation; the PX it was set with
 //! u16 status
 //! str key                         the full cache key, checked on read (the Redis key is a hash)
 //! opt str revision
 //! u16 n  { str name, opt bytes value }    the request's values of the varied headers
-//! u16 n  { str revision, bytes json }     sections (sectioned caches)
+//! u16 n  { str revision, u64 generation, bytes json }   sections (sectioned caches)
 //! u16 n  { str name, bytes value }        response headers
 //! bytes body
 //! ```
@@ -23,14 +23,14 @@
 //! headers select the variant, and where to look:
 //!
 //! ```text
-//! "acV" 0x01   str key   u16 n { str name }     the names in the response's `Vary`
+//! "acV" 0x02   str key   u16 n { str name }     the names in the response's `Vary`
 //! ```
 //!
 //! A key whose responses were not shareable gets a marker for the cache's `hit_for_miss`, so
 //! every instance sends its requests for it straight to the handler (hit-for-pass):
 //!
 //! ```text
-//! "acP" 0x01   str key
+//! "acP" 0x02   str key
 //! ```
 //!
 //! Integers are big-endian; `str`/`bytes` are a `u32` length and the bytes; `opt` is a `u8`
@@ -48,8 +48,8 @@ const MAGIC: &[u8; 3] = b"acE";
 const VARY_MAGIC: &[u8; 3] = b"acV";
 const PASS_MAGIC: &[u8; 3] = b"acP";
 /// Bumped whenever the layout changes: an old instance reading a new value (or the reverse)
-/// sees a miss, never a misread entry.
-pub(crate) const VERSION: u8 = 1;
+/// sees a miss, never a misread entry. (2: each section records its invalidation counter.)
+pub(crate) const VERSION: u8 = 2;
 
 /// A value as read back from Redis.
 #[derive(Debug)]
@@ -118,6 +118,7 @@ pub(crate) fn encode(key: &str, entry: &Entry, life_ms: u64) -> Vec<u8> {
     out.put_u16(count(entry.sections.len()));
     for part in entry.sections.iter().take(usize::from(u16::MAX)) {
         put_bytes(&mut out, part.revision.as_bytes());
+        out.put_u64(part.generation);
         put_bytes(&mut out, &part.json);
     }
     out.put_u16(count(snapshot.headers.len()));
@@ -211,9 +212,11 @@ fn decode_entry(key: &str, mut buf: Bytes) -> Result<Decoded, DecodeError> {
     let mut sections = Vec::new();
     for _ in 0..take_u16(&mut buf)? {
         let revision = utf8(&take_bytes(&mut buf)?, "section revision")?;
+        let generation = take_u64(&mut buf)?;
         sections.push(SectionPart {
             revision,
             json: take_bytes(&mut buf)?,
+            generation,
         });
     }
     let n_headers = take_u16(&mut buf)?;
@@ -337,6 +340,7 @@ mod tests {
             vec![SectionPart {
                 revision: Box::from("3.1"),
                 json: Bytes::from_static(b"{\"a\":1}"),
+                generation: 4,
             }],
             7,
         )
@@ -403,6 +407,7 @@ mod tests {
         assert_eq!(decoded.sections.len(), 1);
         assert_eq!(&*decoded.sections[0].revision, "3.1");
         assert_eq!(decoded.sections[0].json, "{\"a\":1}");
+        assert_eq!(decoded.sections[0].generation, 4);
         let pairs = |headers: &HeaderMap| {
             let mut pairs: Vec<(String, Vec<u8>)> = headers
                 .iter()
@@ -442,7 +447,7 @@ mod tests {
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..512)) {
-            for magic in [b"acE\x01", b"acV\x01"] {
+            for magic in [b"acE\x02", b"acV\x02"] {
                 let mut value = magic.to_vec();
                 value.extend_from_slice(&tail);
                 let _ = decode("k", Bytes::from(value));
