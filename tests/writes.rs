@@ -1,7 +1,7 @@
 //! Writes under concurrency and faults, over real HTTP against the viewsets example: a
 //! conditional write is a compare-and-set (never a lost update, on one instance or two
 //! sharing a database file), a tag names one body only, a locked database delays only the
-//! writes, and a slow request body gets a 408.
+//! writes, a writer reads its own write, and a slow request body gets a 408.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -259,6 +259,34 @@ fn a_locked_database_delays_only_the_writes() {
     drop(holder);
     let res = conn.send("POST", "/uploads", &[], Some(r#"{"name":"after.csv"}"#));
     assert_eq!(res.status, 201, "{res:?}");
+}
+
+#[test]
+fn the_writer_reads_its_own_write_in_the_summary() {
+    let app = Example::start("read-your-writes");
+    let mut conn = app.server.connect();
+    for i in 0..100 {
+        // An entry to be stale: the summary as it was before the write.
+        let before = conn.get("/state/summary");
+        assert_eq!(before.status, 200, "{before:?}");
+        let created = conn.send(
+            "POST",
+            "/uploads",
+            &[],
+            Some(&format!(r#"{{"name":"upload {i}"}}"#)),
+        );
+        assert_eq!(created.status, 201, "{created:?}");
+        let id = created.json()["id"].clone();
+        let after = conn.get("/state/summary");
+        let uploads = &after.json()["core"]["uploads"];
+        assert_eq!(
+            uploads["count"],
+            before.json()["core"]["uploads"]["count"].as_i64().unwrap() + 1,
+            "read {i} after the write: {after:?}"
+        );
+        assert_eq!(uploads["latest"][0]["id"], id, "read {i}: {after:?}");
+        assert_ne!(after.cache_label(), "stale", "{after:?}");
+    }
 }
 
 #[test]
