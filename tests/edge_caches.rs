@@ -7,7 +7,8 @@
 //! what each cache asked of the app and what the app told the cache), then the caches in
 //! front of it, on 127.0.0.1 only. All three come from Debian
 //! (`apt-get install -y varnish varnish-modules squid`, which `.ci/run` does); a missing one
-//! fails the test, unless `SKIP_EDGE_CACHES` is set outside CI.
+//! fails the test, unless the user opts out outside CI
+//! with `ACTIX_CONDITIONAL_SKIP=varnish,squid`.
 //!
 //! The example runs on a real clock: the freshness tests wait for real expiries (~20 s and
 //! ~50 s, printing their progress), the others take a few seconds.

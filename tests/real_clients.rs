@@ -6,8 +6,8 @@
 //! The app is `examples/viewsets.rs` on a temporary SQLite file, on a real port, wrapped in a
 //! recorder that logs what reached it, so each test can tell what the client or the proxy
 //! answered by itself. Both tools come from Debian (`apt-get install -y chromium nginx`, which
-//! `.ci/run` does); without them the tests skip with a loud message, except under CI (`CI`
-//! set), where a missing tool is a failure.
+//! `.ci/run` does); without them the tests fail, unless the user opts out outside CI with
+//! `ACTIX_CONDITIONAL_SKIP=nginx,chromium`.
 
 use std::io::Read as _;
 use std::net::{TcpListener, TcpStream};
@@ -26,6 +26,8 @@ use actix_web::middleware::{Next, from_fn};
 
 #[path = "common/http.rs"]
 mod http;
+#[path = "common/missing.rs"]
+mod missing;
 
 #[path = "../examples/viewsets.rs"]
 #[allow(dead_code, unreachable_pub)]
@@ -127,18 +129,13 @@ impl Drop for TempDir {
     }
 }
 
-/// The tool's path, or `None` (said loudly) when it is missing outside CI.
+/// The tool's path, or `None` (said loudly) when it is missing and the user opted out of it
+/// with `ACTIX_CONDITIONAL_SKIP`; a panic otherwise.
 fn tool(name: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Some(found) = candidates.iter().map(Path::new).find(|p| p.exists()) {
         return Some(found.to_owned());
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{name} is not installed, and CI must run this test (.ci/run installs it)"
-    );
-    eprintln!(
-        "\n!!!!!!!! SKIPPED: {name} is not installed; `apt-get install -y {name}` to run this test !!!!!!!!\n"
-    );
+    missing::tool_missing(name, &format!("apt-get install -y {name}"));
     None
 }
 

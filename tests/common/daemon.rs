@@ -3,8 +3,11 @@
 //! logs are printed when a test fails.
 //!
 //! A missing program fails the test: under CI (`CI` set, where `.ci/run` installs it) always,
-//! elsewhere unless `SKIP_EDGE_CACHES` is set, which skips with a loud message.
+//! elsewhere unless the user opts out with `ACTIX_CONDITIONAL_SKIP` (see `missing.rs`).
 #![allow(dead_code)] // Each test binary uses a different part of this module.
+
+#[path = "missing.rs"]
+mod missing;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,23 +16,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// The first of `candidates` that exists; `None` (said loudly) when none does and the user
-/// opted out with `SKIP_EDGE_CACHES`; a panic otherwise.
+/// opted out of `package` with `ACTIX_CONDITIONAL_SKIP`; a panic otherwise.
 pub(crate) fn program(package: &str, candidates: &[&str]) -> Option<PathBuf> {
     if let Some(found) = candidates.iter().map(Path::new).find(|p| p.exists()) {
         return Some(found.to_owned());
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{package} is not installed ({candidates:?}), and CI must run this test (.ci/run installs it)"
-    );
-    assert!(
-        std::env::var_os("SKIP_EDGE_CACHES").is_some(),
-        "{package} is not installed ({candidates:?}): `apt-get install -y {package}`, \
-         or set SKIP_EDGE_CACHES=1 to skip the tests that need it"
-    );
-    eprintln!(
-        "\n!!!!!!!! SKIPPED (SKIP_EDGE_CACHES): {package} is not installed; `apt-get install -y {package}` to run this test !!!!!!!!\n"
-    );
+    missing::tool_missing(package, &format!("apt-get install -y {package}"));
     None
 }
 
