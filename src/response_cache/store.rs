@@ -7,9 +7,14 @@ use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName};
 
-use super::entry::Entry;
+use super::entry::{ENTRY_OVERHEAD, Entry};
 use super::key::{full_key, vary_values};
 use super::stats::{Event, Stats};
+
+/// What one byte of a key costs in memory: measured at about three
+/// (`tests/memory_budget.rs`, `per_entry_costs`: 400 more key bytes cost about 1.27 KB more
+/// per entry), so keys are weighed three times over; a long query string is not cheap.
+const KEY_BYTE_COST: usize = 3;
 
 /// What memory holds under a key.
 #[derive(Debug, Clone)]
@@ -46,13 +51,16 @@ impl Store {
         stats: &Arc<Stats>,
     ) -> Self {
         let (eviction_stats, eviction_name) = (Arc::clone(stats), Arc::clone(name));
+        // The learnt `Vary` names are kept within the budget too: a sixteenth of it.
+        let vary_bytes = max_bytes / 16;
         let builder = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
+            .max_capacity(max_bytes - vary_bytes)
             .weigher(|key: &Arc<str>, slot: &Slot| {
-                let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+                let key_len = u32::try_from(KEY_BYTE_COST * key.len()).unwrap_or(u32::MAX);
                 match slot {
                     Slot::Entry(entry) => entry.weight().saturating_add(key_len),
-                    Slot::Unshared { .. } => key_len.saturating_add(64),
+                    // A hit-for-pass marker costs the store's bookkeeping as an entry does.
+                    Slot::Unshared { .. } => key_len.saturating_add(ENTRY_OVERHEAD as u32),
                 }
             })
             .eviction_listener(move |key, _slot, cause| {
@@ -70,14 +78,16 @@ impl Store {
         .build();
         Self {
             entries,
-            // In the byte budget's spirit: keys can be long (a full query string), so weigh
-            // them, cap the table at a sixteenth of the budget (at least 1 MiB) and forget
-            // URLs nobody asked for in a while.
+            // Keys can be long (a full query string), and every URL that varies has one here:
+            // weigh them with the store's bookkeeping, keep the table in its share of the
+            // budget and forget URLs nobody asked for in a while.
             learned_vary: moka::sync::Cache::builder()
                 .weigher(|base: &Arc<str>, names: &Arc<[HeaderName]>| {
-                    u32::try_from(base.len() + 32 * names.len() + 64).unwrap_or(u32::MAX)
+                    let names: usize = names.iter().map(|n| n.as_str().len() + 32).sum();
+                    let weight = ENTRY_OVERHEAD + KEY_BYTE_COST * base.len() + names;
+                    u32::try_from(weight).unwrap_or(u32::MAX)
                 })
-                .max_capacity((max_bytes / 16).max(1 << 20))
+                .max_capacity(vary_bytes)
                 .time_to_idle(life + Duration::from_secs(3600))
                 .build(),
             any_vary: AtomicBool::new(false),
