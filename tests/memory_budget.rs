@@ -106,9 +106,13 @@ async fn fill(budget: u64, shape: Shape) -> (i64, u64, u64) {
 /// small and large bodies, long keys and many headers. This is where the overhead constants
 /// were measured: `real/entry` is what one entry costs (moka's bookkeeping included),
 /// `weight/entry` what the weigher charges for it.
-#[actix_rt::test]
-async fn per_entry_costs() {
+#[test]
+fn per_entry_costs() {
     let _serial = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
+    actix_rt::System::new().block_on(measure_per_entry_costs());
+}
+
+async fn measure_per_entry_costs() {
     const BUDGET: u64 = 4 * MIB;
     let shape = |name, body, headers, key| Shape {
         name,

@@ -65,6 +65,8 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Takes the headers of `head` (minus the ones a cache must not replay) and `body`.
+    // `body` is handed over, then copied to an exact-size buffer (see below).
+    #[allow(clippy::needless_pass_by_value)]
     pub(crate) fn new(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
         // Hop-by-hop fields (RFC 9110 §7.6.1, RFC 9111 §3.1) describe one connection, not the
         // response: neither they nor the fields `Connection` names are stored.
