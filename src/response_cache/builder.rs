@@ -211,8 +211,12 @@ impl<M> ResponseCacheBuilder<M> {
         self
     }
 
-    /// The byte budget (bodies, headers, keys); least useful entries go first. Default
-    /// [`DEFAULT_MAX_BYTES`].
+    /// The byte budget of this instance's memory; least useful entries go first. Default
+    /// [`DEFAULT_MAX_BYTES`]. An entry weighs its key, body, header lines and revision plus a
+    /// measured per-entry and per-header overhead (about 1 KiB and 0.4 KiB: moka's
+    /// bookkeeping, the header table), so a budget holds fewer small entries than
+    /// bodies alone suggest, and memory stays near the budget under a flood of unique keys.
+    /// A sixteenth of it holds the `Vary` names learnt per URL.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self

@@ -11,11 +11,6 @@ use super::entry::{ENTRY_OVERHEAD, Entry};
 use super::key::{full_key, vary_values};
 use super::stats::{Event, Stats};
 
-/// What one byte of a key costs in memory: measured at about three
-/// (`tests/memory_budget.rs`, `per_entry_costs`: 400 more key bytes cost about 1.27 KB more
-/// per entry), so keys are weighed three times over; a long query string is not cheap.
-const KEY_BYTE_COST: usize = 3;
-
 /// What memory holds under a key.
 #[derive(Debug, Clone)]
 pub(crate) enum Slot {
@@ -56,7 +51,7 @@ impl Store {
         let builder = moka::sync::Cache::builder()
             .max_capacity(max_bytes - vary_bytes)
             .weigher(|key: &Arc<str>, slot: &Slot| {
-                let key_len = u32::try_from(KEY_BYTE_COST * key.len()).unwrap_or(u32::MAX);
+                let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
                 match slot {
                     Slot::Entry(entry) => entry.weight().saturating_add(key_len),
                     // A hit-for-pass marker costs the store's bookkeeping as an entry does.
@@ -84,7 +79,7 @@ impl Store {
             learned_vary: moka::sync::Cache::builder()
                 .weigher(|base: &Arc<str>, names: &Arc<[HeaderName]>| {
                     let names: usize = names.iter().map(|n| n.as_str().len() + 32).sum();
-                    let weight = ENTRY_OVERHEAD + KEY_BYTE_COST * base.len() + names;
+                    let weight = ENTRY_OVERHEAD + base.len() + names;
                     u32::try_from(weight).unwrap_or(u32::MAX)
                 })
                 .max_capacity(vary_bytes)
@@ -161,5 +156,70 @@ impl Store {
     pub(crate) fn weighted_bytes(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::StatusCode;
+    use actix_web::http::header::HeaderValue;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::response_cache::entry::{HEADER_OVERHEAD, Snapshot};
+
+    fn entry(headers: &[(&str, String)], body: &'static [u8]) -> Arc<Entry> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let snapshot = Snapshot::new(StatusCode::OK, &map, Bytes::from_static(body));
+        Arc::new(Entry::new(
+            snapshot,
+            Duration::ZERO,
+            None,
+            Vec::new(),
+            Vec::new(),
+            0,
+        ))
+    }
+
+    /// What `key` and `entry` weigh in a store of their own.
+    fn weighed(key: &str, entry: &Arc<Entry>) -> u64 {
+        let stats = Arc::new(Stats::new("w"));
+        let name: Arc<str> = Arc::from("w");
+        let store = Store::new(&name, 1 << 30, Duration::from_secs(60), true, true, &stats);
+        store.keep(&Arc::from(key), entry);
+        store.weighted_bytes()
+    }
+
+    #[test]
+    fn the_weigher_counts_key_headers_and_overhead_not_just_the_body() {
+        let body = b"ok";
+        let bare = entry(&[], body);
+        let base = weighed("/a", &bare);
+        assert!(
+            base >= (ENTRY_OVERHEAD + 2 + 2) as u64,
+            "an entry weighs its bookkeeping: {base}"
+        );
+        // A long key weighs what it adds.
+        let long_key = format!("/a?{}", "q".repeat(4000));
+        assert_eq!(weighed(&long_key, &bare), base + 4000 + 1);
+        // Header lines weigh their bytes and their slot.
+        let headers: Vec<(&str, String)> = (0..8).map(|_| ("x-big", "v".repeat(1000))).collect();
+        let heavy = weighed("/a", &entry(&headers, body));
+        assert_eq!(heavy, base + 8 * (5 + 1000 + HEADER_OVERHEAD as u64));
+        // Hit-for-pass markers weigh their key and bookkeeping too.
+        let stats = Arc::new(Stats::new("w"));
+        let name: Arc<str> = Arc::from("w");
+        let store = Store::new(&name, 1 << 30, Duration::from_secs(60), true, true, &stats);
+        store.mark_unshared(&Arc::from(long_key.as_str()), Duration::from_secs(1));
+        assert_eq!(
+            store.weighted_bytes(),
+            (ENTRY_OVERHEAD + long_key.len()) as u64
+        );
     }
 }
