@@ -264,7 +264,8 @@ impl<M> ResponseCacheBuilder<M> {
     /// (default: yes). Forced rebuilds still coalesce, so a burst of them builds once, but any
     /// client can ask for one (browsers send `no-cache` on a hard reload): on an expensive
     /// endpoint exposed to the public, turn it off. Turned off, `refresh=true` is an ordinary
-    /// query parameter, part of the key.
+    /// query parameter, part of the key (unless [`query_keys`](Self::query_keys) leaves it
+    /// out).
     pub fn forced_refresh(mut self, enabled: bool) -> Self {
         self.forced_refresh = enabled;
         self
@@ -277,7 +278,8 @@ impl<M> ResponseCacheBuilder<M> {
     /// handler reads differs between frameworks, so `?p=1&p=2` and `?p=2&p=1` stay two keys).
     ///
     /// This merges spellings of one request; it does not stop cache busting. For that, see
-    /// [`query_keys`](Self::query_keys).
+    /// [`query_keys`](Self::query_keys), which always normalises (this setting does not turn
+    /// that off).
     pub fn normalize_query(mut self, enabled: bool) -> Self {
         if !matches!(self.query_key, QueryKey::Only(_)) {
             self.query_key = if enabled {
