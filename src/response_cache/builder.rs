@@ -22,6 +22,7 @@ use actix_web::HttpRequest;
 use super::clock::{Clock, SystemClock};
 use super::downstream::Downstream;
 use super::engine::{Engine, Settings, TierFactory, UserKeyFn};
+use super::key::QueryKey;
 use super::sections::{RevisionFn, Section, SectionedCache};
 use super::strategy::Strategy;
 use super::{
@@ -76,6 +77,7 @@ pub struct ResponseCacheBuilder<M> {
     clock: Arc<dyn Clock>,
     key_by: Option<UserKeyFn>,
     forced_refresh: bool,
+    query_key: QueryKey,
     downstream: Downstream,
     tier: Option<TierFactory>,
     memory_copies: bool,
@@ -162,6 +164,7 @@ impl<M> ResponseCacheBuilder<M> {
             clock: Arc::new(SystemClock),
             key_by: None,
             forced_refresh: true,
+            query_key: QueryKey::Verbatim,
             downstream: Downstream::default(),
             tier: None,
             memory_copies: true,
@@ -208,8 +211,12 @@ impl<M> ResponseCacheBuilder<M> {
         self
     }
 
-    /// The byte budget (bodies, headers, keys); least useful entries go first. Default
-    /// [`DEFAULT_MAX_BYTES`].
+    /// The byte budget of this instance's memory; least useful entries go first. Default
+    /// [`DEFAULT_MAX_BYTES`]. An entry weighs its key, body, header lines and revision plus a
+    /// measured per-entry and per-header overhead (about 1 KiB and 0.4 KiB: moka's
+    /// bookkeeping, the header table), so a budget holds fewer small entries than
+    /// bodies alone suggest, and memory stays near the budget under a flood of unique keys.
+    /// A sixteenth of it holds the `Vary` names learnt per URL.
     pub fn max_bytes(mut self, max_bytes: u64) -> Self {
         self.max_bytes = max_bytes;
         self
@@ -257,9 +264,77 @@ impl<M> ResponseCacheBuilder<M> {
     /// (default: yes). Forced rebuilds still coalesce, so a burst of them builds once, but any
     /// client can ask for one (browsers send `no-cache` on a hard reload): on an expensive
     /// endpoint exposed to the public, turn it off. Turned off, `refresh=true` is an ordinary
-    /// query parameter, part of the key.
+    /// query parameter, part of the key (unless [`query_keys`](Self::query_keys) leaves it
+    /// out).
     pub fn forced_refresh(mut self, enabled: bool) -> Self {
         self.forced_refresh = enabled;
+        self
+    }
+
+    /// Puts the query string into the key in canonical form (default: as sent): pairs sorted
+    /// by name, `+` and percent-encoding decoded and encoded one way, empty pairs dropped, so
+    /// `?b=2&a=1`, `?a=1&b=2` and `?a=%31&b=2` are one entry, as they are one request to
+    /// `web::Query`. Repeated names keep their values in the order sent (which of them a
+    /// handler reads differs between frameworks, so `?p=1&p=2` and `?p=2&p=1` stay two keys).
+    ///
+    /// This merges spellings of one request; it does not stop cache busting. For that, see
+    /// [`query_keys`](Self::query_keys), which always normalises (this setting does not turn
+    /// that off).
+    pub fn normalize_query(mut self, enabled: bool) -> Self {
+        if !matches!(self.query_key, QueryKey::Only(_)) {
+            self.query_key = if enabled {
+                QueryKey::Normalized
+            } else {
+                QueryKey::Verbatim
+            };
+        }
+        self
+    }
+
+    /// Only the query parameters named here make the key, in canonical form (as
+    /// [`normalize_query`](Self::normalize_query)); any other parameter is left out of it
+    /// (names are compared decoded, so `pa%67e` is `page`). An empty list leaves the whole
+    /// query out.
+    ///
+    /// This is the defence against cache busting: by default every distinct query string is
+    /// an entry of its own, so random ones (`?x=1`, `?x=2`, …) make every request a miss, a
+    /// full rebuild and a new entry that pushes useful ones out of the budget. With an
+    /// allow-list, `?page=2&utm_source=x&_=123` is a hit on `?page=2`. (Varnish does this
+    /// with `std.querysort` and a `regsub` allow-list on `req.url`; CDNs call it "cache key:
+    /// query string, include only".)
+    ///
+    /// **The handler must ignore every other parameter**: they are not stripped from the
+    /// request it sees (in [`serve`](super::ResponseCache::serve) its extractors have run
+    /// already), and a response that depends on one would be stored and served to requests
+    /// without it. Extract the query into a struct with only the listed fields
+    /// (`web::Query<Page>`; serde ignores unknown fields unless told to deny them) rather
+    /// than reading `query_string()`. Values of listed parameters are still free, so the
+    /// byte budget (which weighs every key) is what bounds memory under a flood.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use actix_conditional::response_cache::{CacheStatus, ResponseCache};
+    /// use actix_web::{HttpResponse, test};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// let cache = ResponseCache::ttl("list", Duration::from_secs(30))
+    ///     .query_keys(["page", "sort"])
+    ///     .build();
+    /// let get = |uri: &str| test::TestRequest::get().uri(uri).to_http_request();
+    /// let build = |_| async { HttpResponse::Ok().body("page 2") };
+    /// let res = cache.serve(&get("/items?sort=name&page=2"), build).await;
+    /// assert_eq!(CacheStatus::of(&res).unwrap().label(), "miss");
+    /// // Another order, an unlisted parameter: the same entry.
+    /// let res = cache.serve(&get("/items?page=2&_=1717&sort=name"), build).await;
+    /// assert_eq!(CacheStatus::of(&res).unwrap().label(), "hit");
+    /// # });
+    /// ```
+    pub fn query_keys<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.query_key = QueryKey::only(names);
         self
     }
 
@@ -308,6 +383,7 @@ impl<M> ResponseCacheBuilder<M> {
             clock: self.clock,
             key_by: self.key_by,
             forced_refresh: self.forced_refresh,
+            query_key: self.query_key,
             downstream: self.downstream,
             tier: self.tier,
             memory_copies: self.memory_copies,

@@ -30,6 +30,31 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
+/// What one stored entry costs in memory beyond its key, body, header and revision bytes:
+/// the `Arc<Entry>` and its struct, the header table's base, and the store's own per-entry
+/// bookkeeping (for moka: its entry and entry-info records, deque nodes, hash-table bucket,
+/// frequency-sketch share, the key's `Arc<str>` header).
+///
+/// Measured, not guessed: `tests/memory_budget.rs` (`per_entry_costs`, run with
+/// `--nocapture`) fills a cache through a counting global allocator and divides its live
+/// bytes by its entries, after churning it with twice as many evictions. A 2-byte body with
+/// `Content-Type` and `ETag` costs about 1.5 KB; with 16 and 32 more headers, about 7.5 KB
+/// and 12.5–13.5 KB (the header table grows by powers of two, and each value is a `Bytes`
+/// with its own record); 400 more key bytes cost about 0.45 KB. These two constants are round
+/// figures that keep every measured shape's weight at least 15 % above its cost, a margin
+/// that also covers what `malloc` adds per allocation, which a live-byte count does not see.
+pub(crate) const ENTRY_OVERHEAD: usize = 1024;
+
+/// What one stored header line costs beyond its name and value bytes: its bucket in the
+/// header table with the table's spare capacity, and the `Bytes` records of its name and
+/// value. Measured with [`ENTRY_OVERHEAD`].
+pub(crate) const HEADER_OVERHEAD: usize = 416;
+
+/// Bytes a header line (or a varied request header kept with an entry) weighs.
+fn header_weight(name: &HeaderName, value: Option<&HeaderValue>) -> usize {
+    name.as_str().len() + value.map_or(0, HeaderValue::len) + HEADER_OVERHEAD
+}
+
 /// A response as stored: status, headers, the whole body, its validators.
 #[derive(Debug, Clone)]
 pub(crate) struct Snapshot {
@@ -41,6 +66,8 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Takes the headers of `head` (minus the ones a cache must not replay) and `body`.
+    // `body` is handed over, then copied to an exact-size buffer (see below).
+    #[allow(clippy::needless_pass_by_value)]
     pub(crate) fn new(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
         // Hop-by-hop fields (RFC 9110 §7.6.1, RFC 9111 §3.1) describe one connection, not the
         // response: neither they nor the fields `Connection` names are stored.
@@ -65,6 +92,14 @@ impl Snapshot {
         let last_modified = headers
             .get(LAST_MODIFIED)
             .and_then(|value| preconditions::parse_http_date(value.as_bytes()));
+        // An exact-size copy: a `Bytes` can pin a larger allocation than its length (a
+        // `Vec`'s spare capacity, the whole buffer it was sliced from), which the budget would
+        // not see. One copy per store, never per hit.
+        let body = if body.is_empty() {
+            Bytes::new()
+        } else {
+            Bytes::copy_from_slice(&body)
+        };
         Self {
             status,
             headers: kept,
@@ -87,14 +122,15 @@ impl Snapshot {
         self.headers.get(ETAG)
     }
 
-    /// Bytes this snapshot costs in the store's byte budget (body, headers, bookkeeping).
+    /// Bytes this snapshot costs in the store's byte budget: body and header lines (each
+    /// with [`HEADER_OVERHEAD`]).
     pub(crate) fn weight(&self) -> usize {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 32)
+            .map(|(name, value)| header_weight(name, Some(value)))
             .sum();
-        self.body.len() + headers + 128
+        self.body.len() + headers
     }
 
     /// A response replaying this snapshot. The body is a reference-counted `Bytes`: no copy.
@@ -214,14 +250,23 @@ impl Entry {
         now.saturating_sub(self.verified_at()).as_secs()
     }
 
-    /// Byte-budget weight, capped to what moka's `u32` weigher holds.
+    /// Byte-budget weight without the key (the store adds it): body, headers, revision,
+    /// sections, the varied request headers kept, and [`ENTRY_OVERHEAD`]; capped to what
+    /// moka's `u32` weigher holds.
     pub(crate) fn weight(&self) -> u32 {
         let sections: usize = self
             .sections
             .iter()
-            .map(|s| s.json.len() + s.revision.len())
+            .map(|s| s.json.len() + s.revision.len() + HEADER_OVERHEAD)
             .sum();
-        u32::try_from(self.snapshot.weight() + sections).unwrap_or(u32::MAX)
+        let vary: usize = self
+            .vary
+            .iter()
+            .map(|(name, value)| header_weight(name, value.as_ref()))
+            .sum();
+        let revision = self.revision.as_deref().map_or(0, str::len);
+        let weight = ENTRY_OVERHEAD + self.snapshot.weight() + sections + vary + revision;
+        u32::try_from(weight).unwrap_or(u32::MAX)
     }
 
     /// The response for this entry, with its cache status, `Age`, a lifetime that covers it

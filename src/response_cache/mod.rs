@@ -160,6 +160,27 @@
 //! [`key_by`](ResponseCacheBuilder::key_by) opts in to caching credentialed requests, each
 //! user under a key of their own.
 //!
+//! # Keys, cache busting and the byte budget
+//!
+//! By default every distinct query string is an entry of its own: `?a=1&b=2` and `?b=2&a=1`
+//! are two, and random ones (`?_=1`, `?_=2`, …) make every request a miss, a full rebuild and
+//! a new entry that pushes useful ones out. Two builder options shape the query part of the
+//! key (the shared tier, Redis or in-process, is keyed by the same key):
+//!
+//! - [`normalize_query`](ResponseCacheBuilder::normalize_query) puts it in canonical form
+//!   (sorted by name, one encoding), merging spellings of one request;
+//! - [`query_keys`](ResponseCacheBuilder::query_keys) keeps only the parameters it lists,
+//!   normalised: the defence against cache busting, as Varnish's `std.querysort` with an
+//!   allow-list `regsub` is. The other parameters stay in the request the handler sees, so
+//!   the handler must ignore them (extract a struct with only the listed fields).
+//!
+//! Whatever gets in, memory stays within [`max_bytes`](ResponseCacheBuilder::max_bytes): an
+//! entry weighs its key, body, header lines and revision plus a per-entry and per-header
+//! overhead measured with a counting allocator (moka's bookkeeping, the header table), a
+//! hit-for-pass marker its key plus that overhead, and the `Vary` names learnt per URL take
+//! a sixteenth of the budget. A flood of unique query strings against a 16 MiB cache keeps
+//! the server's RSS under 48 MiB (`tests/memory_budget.rs`).
+//!
 //! # One cache for all workers
 //!
 //! actix runs one app per worker thread. A cache built *inside* `HttpServer::new`'s closure is

@@ -14,18 +14,20 @@ use actix_web::http::header::{
 };
 use actix_web::http::{Method, StatusCode};
 
-use super::key::{base_key, query_forces_refresh};
+use super::key::{QueryKey, base_key, query_forces_refresh};
 use crate::cache_control::cache_control_contains;
 
 /// Names the user behind a credentialed request (a cache's `key_by`).
 pub(crate) type UserKey = dyn Fn(&HttpRequest) -> Option<String> + Send + Sync;
 
 /// The URL part of the key of `req` (see [`base_key`]), or why the cache must not touch it.
-/// `key_by` names the user of a credentialed request, when the cache keys by user.
+/// `key_by` names the user of a credentialed request, when the cache keys by user; `query`
+/// says how the query string enters the key.
 pub(crate) fn admit(
     req: &HttpRequest,
     key_by: Option<&UserKey>,
     forced_refresh: bool,
+    query: &QueryKey,
 ) -> Result<String, &'static str> {
     let mut reason = request_bypass(req, key_by.is_some());
     let user = match (key_by, reason) {
@@ -40,7 +42,7 @@ pub(crate) fn admit(
     };
     match reason {
         Some(reason) => Err(reason),
-        None => Ok(base_key(req, user.as_deref(), forced_refresh)),
+        None => Ok(base_key(req, user.as_deref(), forced_refresh, query)),
     }
 }
 

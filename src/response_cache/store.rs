@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName};
 
-use super::entry::Entry;
+use super::entry::{ENTRY_OVERHEAD, Entry};
 use super::key::{full_key, vary_values};
 use super::stats::{Event, Stats};
 
@@ -46,13 +46,16 @@ impl Store {
         stats: &Arc<Stats>,
     ) -> Self {
         let (eviction_stats, eviction_name) = (Arc::clone(stats), Arc::clone(name));
+        // The learnt `Vary` names are kept within the budget too: a sixteenth of it.
+        let vary_bytes = max_bytes / 16;
         let builder = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
+            .max_capacity(max_bytes - vary_bytes)
             .weigher(|key: &Arc<str>, slot: &Slot| {
                 let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
                 match slot {
                     Slot::Entry(entry) => entry.weight().saturating_add(key_len),
-                    Slot::Unshared { .. } => key_len.saturating_add(64),
+                    // A hit-for-pass marker costs the store's bookkeeping as an entry does.
+                    Slot::Unshared { .. } => key_len.saturating_add(ENTRY_OVERHEAD as u32),
                 }
             })
             .eviction_listener(move |key, _slot, cause| {
@@ -70,14 +73,16 @@ impl Store {
         .build();
         Self {
             entries,
-            // In the byte budget's spirit: keys can be long (a full query string), so weigh
-            // them, cap the table at a sixteenth of the budget (at least 1 MiB) and forget
-            // URLs nobody asked for in a while.
+            // Keys can be long (a full query string), and every URL that varies has one here:
+            // weigh them with the store's bookkeeping, keep the table in its share of the
+            // budget and forget URLs nobody asked for in a while.
             learned_vary: moka::sync::Cache::builder()
                 .weigher(|base: &Arc<str>, names: &Arc<[HeaderName]>| {
-                    u32::try_from(base.len() + 32 * names.len() + 64).unwrap_or(u32::MAX)
+                    let names: usize = names.iter().map(|n| n.as_str().len() + 32).sum();
+                    let weight = ENTRY_OVERHEAD + base.len() + names;
+                    u32::try_from(weight).unwrap_or(u32::MAX)
                 })
-                .max_capacity((max_bytes / 16).max(1 << 20))
+                .max_capacity(vary_bytes)
                 .time_to_idle(life + Duration::from_secs(3600))
                 .build(),
             any_vary: AtomicBool::new(false),
@@ -151,5 +156,70 @@ impl Store {
     pub(crate) fn weighted_bytes(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.weighted_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::StatusCode;
+    use actix_web::http::header::HeaderValue;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::response_cache::entry::{HEADER_OVERHEAD, Snapshot};
+
+    fn entry(headers: &[(&str, String)], body: &'static [u8]) -> Arc<Entry> {
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        let snapshot = Snapshot::new(StatusCode::OK, &map, Bytes::from_static(body));
+        Arc::new(Entry::new(
+            snapshot,
+            Duration::ZERO,
+            None,
+            Vec::new(),
+            Vec::new(),
+            0,
+        ))
+    }
+
+    /// What `key` and `entry` weigh in a store of their own.
+    fn weighed(key: &str, entry: &Arc<Entry>) -> u64 {
+        let stats = Arc::new(Stats::new("w"));
+        let name: Arc<str> = Arc::from("w");
+        let store = Store::new(&name, 1 << 30, Duration::from_secs(60), true, true, &stats);
+        store.keep(&Arc::from(key), entry);
+        store.weighted_bytes()
+    }
+
+    #[test]
+    fn the_weigher_counts_key_headers_and_overhead_not_just_the_body() {
+        let body = b"ok";
+        let bare = entry(&[], body);
+        let base = weighed("/a", &bare);
+        assert!(
+            base >= (ENTRY_OVERHEAD + 2 + 2) as u64,
+            "an entry weighs its bookkeeping: {base}"
+        );
+        // A long key weighs what it adds.
+        let long_key = format!("/a?{}", "q".repeat(4000));
+        assert_eq!(weighed(&long_key, &bare), base + 4000 + 1);
+        // Header lines weigh their bytes and their slot.
+        let headers: Vec<(&str, String)> = (0..8).map(|_| ("x-big", "v".repeat(1000))).collect();
+        let heavy = weighed("/a", &entry(&headers, body));
+        assert_eq!(heavy, base + 8 * (5 + 1000 + HEADER_OVERHEAD as u64));
+        // Hit-for-pass markers weigh their key and bookkeeping too.
+        let stats = Arc::new(Stats::new("w"));
+        let name: Arc<str> = Arc::from("w");
+        let store = Store::new(&name, 1 << 30, Duration::from_secs(60), true, true, &stats);
+        store.mark_unshared(&Arc::from(long_key.as_str()), Duration::from_secs(1));
+        assert_eq!(
+            store.weighted_bytes(),
+            (ENTRY_OVERHEAD + long_key.len()) as u64
+        );
     }
 }

@@ -23,7 +23,7 @@ use super::downstream::{Downstream, has_credentials};
 use super::entry::Entry;
 use super::flight::{Flights, Join, Outcome};
 use super::generations::Generations;
-use super::key::vary_matches;
+use super::key::{QueryKey, vary_matches};
 use super::stats::{Event, Stats};
 use super::status::{CacheStatus, PassReason, Role, labelled};
 use super::storable::{admit, forced};
@@ -70,6 +70,7 @@ pub(crate) struct Engine {
     hit_for_miss: Duration,
     key_by: Option<UserKeyFn>,
     forced_refresh: bool,
+    query_key: QueryKey,
     downstream: Downstream,
     /// The groups of what this cache serves (its name, and `name:section` per section), and
     /// their `Cache-Groups` value rendered once (`None` if no name is a valid group).
@@ -117,6 +118,7 @@ impl Engine {
             hit_for_miss: settings.hit_for_miss,
             key_by: settings.key_by,
             forced_refresh: settings.forced_refresh,
+            query_key: settings.query_key,
             downstream: settings.downstream,
             groups,
         }
@@ -469,7 +471,12 @@ impl Engine {
 
     /// The URL part of the key, or `None` for a request the cache must not touch.
     fn admit(&self, req: &HttpRequest) -> Option<String> {
-        match admit(req, self.key_by.as_deref(), self.forced_refresh) {
+        match admit(
+            req,
+            self.key_by.as_deref(),
+            self.forced_refresh,
+            &self.query_key,
+        ) {
             Ok(base) => Some(base),
             Err(reason) => {
                 self.stats.record(Event::Bypass);
@@ -518,10 +525,15 @@ impl Engine {
         };
         // A per-user key (`key_by`) names its user: never shown.
         let key = if self.downstream.expose_key && !matches!(status, CacheStatus::Bypass) {
-            admit(req, self.key_by.as_deref(), self.forced_refresh)
-                .ok()
-                .map(|base| self.store.key_for(&base, req.headers()))
-                .filter(|key| !key.contains('\0'))
+            admit(
+                req,
+                self.key_by.as_deref(),
+                self.forced_refresh,
+                &self.query_key,
+            )
+            .ok()
+            .map(|base| self.store.key_for(&base, req.headers()))
+            .filter(|key| !key.contains('\0'))
         } else {
             None
         };

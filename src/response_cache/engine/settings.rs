@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::response_cache::clock::Clock;
 use crate::response_cache::downstream::Downstream;
 use crate::response_cache::generations::Generations;
+use crate::response_cache::key::QueryKey;
 use crate::response_cache::stats::Stats;
 use crate::response_cache::storable::UserKey;
 use crate::response_cache::strategy::Strategy;
@@ -26,6 +27,7 @@ pub(crate) struct Settings {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) key_by: Option<UserKeyFn>,
     pub(crate) forced_refresh: bool,
+    pub(crate) query_key: QueryKey,
     pub(crate) downstream: Downstream,
     /// Connects a shared tier to the cache's counters and stats, if it has one.
     pub(crate) tier: Option<TierFactory>,
