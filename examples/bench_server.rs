@@ -202,7 +202,7 @@ async fn refresh_32k(req: HttpRequest, caches: web::Data<Caches>) -> HttpRespons
 /// One cache's counters as a JSON object.
 fn stats_json(stats: &CacheStats) -> String {
     format!(
-        r#"{{"builds":{},"hits":{},"misses":{},"stale_served":{},"coalesced":{},"bypasses":{},"refresh_failures":{},"evictions":{},"redis_hits":{},"redis_writes":{}}}"#,
+        r#"{{"builds":{},"hits":{},"misses":{},"stale_served":{},"coalesced":{},"bypasses":{},"refresh_failures":{},"revision_failures":{},"evictions":{},"redis_hits":{},"redis_writes":{}}}"#,
         stats.builds,
         stats.hits,
         stats.misses,
@@ -210,6 +210,7 @@ fn stats_json(stats: &CacheStats) -> String {
         stats.coalesced,
         stats.bypasses,
         stats.refresh_failures,
+        stats.revision_failures,
         stats.evictions,
         stats.redis_hits,
         stats.redis_writes,
