@@ -120,7 +120,7 @@ mod handler;
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```
 /// use actix_conditional::etag_cached;
 /// use actix_web::{HttpRequest, Responder, route, web};
 ///
@@ -138,9 +138,14 @@ mod handler;
 ///
 /// A hot read answered from a server-side cache, and the mutation that invalidates it:
 ///
-/// ```ignore
+/// ```
 /// use actix_conditional::etag_cached;
 /// use actix_web::{HttpResponse, get, post, web};
+/// # struct Db;
+/// # impl Db {
+/// #     fn active_challenges(&self) -> Vec<&'static str> { vec!["upload three files"] }
+/// #     fn insert(&self, title: String) -> String { title }
+/// # }
 ///
 /// #[get("/challenges/active")]
 /// #[etag_cached(max_age = 15, public, cache = "challenges", ttl = 30)]
@@ -150,8 +155,8 @@ mod handler;
 ///
 /// #[post("/challenges")]
 /// #[etag_cached(max_age = 0, invalidates = "challenges")] // + Cache-Group-Invalidation: "challenges"
-/// async fn add_challenge(db: web::Data<Db>, body: web::Json<NewChallenge>) -> HttpResponse {
-///     HttpResponse::Created().json(db.insert(body.into_inner()))
+/// async fn add_challenge(db: web::Data<Db>, title: String) -> HttpResponse {
+///     HttpResponse::Created().json(db.insert(title))
 /// }
 /// ```
 ///
@@ -438,7 +443,7 @@ pub fn etag_cached(args: TokenStream, item: TokenStream) -> TokenStream {
 /// # });
 /// ```
 ///
-/// ```ignore
+/// ```
 /// use actix_conditional::cache_control;
 /// use actix_web::get;
 ///
@@ -472,7 +477,7 @@ pub fn cache_control(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// # Examples
 ///
-/// ```ignore
+/// ```
 /// use actix_conditional::never_cache;
 /// use actix_web::post;
 ///
