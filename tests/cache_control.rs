@@ -6,7 +6,7 @@
 //! cache_control` runs more of them.
 
 use actix_conditional::cache_control::{
-    CachePolicy, DELTA_SECONDS_MAX, SURROGATE_CONTROL, Target, add_never_cache_headers,
+    CachePolicy, DELTA_SECONDS_MAX, SURROGATE_CONTROL, Target, Visibility, add_never_cache_headers,
     cache_control_contains, parse_cache_control, parse_delta_seconds, patch_cache_control,
     patch_targeted, patch_vary_headers,
 };
@@ -99,10 +99,89 @@ fn single_line(headers: &HeaderMap, name: &actix_web::http::header::HeaderName) 
     first
 }
 
+/// A policy read back from a rendered `Cache-Control`: every directive `CachePolicy` knows,
+/// each at most once; `None` if anything else (or a repeat, or a bad value) is there.
+fn read_policy(value: &[u8]) -> Option<CachePolicy> {
+    let mut policy = CachePolicy::new();
+    let mut seen = std::collections::HashSet::new();
+    for d in parse_cache_control(value) {
+        let name = std::str::from_utf8(d.name()).ok()?.to_owned();
+        if !seen.insert(name.clone()) {
+            return None;
+        }
+        let secs = || d.delta_seconds();
+        let bare = || d.value().is_none().then_some(());
+        policy = match name.as_str() {
+            "public" => bare().map(|()| policy.public())?,
+            "private" => bare().map(|()| policy.private())?,
+            "no-cache" => bare().map(|()| policy.no_cache())?,
+            "no-store" => bare().map(|()| policy.no_store())?,
+            "must-revalidate" => bare().map(|()| policy.must_revalidate())?,
+            "proxy-revalidate" => bare().map(|()| policy.proxy_revalidate())?,
+            "immutable" => bare().map(|()| policy.immutable())?,
+            "max-age" => policy.max_age(secs()?),
+            "s-maxage" => policy.s_maxage(secs()?),
+            "stale-while-revalidate" => policy.stale_while_revalidate(secs()?),
+            "stale-if-error" => policy.stale_if_error(secs()?),
+            _ => return None,
+        };
+    }
+    Some(policy)
+}
+
+/// `policy` as a cache reads it: delta-seconds past 2^31 are 2^31 (RFC 9111 §1.2.2).
+fn as_read(policy: CachePolicy) -> CachePolicy {
+    const CAP: u32 = DELTA_SECONDS_MAX;
+    let mut p = CachePolicy::new();
+    p = match policy.visibility() {
+        Some(Visibility::Public) => p.public(),
+        Some(Visibility::Private) => p.private(),
+        None => p,
+    };
+    let set = |p: CachePolicy, v: Option<u32>, f: fn(CachePolicy, u32) -> CachePolicy| {
+        v.map_or(p, |v| f(p, v.min(CAP)))
+    };
+    p = set(p, policy.max_age_secs(), CachePolicy::max_age);
+    p = set(p, policy.s_maxage_secs(), CachePolicy::s_maxage);
+    p = set(
+        p,
+        policy.stale_while_revalidate_secs(),
+        CachePolicy::stale_while_revalidate,
+    );
+    p = set(p, policy.stale_if_error_secs(), CachePolicy::stale_if_error);
+    for (on, setter) in [
+        (
+            policy.has_no_cache(),
+            CachePolicy::no_cache as fn(CachePolicy) -> CachePolicy,
+        ),
+        (policy.has_no_store(), CachePolicy::no_store),
+        (policy.has_must_revalidate(), CachePolicy::must_revalidate),
+        (policy.has_proxy_revalidate(), CachePolicy::proxy_revalidate),
+        (policy.has_immutable(), CachePolicy::immutable),
+    ] {
+        if on {
+            p = setter(p);
+        }
+    }
+    p
+}
+
 // --- properties --------------------------------------------------------------------------------
 
 proptest! {
     #![proptest_config(ProptestConfig::default())]
+
+    /// Render, parse, rebuild: the same policy (RFC 9111 §5.2 syntax, one directive each).
+    #[test]
+    fn a_rendered_policy_reads_back_as_itself(policy in policy()) {
+        let rendered = policy.to_header_value();
+        prop_assert_eq!(read_policy(rendered.as_bytes()), Some(as_read(policy)), "{:?}", rendered);
+        // And merged into an empty response, it is the same line.
+        let mut headers = HeaderMap::new();
+        patch_cache_control(&mut headers, &policy);
+        let merged = headers.get(CACHE_CONTROL).map(|v| v.as_bytes().to_vec()).unwrap_or_default();
+        prop_assert_eq!(read_policy(&merged), Some(as_read(policy)));
+    }
 
     #[test]
     fn patch_never_panics_and_writes_one_valid_line(lines in header_lines(), policy in policy()) {

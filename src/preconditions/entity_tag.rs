@@ -413,7 +413,129 @@ mod tests {
             proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
         }
 
+        /// A reference reading of RFC 9110's grammar, written from the ABNF and nothing else:
+        /// `#entity-tag` (§5.6.1: `[ element ] *( OWS "," OWS [ element ] )`), `entity-tag =
+        /// [ weak ] opaque-tag`, `weak = %s"W/"`, `opaque-tag = DQUOTE *etagc DQUOTE`
+        /// (§8.8.3). `None` when the value is not such a list: no recovery.
+        fn reference_list(value: &[u8]) -> Option<Vec<(bool, Vec<u8>)>> {
+            let is_ows = |b: u8| b == b' ' || b == b'\t';
+            let mut tags = Vec::new();
+            let mut i = 0;
+            loop {
+                while i < value.len() && is_ows(value[i]) {
+                    i += 1;
+                }
+                if i == value.len() {
+                    return Some(tags);
+                }
+                if value[i] == b',' {
+                    i += 1;
+                    continue;
+                }
+                let weak = value[i..].starts_with(b"W/");
+                if weak {
+                    i += 2;
+                }
+                if value.get(i) != Some(&b'"') {
+                    return None;
+                }
+                i += 1;
+                let start = i;
+                while value.get(i).is_some_and(|&b| b != b'"') {
+                    let b = value[i];
+                    if !(b == 0x21 || (0x23..=0x7E).contains(&b) || b >= 0x80) {
+                        return None;
+                    }
+                    i += 1;
+                }
+                if i == value.len() {
+                    return None;
+                }
+                tags.push((weak, value[start..i].to_vec()));
+                i += 1;
+                while i < value.len() && is_ows(value[i]) {
+                    i += 1;
+                }
+                match value.get(i) {
+                    None => return Some(tags),
+                    Some(b',') => i += 1,
+                    Some(_) => return None,
+                }
+            }
+        }
+
+        /// Valid lists, built from the grammar: tags (with obs-text), empty elements, OWS.
+        fn valid_list() -> impl Strategy<Value = Vec<u8>> {
+            let opaque = proptest::collection::vec(
+                prop_oneof![Just(0x21u8), 0x23u8..=0x7E, 0x80u8..=0xFF],
+                0..8,
+            );
+            let element = prop_oneof![
+                (any::<bool>(), opaque).prop_map(|(weak, opaque)| {
+                    let mut tag = if weak {
+                        b"W/\"".to_vec()
+                    } else {
+                        b"\"".to_vec()
+                    };
+                    tag.extend(opaque);
+                    tag.push(b'"');
+                    tag
+                }),
+                Just(Vec::new()),
+            ];
+            let ows = "[ \t]{0,2}".prop_map(String::into_bytes);
+            proptest::collection::vec((ows.clone(), element, ows), 1..12).prop_map(|parts| {
+                let mut out = Vec::new();
+                for (i, (before, element, after)) in parts.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend(before);
+                    out.extend(element);
+                    out.extend(after);
+                }
+                out
+            })
+        }
+
+        /// What our parser yields for `value`, as `(weak, opaque)` pairs; `None` when it
+        /// reads the header as absent, `*` or too large.
+        fn ours(value: &[u8]) -> Option<Vec<(bool, Vec<u8>)>> {
+            match EntityTagList::parse(value)? {
+                EntityTagList::Tags(members) => Some(
+                    members
+                        .map(|tag| (tag.is_weak(), tag.opaque().to_vec()))
+                        .collect(),
+                ),
+                EntityTagList::Any | EntityTagList::TooLarge => None,
+            }
+        }
+
         proptest! {
+            /// Wherever the grammar accepts a value, we read exactly its tags; where it does
+            /// not, we only ever yield tags that are valid (recovery, checked above).
+            #[test]
+            fn agrees_with_the_grammar_on_valid_lists(value in valid_list()) {
+                let expected = reference_list(&value).expect("generated from the grammar");
+                let trimmed_empty = value.iter().all(|&b| b == b' ' || b == b'\t');
+                if trimmed_empty {
+                    prop_assert_eq!(ours(&value), None, "an empty value counts as absent");
+                } else {
+                    prop_assert_eq!(ours(&value), Some(expected));
+                }
+            }
+
+            #[test]
+            fn agrees_with_the_grammar_on_noise(bytes in list_bytes()) {
+                let trimmed = trim_ows(&bytes);
+                if let Some(expected) = reference_list(&bytes)
+                    && !trimmed.is_empty()
+                    && trimmed != b"*"
+                {
+                    prop_assert_eq!(ours(&bytes), Some(expected));
+                }
+            }
+
             #[test]
             fn parsing_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
                 let _ = EntityTagRef::parse(&bytes);
