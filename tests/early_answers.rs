@@ -191,3 +191,48 @@ async fn the_shapes_differ_where_they_should() {
     assert_eq!(png.headers().get(header::ETAG).unwrap(), "\"v1\"");
     assert!(!png.headers().contains_key(header::VARY));
 }
+
+/// A response cache's 304 stands in for a stored 200: `ConditionalGet` outside it gives the
+/// 304 the 200's tag form and `Vary` (here: an image, so neither weakened nor varied).
+#[actix_rt::test]
+async fn a_response_caches_304_matches_its_stored_200() {
+    use actix_conditional::ResponseCache;
+    use actix_conditional::response_cache::ManualClock;
+
+    let cache = ResponseCache::ttl("early-answers-png", Duration::from_secs(30))
+        .clock(ManualClock::new())
+        .build();
+    let serve = move |req: HttpRequest| {
+        let cache = cache.clone();
+        async move {
+            cache
+                .serve(&req, |_req| async {
+                    HttpResponse::Ok()
+                        .content_type("image/png")
+                        .insert_header((header::ETAG, "\"png-1\""))
+                        .body(body())
+                })
+                .await
+        }
+    };
+    let app = test::init_service(
+        App::new()
+            .wrap(ConditionalGet::default())
+            .wrap(Compress::default())
+            .route("/cached.png", web::get().to(serve)),
+    )
+    .await;
+    let gzip = || {
+        TestRequest::get()
+            .uri("/cached.png")
+            .insert_header((header::ACCEPT_ENCODING, "gzip"))
+    };
+    let full = app.call(gzip().to_request()).await.unwrap();
+    assert_eq!(full.status(), StatusCode::OK);
+    assert_eq!(full.headers().get(header::ETAG).unwrap(), "\"png-1\"");
+    let req = gzip().insert_header((header::IF_NONE_MATCH, "\"png-1\""));
+    let res = app.call(req.to_request()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&res, header::ETAG), header(&full, header::ETAG));
+    assert_eq!(varies_on_encoding(&res), varies_on_encoding(&full));
+}

@@ -41,15 +41,9 @@ impl ResponseShape {
         if status != StatusCode::OK {
             return;
         }
-        let shape = if is_content_coded(headers) {
-            CODED
-        } else if encodable_parts(status, headers) {
-            ENCODABLE
-        } else {
-            PLAIN
-        };
         // Relaxed: a hint about headers, not a synchronisation point.
-        self.0.store(shape, Ordering::Relaxed);
+        self.0
+            .store(EarlyAnswer::of(status, headers).0, Ordering::Relaxed);
     }
 
     /// The label an early answer carries.
@@ -65,6 +59,17 @@ pub(crate) struct EarlyAnswer(u8);
 impl EarlyAnswer {
     /// Not learnt: assumed encodable, as JSON is.
     pub(crate) const UNKNOWN: Self = Self(UNKNOWN);
+
+    /// The label for an answer standing in for this 200 (a response cache's 304 knows it).
+    pub(crate) fn of(status: StatusCode, headers: &HeaderMap) -> Self {
+        Self(if is_content_coded(headers) {
+            CODED
+        } else if encodable_parts(status, headers) {
+            ENCODABLE
+        } else {
+            PLAIN
+        })
+    }
 
     /// Whether `Compress` would encode the 200 for a client that accepts a coding.
     pub(crate) fn encodable(self) -> bool {

@@ -1,6 +1,7 @@
 //! What the store holds: a `Send + Sync` snapshot of a response (never an `HttpResponse`,
 //! which is `!Send`), with the times and revision that decide whether it is fresh.
 
+use crate::condition::EarlyAnswer;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -292,7 +293,14 @@ impl Entry {
         }
         match self.snapshot.precondition(method, req_headers) {
             Precondition::Proceed => res,
-            Precondition::NotModified => not_modified::not_modified(res).map_into_boxed_body(),
+            Precondition::NotModified => {
+                // What the 200 was, for `ConditionalGet` outside: the 304 has no Content-Type
+                // to tell it whether to weaken the tag and vary (RFC 9110 §15.4.5).
+                let shape = EarlyAnswer::of(res.status(), res.headers());
+                let mut res = not_modified::not_modified(res).map_into_boxed_body();
+                res.extensions_mut().insert(shape);
+                res
+            }
             Precondition::PreconditionFailed => {
                 let mut failed = not_modified::precondition_failed();
                 status.apply(&mut failed);
