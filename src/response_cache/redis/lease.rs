@@ -277,15 +277,36 @@ pub(crate) fn release_later(backend: &Arc<Backend>, key: String, token: String) 
     });
 }
 
-/// A token no other holder has: process id, wall-clock nanoseconds and a counter.
+/// A token no other holder has: 128 random bits from the operating system. (A process id,
+/// a clock and a counter are not enough: containers all run as PID 1, and their clocks can
+/// agree.) Should the system's source fail, which it does not on any supported platform, the
+/// clock and counter still keep this process's tokens apart.
 fn new_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{}-{nanos:x}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let mut bytes = [0_u8; 16];
+    if let Err(err) = getrandom::fill(&mut bytes) {
+        tracing::warn!(%err, "redis: no random lease token, falling back to clock and counter");
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        return format!("{nanos:x}-{count}");
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_token;
+
+    #[test]
+    fn tokens_are_128_random_bits_never_repeated() {
+        let tokens: std::collections::HashSet<String> = (0..1000).map(|_| new_token()).collect();
+        assert_eq!(tokens.len(), 1000);
+        assert!(
+            tokens
+                .iter()
+                .all(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        );
+    }
 }
