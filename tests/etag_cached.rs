@@ -101,6 +101,19 @@ async fn django_cache_control() -> HttpResponse {
         .body("x")
 }
 
+/// Django's `@cache_control(no_cache="Set-Cookie", private="X-Token", custom=456)`.
+#[cache_control(
+    max_age = 60,
+    no_cache = "Set-Cookie",
+    private = "X-Token",
+    extensions = ["custom=456", "x-flag"]
+)]
+async fn django_vocabulary() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-cache=\"Link\", custom=1"))
+        .body("x")
+}
+
 #[never_cache]
 async fn django_never_cache() -> &'static str {
     "x"
@@ -148,6 +161,7 @@ async fn call(req: TestRequest) -> ServiceResponse<impl MessageBody + use<>> {
             .route("/cas/{racing}", web::put().to(compare_and_set))
             .route("/cc", web::get().to(django_cache_control))
             .route("/never", web::get().to(django_never_cache))
+            .route("/vocabulary", web::get().to(django_vocabulary))
             .service(get_above)
             .service(get_below)
             .configure(|cfg| viewset::register(cfg, "items", Items)),
@@ -329,4 +343,15 @@ async fn a_write_that_loses_the_race_after_the_check_gets_the_same_412() {
     let res = call(req).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(VERSION.with(Cell::get), 5);
+}
+
+#[actix_rt::test]
+async fn cache_control_takes_field_qualified_and_extension_directives() {
+    let res = call(TestRequest::get().uri("/vocabulary")).await;
+    // Merged as Django merges: no-cache fields accumulate, an extension is replaced in place,
+    // the rest is appended; field names in RFC 9111's quoted-string form.
+    assert_eq!(
+        header(&res, header::CACHE_CONTROL).unwrap(),
+        r#"no-cache="Link", no-cache="Set-Cookie", custom=456, private="X-Token", max-age=60, x-flag"#
+    );
 }

@@ -16,6 +16,11 @@ use syn::{Error, LitInt, LitStr, Path, Token, bracketed};
 enum Kind {
     /// A bare flag: `public`.
     Flag,
+    /// A bare flag, or field names qualifying it: `no_cache`, `no_cache = "Set-Cookie"`,
+    /// `private = ["Set-Cookie", "Authorization-Info"]` (RFC 9111 §5.2.2.4, §5.2.2.7).
+    FlagOrFields,
+    /// Extension directives (RFC 9111 §5.2.3): `extensions = ["custom=456", "x-flag"]`.
+    Extensions,
     /// Delta-seconds: `max_age = 60` (a `u32` integer literal).
     Seconds,
     /// Header names: `vary = ["Accept-Language"]`.
@@ -73,8 +78,8 @@ options! {
     MaxAge => max_age: Seconds,
     SMaxage => s_maxage: Seconds,
     Public => public: Flag,
-    Private => private: Flag,
-    NoCache => no_cache: Flag,
+    Private => private: FlagOrFields,
+    NoCache => no_cache: FlagOrFields,
     NoStore => no_store: Flag,
     MustRevalidate => must_revalidate: Flag,
     ProxyRevalidate => proxy_revalidate: Flag,
@@ -90,6 +95,7 @@ options! {
     Ttl => ttl: Seconds,
     Invalidates => invalidates: Str,
     Tags => tags: Groups,
+    Extensions => extensions: Extensions,
 }
 
 /// Keys accepted by `#[etag_cached]`, in the order the error message lists them.
@@ -109,6 +115,7 @@ pub(crate) const ETAG_CACHED_KEYS: &[Key] = &[
     Key::Ttl,
     Key::Invalidates,
     Key::Tags,
+    Key::Extensions,
 ];
 
 /// Keys accepted by `#[cache_control]` (Django's `cache_control` keyword arguments).
@@ -126,6 +133,7 @@ pub(crate) const CACHE_CONTROL_KEYS: &[Key] = &[
     Key::StaleIfError,
     Key::CdnMaxAge,
     Key::SurrogateMaxAge,
+    Key::Extensions,
 ];
 
 /// Cache-Control directives in the order they are chained onto `CachePolicy::new()`.
@@ -151,6 +159,10 @@ enum Value {
     HeaderNames(Vec<LitStr>),
     FnPath(Path),
     Str(LitStr),
+    /// Field names qualifying `no_cache` or `private`.
+    Fields(Vec<LitStr>),
+    /// `(name, argument)` of each extension directive.
+    Extensions(Vec<(String, Option<String>)>),
 }
 
 #[derive(Clone)]
@@ -191,6 +203,42 @@ impl Options {
             let span = key.parse_keyword(input)?;
             let value = match key.kind() {
                 Kind::Flag => Value::Flag,
+                Kind::FlagOrFields if input.peek(Token![=]) => {
+                    input.parse::<Token![=]>()?;
+                    let names: Vec<LitStr> = if input.peek(syn::token::Bracket) {
+                        let content;
+                        bracketed!(content in input);
+                        Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?
+                            .into_iter()
+                            .collect()
+                    } else {
+                        vec![input.parse()?]
+                    };
+                    if names.is_empty() {
+                        push(Error::new(span, "expected one or more header field names"));
+                    }
+                    for name in &names {
+                        if !is_token(&name.value()) {
+                            push(Error::new_spanned(name, "invalid header field name"));
+                        }
+                    }
+                    Value::Fields(names)
+                }
+                Kind::FlagOrFields => Value::Flag,
+                Kind::Extensions => {
+                    input.parse::<Token![=]>()?;
+                    let content;
+                    bracketed!(content in input);
+                    let members = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+                    let mut extensions = Vec::new();
+                    for member in &members {
+                        match parse_extension(&member.value()) {
+                            Ok(extension) => extensions.push(extension),
+                            Err(message) => push(Error::new_spanned(member, message)),
+                        }
+                    }
+                    Value::Extensions(extensions)
+                }
                 Kind::Seconds => {
                     input.parse::<Token![=]>()?;
                     let lit: LitInt = input.parse()?;
@@ -278,7 +326,11 @@ impl Options {
     /// excludes the targeted lifetimes. Checked for each attribute, and again for a method's
     /// options merged with its `impl` block's.
     pub(crate) fn conflict(&self) -> Option<Error> {
-        if let Some(private) = self.get(Key::Private)
+        // A field-qualified `private="…"` leaves the response shareable: no conflict.
+        let bare_private = self
+            .get(Key::Private)
+            .filter(|entry| matches!(entry.value, Value::Flag));
+        if let Some(private) = bare_private
             && let Some(targeted) = [Key::CdnMaxAge, Key::SurrogateMaxAge]
                 .into_iter()
                 .find_map(|key| self.get(key))
@@ -299,13 +351,12 @@ impl Options {
             ));
         }
         self.get(Key::Public)?;
-        self.get(Key::Private)?;
+        bare_private?;
         // Entries are in source order: point at whichever of the two came second.
-        let later = self
-            .entries
-            .iter()
-            .rev()
-            .find(|entry| matches!(entry.key, Key::Public | Key::Private))?;
+        let later = self.entries.iter().rev().find(|entry| {
+            matches!(entry.key, Key::Public)
+                || (entry.key == Key::Private && matches!(entry.value, Value::Flag))
+        })?;
         Some(Error::new(
             later.span,
             "`public` and `private` cannot be combined",
@@ -353,12 +404,27 @@ impl Options {
                     let seconds = proc_macro2::Literal::u32_unsuffixed(*seconds);
                     Some(quote!(.#method(#seconds)))
                 }
+                Some(Value::Fields(names)) => {
+                    let method =
+                        syn::Ident::new(&format!("{}_fields", key.name()), Span::call_site());
+                    Some(quote!(.#method(&[#(#names),*])))
+                }
                 Some(_) => Some(quote!(.#method())),
                 None if extra.contains(&key) => Some(quote!(.#method())),
                 None => None,
             }
         });
-        quote!(::actix_conditional::CachePolicy::new() #(#calls)*)
+        let extensions = match self.get(Key::Extensions).map(|entry| &entry.value) {
+            Some(Value::Extensions(extensions)) if !extensions.is_empty() => {
+                let members = extensions.iter().map(|(name, value)| match value {
+                    Some(value) => quote!((#name, ::core::option::Option::Some(#value))),
+                    None => quote!((#name, ::core::option::Option::None)),
+                });
+                Some(quote!(.extensions(&[#(#members),*])))
+            }
+            _ => None,
+        };
+        quote!(::actix_conditional::CachePolicy::new() #(#calls)* #extensions)
     }
 
     /// `::actix_conditional::cache_control::TargetedPolicies::new()` with `.cdn(...)` and
@@ -475,6 +541,62 @@ fn check_groups(lit: &LitStr) -> syn::Result<()> {
 }
 
 /// RFC 9110 §5.1: a field name is a `token` (1*tchar).
+/// `name` or `name=argument` (RFC 9111 §5.2.3: `token [ "=" ( token / quoted-string ) ]`),
+/// the name lower-cased as caches compare it.
+fn parse_extension(member: &str) -> Result<(String, Option<String>), String> {
+    let (name, value) = match member.split_once('=') {
+        Some((name, value)) => (name, Some(value)),
+        None => (member, None),
+    };
+    if !is_token(name) {
+        return Err(format!("invalid directive name {name:?}: expected a token"));
+    }
+    let known = [
+        "max-age",
+        "s-maxage",
+        "public",
+        "private",
+        "no-cache",
+        "no-store",
+        "must-revalidate",
+        "proxy-revalidate",
+        "immutable",
+        "stale-while-revalidate",
+        "stale-if-error",
+    ];
+    let lower = name.to_ascii_lowercase();
+    if known.contains(&lower.as_str()) {
+        return Err(format!(
+            "`{lower}` has its own option: write `{}` instead of an extension",
+            lower.replace('-', "_")
+        ));
+    }
+    if let Some(value) = value
+        && !(is_token(value) || is_quoted_string(value))
+    {
+        return Err(format!(
+            "invalid argument {value:?} for `{lower}`: expected a token or a quoted-string"
+        ));
+    }
+    Ok((lower, value.map(str::to_owned)))
+}
+
+/// RFC 9110 §5.6.4 `quoted-string`, all of `s` (visible ASCII inside; `\` escapes).
+fn is_quoted_string(s: &str) -> bool {
+    let Some(inner) = s.strip_prefix('"').and_then(|s| s.strip_suffix('"')) else {
+        return false;
+    };
+    let mut escaped = false;
+    for b in inner.bytes() {
+        let visible = b == b'\t' || b == b' ' || b.is_ascii_graphic();
+        if !visible || (!escaped && b == b'"') {
+            return false;
+        }
+        escaped = !escaped && b == b'\\';
+    }
+    !escaped
+}
+
 fn is_token(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -509,6 +631,58 @@ mod tests {
             Ok(_) => panic!("should fail"),
             Err(error) => error.to_string(),
         }
+    }
+
+    fn cache_control(args: TokenStream) -> syn::Result<Options> {
+        Options::parse(args, CACHE_CONTROL_KEYS)
+    }
+
+    #[test]
+    fn field_qualified_directives_and_extensions() {
+        let options = cache_control(quote!(
+            no_cache = "Set-Cookie",
+            private = ["Authorization-Info", "X-Token"],
+            public,
+            extensions = ["custom=456", "Community=\"UCI\"", "x-flag"]
+        ))
+        .unwrap_or_else(|error| panic!("{error}"));
+        let policy = options.cache_policy(&[]).to_string();
+        assert!(
+            policy.contains("no_cache_fields (& [\"Set-Cookie\"])"),
+            "{policy}"
+        );
+        assert!(
+            policy.contains("private_fields (& [\"Authorization-Info\" , \"X-Token\"])"),
+            "{policy}"
+        );
+        assert!(
+            policy.contains("\"community\""),
+            "names are lower-cased: {policy}"
+        );
+        // A qualified `private` may stand beside `public`; a bare one may not.
+        assert_eq!(
+            message(cache_control(quote!(public, private))),
+            "`public` and `private` cannot be combined"
+        );
+        assert_eq!(
+            message(cache_control(quote!(no_cache = "a b"))),
+            "invalid header field name"
+        );
+        assert_eq!(
+            message(cache_control(quote!(private = []))),
+            "expected one or more header field names"
+        );
+        assert!(
+            message(cache_control(quote!(extensions = ["max-age=5"])))
+                .starts_with("`max-age` has its own option")
+        );
+        assert!(
+            message(cache_control(quote!(extensions = ["x=a b"]))).starts_with("invalid argument")
+        );
+        assert!(
+            message(cache_control(quote!(extensions = ["a b"])))
+                .starts_with("invalid directive name")
+        );
     }
 
     #[test]

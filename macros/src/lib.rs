@@ -58,6 +58,8 @@ mod handler;
 /// - `s_maxage = u32`: `s-maxage` for shared caches. Default: not sent.
 /// - `public`: adds `public`. Default: not sent; cannot be combined with `private`.
 /// - `private`: adds `private`. Default: not sent; cannot be combined with `public`.
+///   `private = "X-Token"` (or a list) sends the field-qualified `private="X-Token"` instead.
+/// - `extensions = ["custom=456"]`: extension directives, as for `#[cache_control]`.
 /// - `stale_while_revalidate = u32`: adds `stale-while-revalidate` (RFC 5861). Default: not
 ///   sent. Note that `must-revalidate`, always sent, tells shared caches not to serve stale.
 /// - `stale_if_error = u32`: adds `stale-if-error` (RFC 5861). Default: not sent; same caveat.
@@ -408,9 +410,15 @@ pub fn etag_cached(args: TokenStream, item: TokenStream) -> TokenStream {
 ///
 /// - `max_age = u32`: `max-age`.
 /// - `s_maxage = u32`: `s-maxage`.
-/// - `public`: `public` (cannot be combined with `private`).
-/// - `private`: `private` (cannot be combined with `public`).
-/// - `no_cache`: `no-cache`.
+/// - `public`: `public` (cannot be combined with a bare `private`).
+/// - `private`: `private` (cannot be combined with `public`). `private = "X-Token"` or
+///   `private = ["X-Token", "Set-Cookie"]`: the field-qualified form, `private="X-Token"`
+///   (RFC 9111 §5.2.2.7): shared caches may store the answer without those fields.
+/// - `no_cache`: `no-cache`. `no_cache = "Set-Cookie"` or a list: `no-cache="Set-Cookie"`
+///   (RFC 9111 §5.2.2.4), accumulating with the ones the handler set, as Django's do.
+/// - `extensions = ["custom=456", "x-flag"]`: extension directives (RFC 9111 §5.2.3), Django's
+///   `@cache_control(custom=456)`; each `name` or `name=token`/`name="quoted"`, checked at
+///   compile time, replacing one the handler set in its place.
 /// - `no_store`: `no-store`.
 /// - `must_revalidate`: `must-revalidate`.
 /// - `proxy_revalidate`: `proxy-revalidate`.

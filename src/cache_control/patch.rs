@@ -128,12 +128,12 @@ pub fn add_never_cache_headers(headers: &mut HeaderMap) {
     patch_in_steps(
         headers,
         &[
-            &[(MAX_AGE, Some(0))],
+            &[(MAX_AGE, NewValue::Seconds(0))],
             &[
-                (NO_CACHE, None),
-                (NO_STORE, None),
-                (MUST_REVALIDATE, None),
-                (PRIVATE, None),
+                (NO_CACHE, NewValue::Bare),
+                (NO_STORE, NewValue::Bare),
+                (MUST_REVALIDATE, NewValue::Bare),
+                (PRIVATE, NewValue::Bare),
             ],
         ],
     );
@@ -273,8 +273,8 @@ enum Slot<'a> {
     /// Field names are a set (Django's) kept in first-seen order.
     NoCache {
         bare: bool,
-        fields: Vec<&'a [u8]>,
-        seen: HashSet<&'a [u8]>,
+        fields: Vec<Cow<'a, [u8]>>,
+        seen: HashSet<Cow<'a, [u8]>>,
     },
 }
 
@@ -317,7 +317,7 @@ impl<'a> Merged<'a> {
         }
         let name = d.name().to_ascii_lowercase();
         if name == NO_CACHE.as_bytes() {
-            self.add_no_cache(d.value());
+            self.add_no_cache(d.value().map(Cow::Borrowed));
             return;
         }
         let slot = match d.value() {
@@ -327,7 +327,7 @@ impl<'a> Merged<'a> {
         self.insert(name, slot);
     }
 
-    fn add_no_cache(&mut self, field: Option<&'a [u8]>) {
+    fn add_no_cache(&mut self, field: Option<Cow<'a, [u8]>>) {
         if self.slot(NO_CACHE.as_bytes()).is_none() {
             let empty = Slot::NoCache {
                 bare: false,
@@ -342,7 +342,7 @@ impl<'a> Merged<'a> {
                 // Once bare, field names are never rendered (Django: `True in values`).
                 Some(_) if *bare => {}
                 Some(f) => {
-                    if seen.insert(f) {
+                    if seen.insert(f.clone()) {
                         fields.push(f);
                     }
                 }
@@ -371,14 +371,33 @@ impl<'a> Merged<'a> {
             self.remove(PUBLIC);
         }
 
-        for &(name, secs) in new {
+        for &(name, value) in new {
             if name == NO_CACHE {
-                self.add_no_cache(None);
+                match value {
+                    // Django's `no_cache="Set-Cookie"`: added to the set, quoted (RFC 9111
+                    // §5.2.2.4 generates the quoted-string form).
+                    NewValue::Fields(fields) => {
+                        for field in fields.iter().filter(|f| is_token(f.as_bytes())) {
+                            let quoted = format!("\"{field}\"").into_bytes();
+                            self.add_no_cache(Some(Cow::Owned(quoted)));
+                        }
+                    }
+                    _ => self.add_no_cache(None),
+                }
                 continue;
             }
-            let slot = match secs {
-                None => Slot::Bare,
-                Some(secs) => {
+            let slot = match value {
+                NewValue::Bare => Slot::Bare,
+                NewValue::Text(text) => Slot::Value(Cow::Borrowed(text.as_bytes())),
+                NewValue::Fields(fields) => {
+                    let names: Vec<&str> = fields
+                        .iter()
+                        .copied()
+                        .filter(|f| is_token(f.as_bytes()))
+                        .collect();
+                    Slot::Value(format!("\"{}\"", names.join(", ")).into_bytes().into())
+                }
+                NewValue::Seconds(secs) => {
                     let secs = match existing_max_age {
                         // Smaller than a u32, so the conversion cannot fail.
                         Some(old) if name == MAX_AGE => {

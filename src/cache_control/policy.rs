@@ -101,6 +101,9 @@ pub struct CachePolicy {
     immutable: bool,
     stale_while_revalidate: Option<u32>,
     stale_if_error: Option<u32>,
+    no_cache_fields: &'static [&'static str],
+    private_fields: &'static [&'static str],
+    extensions: &'static [(&'static str, Option<&'static str>)],
 }
 
 impl CachePolicy {
@@ -118,6 +121,9 @@ impl CachePolicy {
             immutable: false,
             stale_while_revalidate: None,
             stale_if_error: None,
+            no_cache_fields: &[],
+            private_fields: &[],
+            extensions: &[],
         }
     }
 
@@ -183,6 +189,74 @@ impl CachePolicy {
     pub const fn no_cache(mut self) -> Self {
         self.no_cache = true;
         self
+    }
+
+    /// `no-cache="Set-Cookie"`: caches may reuse the stored response without revalidating,
+    /// but not these header fields of it (RFC 9111 §5.2.2.4, the qualified form). Each field
+    /// becomes its own `no-cache="…"` directive, as Django's `patch_cache_control` writes
+    /// them, and they accumulate with the ones a response already has; a bare
+    /// [`no_cache`](Self::no_cache) replaces them all. Names that are not tokens are skipped.
+    ///
+    /// ```
+    /// use actix_conditional::cache_control::CachePolicy;
+    ///
+    /// let policy = CachePolicy::new().max_age(60).no_cache_fields(&["Set-Cookie"]);
+    /// assert_eq!(policy.to_string(), r#"max-age=60, no-cache="Set-Cookie""#);
+    /// ```
+    #[must_use]
+    pub const fn no_cache_fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.no_cache_fields = fields;
+        self
+    }
+
+    /// `private="Authorization-Info"`: shared caches may store the response but not these
+    /// header fields of it (RFC 9111 §5.2.2.7, the qualified form), rendered as one
+    /// quoted list. Unlike a bare [`private`](Self::private), it leaves the response shareable
+    /// and may stand beside `public`. A bare `private` wins over it.
+    #[must_use]
+    pub const fn private_fields(mut self, fields: &'static [&'static str]) -> Self {
+        self.private_fields = fields;
+        self
+    }
+
+    /// Extension directives (RFC 9111 §5.2.3), each `(name, argument)`, rendered after the
+    /// others as `name` or `name=argument`: Django's `@cache_control(custom=456)`. The
+    /// argument is written as given (a token, or a quoted-string with its quotes); a name
+    /// that is not a token, or an argument that is neither, is skipped (never sent broken).
+    ///
+    /// ```
+    /// use actix_conditional::cache_control::CachePolicy;
+    ///
+    /// let policy = CachePolicy::new()
+    ///     .max_age(60)
+    ///     .extensions(&[("custom", Some("456")), ("community", Some("\"UCI\"")), ("x-flag", None)]);
+    /// assert_eq!(policy.to_string(), r#"max-age=60, custom=456, community="UCI", x-flag"#);
+    /// ```
+    #[must_use]
+    pub const fn extensions(
+        mut self,
+        extensions: &'static [(&'static str, Option<&'static str>)],
+    ) -> Self {
+        self.extensions = extensions;
+        self
+    }
+
+    /// The field names of a qualified `no-cache`.
+    #[must_use]
+    pub const fn no_cache_field_names(&self) -> &'static [&'static str] {
+        self.no_cache_fields
+    }
+
+    /// The field names of a qualified `private`.
+    #[must_use]
+    pub const fn private_field_names(&self) -> &'static [&'static str] {
+        self.private_fields
+    }
+
+    /// The extension directives.
+    #[must_use]
+    pub const fn extension_directives(&self) -> &'static [(&'static str, Option<&'static str>)] {
+        self.extensions
     }
 
     /// `no-store`: no cache may store any part of the response (RFC 9111 §5.2.2.5).
@@ -316,45 +390,109 @@ impl CachePolicy {
     /// The policy as a header value, e.g. `public, max-age=60`.
     #[must_use]
     pub fn to_header_value(&self) -> HeaderValue {
-        // Only directive names, digits, "=", "," and " " are ever written.
+        // Only tokens, digits, quoted-strings, "=", "," and " " are ever written (extensions and
+        // field names are checked first), and all of those are valid field-value bytes.
         HeaderValue::from_maybe_shared(Bytes::from(self.to_string()))
-            .expect("CachePolicy renders visible ASCII only")
+            .expect("CachePolicy renders tokens and quoted-strings only")
     }
 
-    /// The directives in canonical order, as `(name, seconds)`.
+    /// The directives in canonical order, each with its argument.
     pub(super) fn directives(&self) -> impl Iterator<Item = NewDirective> {
-        let flag = |on: bool, name| on.then_some((name, None));
-        let secs = |v: Option<u32>, name| v.map(|s| (name, Some(s)));
-        [
+        let flag = |on: bool, name| on.then_some((name, NewValue::Bare));
+        let secs = |v: Option<u32>, name| v.map(|s| (name, NewValue::Seconds(s)));
+        let fields = |fields: &'static [&'static str], name| {
+            let valid = fields.iter().any(|f| is_token(f.as_bytes()));
+            valid.then_some((name, NewValue::Fields(fields)))
+        };
+        let bare_private = matches!(self.visibility, Some(Visibility::Private));
+        let head = [
             match self.visibility {
-                Some(Visibility::Public) => Some((PUBLIC, None)),
-                Some(Visibility::Private) => Some((PRIVATE, None)),
+                Some(Visibility::Public) => Some((PUBLIC, NewValue::Bare)),
+                Some(Visibility::Private) => Some((PRIVATE, NewValue::Bare)),
                 None => None,
+            },
+            // A bare `private` covers every field: the qualified form would only narrow it.
+            if bare_private {
+                None
+            } else {
+                fields(self.private_fields, PRIVATE)
             },
             secs(self.max_age, MAX_AGE),
             secs(self.s_maxage, S_MAXAGE),
-            flag(self.no_cache, NO_CACHE),
+            if self.no_cache {
+                flag(true, NO_CACHE)
+            } else {
+                fields(self.no_cache_fields, NO_CACHE)
+            },
             flag(self.no_store, NO_STORE),
             flag(self.must_revalidate, MUST_REVALIDATE),
             flag(self.proxy_revalidate, PROXY_REVALIDATE),
             flag(self.immutable, IMMUTABLE),
             secs(self.stale_while_revalidate, STALE_WHILE_REVALIDATE),
             secs(self.stale_if_error, STALE_IF_ERROR),
-        ]
-        .into_iter()
-        .flatten()
+        ];
+        let extensions = self.extensions.iter().filter_map(|&(name, value)| {
+            let valid = is_token(name.as_bytes())
+                && value.is_none_or(|v| is_token(v.as_bytes()) || is_quoted_string(v.as_bytes()));
+            if !valid {
+                tracing::debug!(
+                    name,
+                    ?value,
+                    "cache_control: extension directive skipped, not a token or quoted-string"
+                );
+                return None;
+            }
+            Some((name, value.map_or(NewValue::Bare, NewValue::Text)))
+        });
+        head.into_iter().flatten().chain(extensions)
     }
 }
 
 impl fmt::Display for CachePolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, secs)) in self.directives().enumerate() {
-            if i > 0 {
-                f.write_str(", ")?;
+        let mut first = true;
+        let mut sep = |f: &mut fmt::Formatter<'_>| {
+            if first {
+                first = false;
+                Ok(())
+            } else {
+                f.write_str(", ")
             }
-            f.write_str(name)?;
-            if let Some(secs) = secs {
-                write!(f, "={secs}")?;
+        };
+        for (name, value) in self.directives() {
+            match value {
+                NewValue::Bare => {
+                    sep(f)?;
+                    f.write_str(name)?;
+                }
+                NewValue::Seconds(secs) => {
+                    sep(f)?;
+                    write!(f, "{name}={secs}")?;
+                }
+                NewValue::Text(text) => {
+                    sep(f)?;
+                    write!(f, "{name}={text}")?;
+                }
+                // Django's form for no-cache: one directive per field (they accumulate);
+                // RFC 9111's quoted list for private (one value, replaced as a whole).
+                NewValue::Fields(fields) if name == NO_CACHE => {
+                    for field in fields.iter().filter(|f| is_token(f.as_bytes())) {
+                        sep(f)?;
+                        write!(f, "{name}=\"{field}\"")?;
+                    }
+                }
+                NewValue::Fields(fields) => {
+                    sep(f)?;
+                    write!(f, "{name}=\"")?;
+                    let valid = fields.iter().filter(|f| is_token(f.as_bytes()));
+                    for (i, field) in valid.enumerate() {
+                        if i > 0 {
+                            f.write_str(", ")?;
+                        }
+                        f.write_str(field)?;
+                    }
+                    f.write_str("\"")?;
+                }
             }
         }
         Ok(())
@@ -388,5 +526,45 @@ pub(crate) fn for_credentials(policy: CachePolicy, req: &HttpRequest) -> CachePo
     }
 }
 
-/// A directive to merge: its name and, for delta-seconds directives, its argument.
-pub(super) type NewDirective = (&'static str, Option<u32>);
+/// A directive to merge: its name and its argument.
+pub(super) type NewDirective = (&'static str, NewValue);
+
+/// The argument of a directive to merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NewValue {
+    /// None: `no-store`.
+    Bare,
+    /// Delta-seconds: `max-age=60`.
+    Seconds(u32),
+    /// Field names (RFC 9111 §5.2.2.4, §5.2.2.7): `no-cache="Set-Cookie"`.
+    Fields(&'static [&'static str]),
+    /// An extension's argument as given: `custom=456`.
+    Text(&'static str),
+}
+
+/// RFC 9110 §5.6.2 `token`: one or more tchar.
+pub(super) fn is_token(s: &[u8]) -> bool {
+    !s.is_empty()
+        && s.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// RFC 9110 §5.6.4 `quoted-string`, the whole of `s`.
+fn is_quoted_string(s: &[u8]) -> bool {
+    let Some(inner) = s.strip_prefix(b"\"").and_then(|s| s.strip_suffix(b"\"")) else {
+        return false;
+    };
+    let mut escaped = false;
+    for &b in inner {
+        let ok = if escaped {
+            b == b'\t' || b == b' ' || b.is_ascii_graphic() || b >= 0x80
+        } else {
+            b == b'\t' || b == b' ' || (b.is_ascii_graphic() && b != b'"') || b >= 0x80
+        };
+        if !ok {
+            return false;
+        }
+        escaped = !escaped && b == b'\\';
+    }
+    !escaped
+}

@@ -4,7 +4,7 @@
 use actix_web::http::header::{CACHE_CONTROL, CDN_CACHE_CONTROL, HeaderMap, HeaderName};
 
 use super::patch::{Syntax, patch_cache_control, patch_field, rendered_alone};
-use super::policy::{CachePolicy, NewDirective};
+use super::policy::{CachePolicy, NewDirective, NewValue};
 
 /// `Surrogate-Control`: the field Fastly and other surrogates read instead of `Cache-Control`
 /// (W3C Edge Architecture Specification 1.0; not an RFC 9213 field, see [`Target::Surrogate`]).
@@ -105,15 +105,23 @@ pub fn patch_targeted(headers: &mut HeaderMap, target: &Target, policy: &CachePo
         patch_cache_control(headers, policy);
         return;
     }
-    if !headers.contains_key(&name) {
+    let syntax = Target::syntax(&name);
+    // Extensions must be checked as Dictionary members: the remembered line is not.
+    let check_members = syntax == Syntax::Dictionary && !policy.extension_directives().is_empty();
+    if !headers.contains_key(&name) && !check_members {
         // The policy alone renders the same in every field: one remembered line per policy.
         if let Some(value) = rendered_alone(policy) {
             headers.insert(name, value);
         }
         return;
     }
-    let new: Vec<NewDirective> = policy.directives().collect();
-    let syntax = Target::syntax(&name);
+    let mut new: Vec<NewDirective> = policy.directives().collect();
+    if syntax == Syntax::Dictionary {
+        // A targeted cache ignores a field that is not a valid Dictionary as a whole
+        // (RFC 9213 §2.1): an extension that is not a valid member would void the lifetime
+        // beside it, so it is left out of such a field.
+        new.retain(|&(name, value)| is_dictionary_member(name, value));
+    }
     patch_field(headers, &name, syntax, &[&new]);
 }
 
@@ -201,6 +209,28 @@ impl TargetedPolicies {
             patch_targeted(headers, &target, &policy);
         }
     }
+}
+
+/// Whether `name[=value]` is a valid RFC 8941 Dictionary member on its own.
+fn is_dictionary_member(name: &str, value: NewValue) -> bool {
+    let member = match value {
+        NewValue::Text(text) => format!("{name}={text}"),
+        // An extension's name alone must be a valid key too (lowercase, RFC 8941 §3.2).
+        NewValue::Bare => name.to_owned(),
+        // Only known directives carry these, and they render as valid members.
+        NewValue::Seconds(_) | NewValue::Fields(_) => return true,
+    };
+    sfv::Parser::new(member.as_bytes())
+        .with_version(sfv::Version::Rfc8941)
+        .parse::<sfv::Dictionary>()
+        .is_ok()
+        || {
+            tracing::debug!(
+                member,
+                "targeted field: extension left out, not a structured-field member"
+            );
+            false
+        }
 }
 
 #[cfg(test)]
@@ -388,6 +418,31 @@ mod tests {
         assert_eq!(
             patched(&by_name, &[b"bad=1_0"], CachePolicy::new()).as_deref(),
             Some("bad=1_0")
+        );
+    }
+
+    #[test]
+    fn extensions_that_are_not_dictionary_members_stay_out_of_targeted_fields() {
+        let policy = CachePolicy::new().max_age(60).extensions(&[
+            ("x-Flag", None),
+            ("custom", Some("456")),
+            ("odd", Some("\"a\\\\b\"")),
+        ]);
+        let mut headers = HeaderMap::new();
+        patch_targeted(&mut headers, &Target::Cdn, &policy);
+        // `x-Flag` is no key (uppercase); `odd="a\\b"` is a valid sf-string: kept.
+        assert_eq!(
+            headers
+                .get(actix_web::http::header::CDN_CACHE_CONTROL)
+                .unwrap(),
+            r#"max-age=60, custom=456, odd="a\\b""#
+        );
+        // In Cache-Control, a list, every valid extension stays.
+        let mut headers = HeaderMap::new();
+        patch_targeted(&mut headers, &Target::CacheControl, &policy);
+        assert_eq!(
+            headers.get(actix_web::http::header::CACHE_CONTROL).unwrap(),
+            r#"max-age=60, x-Flag, custom=456, odd="a\\b""#
         );
     }
 }

@@ -17,6 +17,8 @@ pub(crate) struct Fixture {
     pub(crate) python_version: String,
     pub(crate) policy_fields_in_canonical_order: Vec<String>,
     pub(crate) patch_cache_control: Vec<PatchCase>,
+    /// Field-qualified `no-cache`/`private` and extension directives.
+    pub(crate) patch_cache_control_vocabulary: Vocabulary,
     pub(crate) divergences: Divergences,
     pub(crate) add_never_cache_headers: Vec<NeverCacheCase>,
     pub(crate) patch_vary_headers: Vec<VaryCase>,
@@ -34,6 +36,13 @@ pub(crate) struct PatchCase {
     /// Django renders several `no-cache="field"` values from a Python set: their relative
     /// order changes with `PYTHONHASHSEED`.
     pub(crate) no_cache_order_unspecified: bool,
+}
+
+/// Cases recorded later than the rest, with the Django that produced them.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Vocabulary {
+    pub(crate) django_version: String,
+    pub(crate) cases: Vec<PatchCase>,
 }
 
 /// Inputs where actix-conditional deliberately differs from Django.

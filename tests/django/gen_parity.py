@@ -320,6 +320,52 @@ def run_patch(existing, policy):
     return {"result": response.headers.get("Cache-Control")}
 
 
+# The vocabulary beyond CachePolicy's typed fields: Django's `@cache_control(**kwargs)` takes
+# any directive. A string value for `no_cache` / `private` is a field-qualified directive
+# (RFC 9111 §5.2.2.4, §5.2.2.7); any other keyword is an extension (§5.2.3). Keyword order is
+# CachePolicy's (qualified `private` after visibility, extensions last), so Django appends
+# in the order we do. The Rust side compares these modulo the quotes around field names:
+# Django writes `no-cache=Set-Cookie`, we write RFC 9111's quoted-string form.
+CACHE_CONTROL_VOCABULARY_CASES = [
+    ("qualified_no_cache_added", None, {"no_cache": "Set-Cookie"}),
+    (
+        "qualified_no_cache_accumulates",
+        'no-cache="Set-Cookie"',
+        {"max_age": 60, "no_cache": "Link"},
+    ),
+    ("qualified_no_cache_kept_beside_bare_existing", "no-cache", {"no_cache": "Link"}),
+    ("qualified_private_replaces_public", "public, max-age=60", {"private": "Set-Cookie"}),
+    ("qualified_private_replaces_bare_private", "private, max-age=60", {"private": "Set-Cookie"}),
+    ("extension_directive_added", "max-age=5", {"max_age": 60, "custom": 456}),
+    ("extension_directive_replaced_in_place", "custom=1, max-age=5", {"custom": 456}),
+    ("bare_extension_directive", None, {"max_age": 60, "x_flag": True}),
+]
+
+
+def run_vocabulary_patch(existing, policy):
+    response = HttpResponse()
+    if existing is not None:
+        response.headers["Cache-Control"] = existing
+    patch_cache_control(response, **policy)
+    return response.headers.get("Cache-Control")
+
+
+def cache_control_vocabulary_cases():
+    out = []
+    for name, existing, policy in CACHE_CONTROL_VOCABULARY_CASES:
+        result = run_vocabulary_patch(existing, policy)
+        out.append(
+            {
+                "name": name,
+                "existing": existing,
+                "policy": policy,
+                "django": result,
+                "no_cache_order_unspecified": len(no_cache_members(result)) > 1,
+            }
+        )
+    return out
+
+
 def no_cache_members(value):
     return [m for m in value.split(", ") if m.split("=", 1)[0] == "no-cache"]
 
@@ -433,6 +479,12 @@ def main():
         "python_version": platform.python_version(),
         "policy_fields_in_canonical_order": POLICY_FIELDS,
         "patch_cache_control": cache_control_cases(),
+        # Recorded with the version that produced them: added later than the rest.
+        "patch_cache_control_vocabulary": {
+            "django_version": django.__version__,
+            "python_version": platform.python_version(),
+            "cases": cache_control_vocabulary_cases(),
+        },
         "divergences": {
             "patch_cache_control": divergences(),
             "patch_vary_headers": vary_divergences(),
