@@ -4,6 +4,8 @@
 //! `Option<V>` or a plain `fn` returning `Option<V>`: method lookup tries the by-value impl
 //! (`Validator<F: Future>`) before the by-reference one (`&Validator<Option<V>>`), so the
 //! macro needs no hint about which kind of function it was given ("autoref specialization").
+//! Anything else falls through to `&mut Validator<T>` ([`ResolveInvalid`]), whose bound fails
+//! with a message that says what a validator must return.
 
 use std::future::{Future, Ready, ready};
 
@@ -44,6 +46,39 @@ impl<V: Clone> ResolveSync for &Validator<Option<V>> {
     }
 }
 
+/// Picked last, when the validator function returned neither `Option<V>` nor a future: its
+/// only job is a compile error that names the fix (the `&mut` autoref is tried after the other
+/// two, and the bound is on the method, so it is checked only once this impl is chosen).
+pub trait ResolveInvalid {
+    /// What the validator function returned.
+    type Returned;
+    /// Never usable: `Returned` is not a validator's result.
+    fn resolve(self) -> Ready<Option<&'static str>>
+    where
+        Self::Returned: ValidatorResult;
+}
+
+impl<T> ResolveInvalid for &mut Validator<T> {
+    type Returned = T;
+    fn resolve(self) -> Ready<Option<&'static str>>
+    where
+        T: ValidatorResult,
+    {
+        ready(None)
+    }
+}
+
+/// What an `etag` or `last_modified` validator may return; nothing implements it, so a
+/// validator returning anything else gets this message.
+#[diagnostic::on_unimplemented(
+    message = "a validator must return `Option<V>` or a future of it, not `{Self}`",
+    label = "this validator's result",
+    note = "`etag = f`: `fn f(req: &HttpRequest) -> Option<String>` (or `&str`, `EntityTag`), `async fn` too",
+    note = "`last_modified = f`: `fn f(req: &HttpRequest) -> Option<SystemTime>` (or `HttpDate`), `async fn` too",
+    note = "return `None` when the resource does not exist"
+)]
+pub trait ValidatorResult {}
+
 /// `#[etag_cached(invalidates = "name[:section]")]`: invalidate after a 2xx answer only, and
 /// (with Redis) answer once the other instances have been told; the answer names the group
 /// (`name`, or `name:section`) in `Cache-Group-Invalidation` for caches downstream (RFC 9875
@@ -67,12 +102,38 @@ pub async fn invalidate_on_success(
 
 /// `#[etag_cached(cache = "name")]` without `ttl` and no cache registered under `name`: a
 /// configuration error, answered 500 and logged, rather than silently serving uncached.
+///
+/// Loud even without a `tracing` subscriber (a new app often has none): the first time per
+/// name it is also written to stderr, and debug builds put the message in the 500's body.
 pub fn missing_cache(name: &str) -> actix_web::HttpResponse {
-    tracing::error!(
-        cache = name,
-        "#[etag_cached(cache = ...)]: no response cache registered under this name; call ResponseCache::register() before serving"
+    let message = format!(
+        "#[etag_cached(cache = \"{name}\")]: no response cache is registered under this name; \
+         build it once before HttpServer::new and call .register() on it (or give the attribute \
+         a `ttl` so it builds its own)"
     );
-    actix_web::HttpResponse::InternalServerError().finish()
+    tracing::error!(cache = name, "{message}");
+    report_once(name, &message);
+    let mut res = actix_web::HttpResponse::InternalServerError();
+    if cfg!(debug_assertions) {
+        res.content_type("text/plain; charset=utf-8").body(message)
+    } else {
+        res.finish()
+    }
+}
+
+/// Writes `message` to stderr the first time `key` is reported in this process. Bounded: past
+/// a few hundred distinct keys, nothing more is remembered or written.
+pub(crate) fn report_once(key: &str, message: &str) {
+    use std::collections::HashSet;
+    use std::io::Write as _;
+    use std::sync::{Mutex, PoisonError};
+    const MAX_KEYS: usize = 256;
+    static REPORTED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut reported = REPORTED.lock().unwrap_or_else(PoisonError::into_inner);
+    let reported = reported.get_or_insert_with(HashSet::new);
+    if reported.len() < MAX_KEYS && reported.insert(key.to_owned()) {
+        let _ = writeln!(std::io::stderr(), "actix-conditional: {message}");
+    }
 }
 
 #[cfg(test)]

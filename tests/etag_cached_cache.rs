@@ -108,6 +108,13 @@ async fn a_cache_name_nobody_registered_is_a_loud_500() {
     let app = test::init_service(App::new().route("/", web::get().to(unregistered))).await;
     let res = test::call_service(&app, TestRequest::get().to_request()).await;
     assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    // Debug builds (tests are) say what is wrong and how to fix it in the body too.
+    let body = test::read_body(res).await;
+    let body = std::str::from_utf8(&body).unwrap();
+    assert!(
+        body.contains("\"macro-never-registered\"") && body.contains(".register()"),
+        "{body}"
+    );
 }
 
 static TAIL: AtomicU32 = AtomicU32::new(0);
@@ -325,5 +332,40 @@ async fn cached_method_refreshes_in_the_background_with_its_parameters() {
     assert_eq!(
         test::read_body(res).await,
         "sales page 2 of /reports/sales #2"
+    );
+}
+
+/// Run by the test below in a child process with no `tracing` subscriber installed.
+#[actix_rt::test]
+#[ignore = "run by `the_misconfiguration_reaches_stderr_with_no_subscriber`"]
+async fn child_hits_an_unregistered_cache() {
+    let app = test::init_service(App::new().route("/", web::get().to(unregistered))).await;
+    for _ in 0..3 {
+        let res = test::call_service(&app, TestRequest::get().to_request()).await;
+        assert_eq!(res.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
+
+#[test]
+fn the_misconfiguration_reaches_stderr_with_no_subscriber() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_hits_an_unregistered_cache",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .output()
+        .expect("the test binary runs itself");
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.contains("\"macro-never-registered\""))
+        .collect();
+    assert_eq!(lines.len(), 1, "once per name, not per request: {stderr}");
+    assert!(
+        lines[0].starts_with("actix-conditional: #[etag_cached(cache"),
+        "{stderr}"
     );
 }

@@ -198,10 +198,12 @@ fn respond(options: &Options, receiver: bool, future: &TokenStream) -> TokenStre
         };
         // Spanned at the user's path so a wrong signature points at it.
         let call = quote_spanned!(path.span()=> #path(#call_args));
+        // Also spanned at the path: a wrong return type is reported there.
+        let resolved = quote_spanned!(path.span()=> ::actix_conditional::__private::Validator(#call).resolve());
         Some(quote! {
             .#method({
-                use ::actix_conditional::__private::{ResolveAsync as _, ResolveSync as _};
-                ::actix_conditional::__private::Validator(#call).resolve().await
+                use ::actix_conditional::__private::{ResolveAsync as _, ResolveInvalid as _, ResolveSync as _};
+                #resolved.await
             })
         })
     });
