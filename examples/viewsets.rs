@@ -130,7 +130,7 @@ use actix_conditional::response_cache::RedisBackend;
 use actix_conditional::response_cache::{SectionsCacheBuilder, TtlCacheBuilder};
 use actix_conditional::viewset::{self, ViewSet, json_body};
 use actix_conditional::{
-    CachePolicy, ConditionalGet, ResponseCache, Scope, Section, SectionedCache, etag_cached,
+    CachePolicy, CacheScope, ConditionalGet, ResponseCache, Section, SectionedCache, etag_cached,
 };
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
@@ -791,7 +791,9 @@ impl TableViewSet {
     /// (read-your-writes), and caches downstream are told (`Cache-Group-Invalidation`).
     async fn written(&self, mut res: HttpResponse) -> HttpResponse {
         if let Some(summary) = &self.summary {
-            summary.invalidate_in(&mut res, &Scope::section(CORE)).await;
+            summary
+                .invalidate_in(&mut res, &CacheScope::section(CORE))
+                .await;
         }
         res
     }
@@ -1344,7 +1346,7 @@ async fn summary_handler(req: HttpRequest, caches: web::Data<Caches>) -> HttpRes
 }
 
 /// `POST /progress` `{"event":"…"}`: 201 and the row. Wrapped in
-/// `summary.invalidates(Scope::section("recent_progress"))` (see [`configure_caches`]).
+/// `summary.invalidates(CacheScope::section("recent_progress"))` (see [`configure_caches`]).
 async fn progress_handler(caches: web::Data<Caches>, body: Bytes) -> HttpResponse {
     let input: ProgressInput = match json_body(&body) {
         Ok(input) => input,
@@ -1397,7 +1399,7 @@ pub fn configure_caches(cfg: &mut ServiceConfig, caches: &Caches) {
                 .wrap(
                     caches
                         .summary
-                        .invalidates(Scope::section("recent_progress")),
+                        .invalidates(CacheScope::section("recent_progress")),
                 )
                 .post(progress_handler),
         )

@@ -23,7 +23,9 @@ pub use crate::cache_control::{
 pub use crate::conditional_get::ConditionalGet;
 pub use crate::etag::ETagHasher;
 pub use crate::preconditions::{Precondition, Validators, evaluate_preconditions};
-pub use crate::response_cache::{CacheStatus, ResponseCache, Scope, Section, SectionedCache};
+#[allow(deprecated)]
+pub use crate::response_cache::Scope;
+pub use crate::response_cache::{CacheScope, CacheStatus, ResponseCache, Section, SectionedCache};
 #[cfg(feature = "macros")]
 #[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
 pub use actix_conditional_macros::{cache_control, etag_cached, never_cache};

@@ -90,7 +90,7 @@ pub async fn invalidate_on_success(
 ) {
     if res.status().is_success() {
         crate::response_cache::invalidate_named(name, section).await;
-        let scope = section.map_or(crate::Scope::All, crate::Scope::section);
+        let scope = section.map_or(crate::CacheScope::All, crate::CacheScope::section);
         let group = match crate::response_cache::named(name) {
             Some(cache) => cache.invalidation_group(&scope),
             // Nothing registered here (logged by `invalidate_named`): what was declared.

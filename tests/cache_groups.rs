@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use actix_conditional::viewset::{self, ViewSet};
-use actix_conditional::{ResponseCache, Scope, Section, edge, etag_cached};
+use actix_conditional::{CacheScope, ResponseCache, Section, edge, etag_cached};
 use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName};
@@ -242,17 +242,17 @@ async fn the_invalidating_middleware_names_its_group() {
         App::new()
             .service(
                 web::resource("/all")
-                    .wrap(ttl.invalidates(Scope::All))
+                    .wrap(ttl.invalidates(CacheScope::All))
                     .route(ok()),
             )
             .service(
                 web::resource("/tail")
-                    .wrap(sections.invalidates(Scope::section("tail")))
+                    .wrap(sections.invalidates(CacheScope::section("tail")))
                     .route(ok()),
             )
             .service(
                 web::resource("/fails")
-                    .wrap(ttl.invalidates(Scope::All))
+                    .wrap(ttl.invalidates(CacheScope::All))
                     .route(web::post().to(|| async { HttpResponse::Conflict().finish() })),
             ),
     )

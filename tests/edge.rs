@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix_conditional::edge::purge::{PurgeError, Purger, Purges};
 use actix_conditional::edge::{self, Edge, TagHeaders};
-use actix_conditional::response_cache::{CacheStatus, InProcessTier, ResponseCache, Scope};
+use actix_conditional::response_cache::{CacheScope, CacheStatus, InProcessTier, ResponseCache};
 use actix_conditional::viewset::{self, Action, ViewSet};
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
@@ -198,7 +198,7 @@ async fn one_purge_per_write_however_many_instances_share_the_caches() {
             )
             .service(
                 web::resource("/board/write")
-                    .wrap(cache.invalidates(Scope::All))
+                    .wrap(cache.invalidates(CacheScope::All))
                     .route(web::post().to(HttpResponse::NoContent)),
             )
     };

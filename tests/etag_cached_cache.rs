@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use actix_conditional::response_cache::{self, ManualClock, ResponseCache, Scope};
+use actix_conditional::response_cache::{self, CacheScope, ManualClock, ResponseCache};
 use actix_conditional::viewset::{self, ViewSet};
 use actix_conditional::{Section, etag_cached};
 use actix_web::http::StatusCode;
@@ -187,7 +187,7 @@ async fn invalidates_option_applies_only_after_a_2xx() {
     let res = test::call_service(&app, get()).await;
     assert_eq!(cache_label(res.headers()), "section");
     assert_eq!(test::read_body(res).await, r#"{"core":[1,2,3],"tail":1}"#);
-    summary.invalidate(&Scope::All);
+    summary.invalidate(&CacheScope::All);
 }
 
 /// A viewset whose reads are cached: `self` is cloned into each build, so its state is shared

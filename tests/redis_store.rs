@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use actix_conditional::edge::Edge;
 use actix_conditional::edge::purge::{PurgeError, Purger, Purges};
-use actix_conditional::response_cache::{RedisBackend, RedisBackendBuilder, ResponseCache, Scope};
+use actix_conditional::response_cache::{
+    CacheScope, RedisBackend, RedisBackendBuilder, ResponseCache,
+};
 use actix_web::{App, HttpRequest, HttpResponse, web};
 use redis::Commands as _;
 
@@ -129,7 +131,7 @@ fn start_with_edge(
             )
             .service(
                 web::resource("/write")
-                    .wrap(c.invalidates(Scope::All))
+                    .wrap(c.invalidates(CacheScope::All))
                     .route(web::post().to(move || {
                         write_db.version.fetch_add(1, Ordering::SeqCst);
                         async { HttpResponse::NoContent().finish() }

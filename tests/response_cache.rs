@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use actix_conditional::response_cache::{ManualClock, ResponseCache, Scope};
+use actix_conditional::response_cache::{CacheScope, ManualClock, ResponseCache};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -445,7 +445,7 @@ async fn a_cancelled_leader_does_not_cancel_the_build_in_the_middleware() {
 
 /// `GET /items` through the cache (the build reads the data when it starts, then waits at the
 /// gate if `blocks(n)`); `POST /items/new?status=…` answers that status behind
-/// `cache.invalidates(Scope::All)`, changing the data only on 201.
+/// `cache.invalidates(CacheScope::All)`, changing the data only on 201.
 fn items_app(
     cache: ResponseCache,
     data: Counter,
@@ -462,7 +462,7 @@ fn items_app(
         InitError = (),
     >,
 > {
-    let invalidates = cache.invalidates(Scope::All);
+    let invalidates = cache.invalidates(CacheScope::All);
     let get_route = {
         let data = data.clone();
         web::get().to(move |req: HttpRequest| {
@@ -936,5 +936,18 @@ async fn a_waiter_past_lock_timeout_builds_its_own_response_and_does_not_store_i
         (res.x_cache(), res.body.as_str()),
         ("hit", "v1"),
         "the leader's build is stored"
+    );
+}
+
+/// `Scope`, the former name of `CacheScope`, still compiles (deprecated) for one release.
+#[test]
+#[allow(deprecated)]
+fn the_former_scope_name_still_works() {
+    use actix_conditional::Scope;
+    let cache = ResponseCache::ttl("former-scope-name", TTL).build();
+    assert_eq!(cache.invalidation_group(&Scope::All), "former-scope-name");
+    assert_eq!(
+        Scope::section("tail"),
+        actix_conditional::CacheScope::section("tail")
     );
 }

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
 use actix_conditional::response_cache::{
-    CacheStatus, InProcessTier, ManualClock, PassReason, ResponseCache, RevisionCacheBuilder,
-    Scope, Section, SectionedCache,
+    CacheScope, CacheStatus, InProcessTier, ManualClock, PassReason, ResponseCache,
+    RevisionCacheBuilder, Section, SectionedCache,
 };
 use actix_web::http::StatusCode;
 use actix_web::http::header;
@@ -331,7 +331,7 @@ async fn after_an_invalidation_the_next_read_is_rebuilt_not_stale() {
         .to_owned();
     // The write: the data changes and the cache is told.
     backend.rev.bump();
-    cache.invalidate(&Scope::All);
+    cache.invalidate(&CacheScope::All);
     let res = call(&app, get!("/data/a")).await;
     assert_eq!(
         (res.status, res.x_cache(), res.body.as_str()),
@@ -353,7 +353,7 @@ async fn after_an_invalidation_the_next_read_is_rebuilt_not_stale() {
     assert_eq!(cache.stats().stale_served, 0);
 
     // Through `invalidates` (the write's own middleware), as a handler's write does.
-    let write = cache.invalidates(Scope::All);
+    let write = cache.invalidates(CacheScope::All);
     let (b, c) = (backend.clone(), cache.clone());
     let app = test::init_service(
         App::new().route("/data/{name}", backend.route(&c)).service(
@@ -387,7 +387,7 @@ async fn readers_after_an_invalidation_coalesce_onto_one_rebuild() {
     assert_eq!(call(&*app, get!("/data/a")).await.x_cache(), "miss");
 
     backend.rev.bump();
-    cache.invalidate(&Scope::All);
+    cache.invalidate(&CacheScope::All);
     let readers: Vec<_> = (0..10)
         .map(|_| support::spawn_call(&app, get!("/data/a")))
         .collect();
@@ -430,7 +430,7 @@ async fn a_failed_rebuild_after_an_invalidation_serves_the_old_bytes_stale() {
     call(&app, get!("/data/a")).await;
 
     backend.failing.store(true, SeqCst);
-    cache.invalidate(&Scope::All);
+    cache.invalidate(&CacheScope::All);
     clock.advance(10 * SECOND);
     let res = call(&app, get!("/data/a")).await;
     assert_eq!(
@@ -739,7 +739,7 @@ async fn invalidating_a_section_rebuilds_it_before_the_next_answer() {
     let app = test::init_service(App::new().route("/summary", summary.route())).await;
     call(&app, get!("/summary")).await;
 
-    summary.cache.invalidate(&Scope::section("tail"));
+    summary.cache.invalidate(&CacheScope::section("tail"));
     let res = call(&app, get!("/summary")).await;
     assert_eq!(res.x_cache(), "section");
     assert_eq!(json_of(&res)["tail"]["build"], 2);
@@ -748,7 +748,7 @@ async fn invalidating_a_section_rebuilds_it_before_the_next_answer() {
 
     // The write changes the core's data and invalidates the core section.
     summary.core.rev.bump();
-    summary.cache.invalidate(&Scope::section("core"));
+    summary.cache.invalidate(&CacheScope::section("core"));
     let res = call(&app, get!("/summary")).await;
     assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "miss"));
     assert_eq!(
@@ -803,7 +803,7 @@ async fn an_invalidation_rebuilds_its_section_and_leaves_mere_changes_to_a_refre
 
     // This app's write to `a` (invalidated); `b` changed elsewhere (its revision only).
     a.rev.bump();
-    cache.invalidate(&Scope::section("a"));
+    cache.invalidate(&CacheScope::section("a"));
     b.rev.bump();
     let res = call(&app, get!("/summary")).await;
     // Labelled `stale`: `b`'s bytes are (the new `a` is in them all the same).
@@ -850,7 +850,7 @@ async fn readers_after_a_section_invalidation_wait_for_its_rebuild() {
     until("the background refresh", || summary.core.builds.get() == 2).await;
     // This app's write: core r3, and the core invalidated.
     summary.core.rev.bump();
-    summary.cache.invalidate(&Scope::section("core"));
+    summary.cache.invalidate(&CacheScope::section("core"));
     let readers: Vec<_> = (0..8)
         .map(|_| support::spawn_call(&app, get!("/summary")))
         .collect();
@@ -880,7 +880,7 @@ async fn a_failed_section_rebuild_after_an_invalidation_serves_the_old_object_st
 
     summary.core.build_fails.store(true, SeqCst);
     summary.core.rev.bump();
-    summary.cache.invalidate(&Scope::section("core"));
+    summary.cache.invalidate(&CacheScope::section("core"));
     let res = call(&app, get!("/summary")).await;
     assert_eq!((res.status, res.x_cache()), (StatusCode::OK, "stale"));
     assert_eq!(json_of(&res), first);

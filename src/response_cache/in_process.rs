@@ -29,7 +29,7 @@ pub const DEFAULT_IN_PROCESS_LEASE_TTL: Duration = Duration::from_secs(5);
 ///
 /// ```
 /// use std::time::Duration;
-/// use actix_conditional::response_cache::{CacheStatus, InProcessTier, ResponseCache, Scope};
+/// use actix_conditional::response_cache::{CacheStatus, InProcessTier, ResponseCache, CacheScope};
 /// use actix_web::{HttpResponse, test};
 ///
 /// # actix_web::rt::System::new().block_on(async {
@@ -45,7 +45,7 @@ pub const DEFAULT_IN_PROCESS_LEASE_TTL: Duration = Duration::from_secs(5);
 /// let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
 /// assert_eq!(CacheStatus::of(&res).unwrap().label(), "hit");
 /// // An invalidation on `a` reaches `b`.
-/// a.invalidate(&Scope::All).await;
+/// a.invalidate(&CacheScope::All).await;
 /// let res = b.serve(&req, |_| async { HttpResponse::Ok().body("built by b") }).await;
 /// assert_eq!(CacheStatus::of(&res).unwrap().label(), "miss");
 /// # });

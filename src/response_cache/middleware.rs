@@ -15,7 +15,7 @@ use futures_util::future::LocalBoxFuture;
 use super::engine::Plan;
 use super::stats::Event;
 use super::status::labelled;
-use super::{ResponseCache, Scope};
+use super::{CacheScope, ResponseCache};
 
 impl<S, B> Transform<S, ServiceRequest> for ResponseCache
 where
@@ -137,11 +137,11 @@ where
 #[derive(Debug, Clone)]
 pub struct InvalidateOnSuccess {
     cache: ResponseCache,
-    scope: Scope,
+    scope: CacheScope,
 }
 
 impl InvalidateOnSuccess {
-    pub(crate) fn new(cache: ResponseCache, scope: Scope) -> Self {
+    pub(crate) fn new(cache: ResponseCache, scope: CacheScope) -> Self {
         Self { cache, scope }
     }
 }

@@ -266,16 +266,26 @@ pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a key stays marked as not shareable: 30 s.
 pub const DEFAULT_HIT_FOR_MISS: Duration = Duration::from_secs(30);
 
-/// Which part of a cache to invalidate.
+/// Which part of a cache to invalidate: all of it, or one section.
+///
+/// (Named `Scope` before 0.2; that name is kept as a deprecated alias. It clashed with
+/// `actix_web::Scope` under glob imports.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub enum CacheScope {
     /// Every entry (for a sectioned cache, every section).
     All,
     /// One section of a sectioned cache; for other caches the same as [`All`](Self::All).
     Section(Cow<'static, str>),
 }
 
-impl Scope {
+/// The former name of [`CacheScope`].
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed `CacheScope`: `Scope` clashed with `actix_web::Scope`"
+)]
+pub type Scope = CacheScope;
+
+impl CacheScope {
     /// One section by name.
     pub fn section(name: impl Into<Cow<'static, str>>) -> Self {
         Self::Section(name.into())
@@ -362,10 +372,10 @@ impl ResponseCache {
     /// [`Invalidation`] to answer the write only once they have been told (what
     /// [`invalidates`](Self::invalidates) and `#[etag_cached(invalidates = …)]` do), or drop
     /// it.
-    pub fn invalidate(&self, scope: &Scope) -> Invalidation {
+    pub fn invalidate(&self, scope: &CacheScope) -> Invalidation {
         self.engine.invalidate(match scope {
-            Scope::All => None,
-            Scope::Section(name) => Some(name),
+            CacheScope::All => None,
+            CacheScope::Section(name) => Some(name),
         })
     }
 
@@ -374,19 +384,19 @@ impl ResponseCache {
     /// invalidates all of it, and so names the whole cache.
     ///
     /// ```
-    /// use actix_conditional::{ResponseCache, Scope};
+    /// use actix_conditional::{ResponseCache, CacheScope};
     /// use std::time::Duration;
     ///
     /// let cache = ResponseCache::ttl("challenges", Duration::from_secs(30)).build();
-    /// assert_eq!(cache.invalidation_group(&Scope::All), "challenges");
-    /// assert_eq!(cache.invalidation_group(&Scope::section("weekly")), "challenges");
+    /// assert_eq!(cache.invalidation_group(&CacheScope::All), "challenges");
+    /// assert_eq!(cache.invalidation_group(&CacheScope::section("weekly")), "challenges");
     /// ```
-    pub fn invalidation_group(&self, scope: &Scope) -> String {
+    pub fn invalidation_group(&self, scope: &CacheScope) -> String {
         match scope {
-            Scope::Section(section) if self.engine.has_section(section) => {
+            CacheScope::Section(section) if self.engine.has_section(section) => {
                 format!("{}:{section}", self.name())
             }
-            Scope::All | Scope::Section(_) => self.name().to_owned(),
+            CacheScope::All | CacheScope::Section(_) => self.name().to_owned(),
         }
     }
 
@@ -399,17 +409,17 @@ impl ResponseCache {
     /// ```
     /// use std::time::Duration;
     /// use actix_conditional::edge;
-    /// use actix_conditional::response_cache::{ResponseCache, Scope};
+    /// use actix_conditional::response_cache::{ResponseCache, CacheScope};
     /// use actix_web::HttpResponse;
     ///
     /// # actix_web::rt::System::new().block_on(async {
     /// let cache = ResponseCache::ttl("board", Duration::from_secs(30)).build();
     /// let mut res = HttpResponse::NoContent().finish();
-    /// cache.invalidate_in(&mut res, &Scope::All).await;
+    /// cache.invalidate_in(&mut res, &CacheScope::All).await;
     /// assert_eq!(edge::invalidations(res.headers()), ["board"]);
     /// # });
     /// ```
-    pub fn invalidate_in(&self, res: &mut HttpResponse, scope: &Scope) -> Invalidation {
+    pub fn invalidate_in(&self, res: &mut HttpResponse, scope: &CacheScope) -> Invalidation {
         crate::edge::add_invalidations(res.headers_mut(), [self.invalidation_group(scope)]);
         self.invalidate(scope)
     }
@@ -419,7 +429,7 @@ impl ResponseCache {
     /// (a mutation handler declaring what it invalidates), and adds the
     /// scope's [`invalidation_group`](Self::invalidation_group) to the response's
     /// `Cache-Group-Invalidation` so caches downstream drop their copies too.
-    pub fn invalidates(&self, scope: Scope) -> InvalidateOnSuccess {
+    pub fn invalidates(&self, scope: CacheScope) -> InvalidateOnSuccess {
         InvalidateOnSuccess::new(self.clone(), scope)
     }
 }

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, PoisonError, RwLock};
 
-use super::{Invalidation, ResponseCache, Scope, TtlCacheBuilder};
+use super::{CacheScope, Invalidation, ResponseCache, TtlCacheBuilder};
 
 static NAMED: LazyLock<RwLock<HashMap<String, ResponseCache>>> = LazyLock::new(RwLock::default);
 
@@ -61,8 +61,8 @@ pub fn named_or_register(name: &str, init: impl FnOnce() -> TtlCacheBuilder) -> 
 pub fn invalidate_named(name: &str, section: Option<&'static str>) -> Invalidation {
     match named(name) {
         Some(cache) => cache.invalidate(&match section {
-            Some(section) => Scope::section(section),
-            None => Scope::All,
+            Some(section) => CacheScope::section(section),
+            None => CacheScope::All,
         }),
         None => {
             tracing::warn!(
