@@ -47,7 +47,10 @@ impl fmt::Debug for Section {
 
 impl Section {
     /// A section named `name` (its key in the JSON object), whose data has the fingerprint
-    /// `revision` returns and whose value `build` returns.
+    /// `revision` returns and whose value `build` returns, each with its own error type
+    /// (anything `Into<actix_web::Error>`). Closures whose error type cannot be inferred
+    /// (`async { Ok(…) }`) read better with [`fallible`](Self::fallible) or
+    /// [`infallible`](Self::infallible).
     pub fn new<R, RFut, RErr, B, BFut, T, BErr>(
         name: impl Into<Cow<'static, str>>,
         revision: R,
@@ -81,6 +84,102 @@ impl Section {
             build,
             inline: false,
         }
+    }
+
+    /// [`new`](Self::new) for functions that cannot fail: `revision` gives a `String`, `build`
+    /// a serializable value, both `async`. Nothing to annotate.
+    ///
+    /// ```
+    /// use actix_conditional::{ResponseCache, Section};
+    /// use actix_web::HttpRequest;
+    ///
+    /// async fn tail_revision(_req: HttpRequest) -> String {
+    ///     "17".to_owned() // e.g. SELECT MAX(id) FROM events
+    /// }
+    ///
+    /// let tail = Section::infallible("tail", tail_revision, |_req: HttpRequest| async {
+    ///     vec!["signed up", "uploaded"]
+    /// });
+    /// assert_eq!(tail.name(), "tail");
+    /// let feed = ResponseCache::sections("infallible-feed").section(tail).build();
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// use actix_web::{App, test, web};
+    /// let app = test::init_service(App::new().route(
+    ///     "/feed",
+    ///     web::get().to(move |req: HttpRequest| {
+    ///         let feed = feed.clone();
+    ///         async move { feed.respond(&req).await }
+    ///     }),
+    /// ))
+    /// .await;
+    /// let res = test::call_service(&app, test::TestRequest::get().uri("/feed").to_request()).await;
+    /// assert_eq!(res.status(), 200);
+    /// assert_eq!(test::read_body(res).await, r#"{"tail":["signed up","uploaded"]}"#);
+    /// # });
+    /// ```
+    pub fn infallible<R, RFut, B, BFut, T>(
+        name: impl Into<Cow<'static, str>>,
+        revision: R,
+        build: B,
+    ) -> Self
+    where
+        R: Fn(HttpRequest) -> RFut + Send + Sync + 'static,
+        RFut: Future<Output = String> + 'static,
+        B: Fn(HttpRequest) -> BFut + Send + Sync + 'static,
+        BFut: Future<Output = T> + 'static,
+        T: Serialize + 'static,
+    {
+        Self::fallible(
+            name,
+            move |req| {
+                let fut = revision(req);
+                async move { Ok(fut.await) }
+            },
+            move |req| {
+                let fut = build(req);
+                async move { Ok(fut.await) }
+            },
+        )
+    }
+
+    /// [`new`](Self::new) with the error type fixed to `actix_web::Error`, so closures that
+    /// end in `Ok(…)`, or use `?` on an `actix_web::Error` (or any
+    /// [`ResponseError`](actix_web::ResponseError)), need no annotation (with `new` they need `Ok::<_, actix_web::Error>(…)`). A failed revision
+    /// or build serves the stored bytes stale while they are within the stale window.
+    ///
+    /// ```
+    /// use actix_conditional::{ResponseCache, Section};
+    /// use actix_web::{HttpRequest, error::{ErrorBadRequest, ErrorServiceUnavailable}};
+    ///
+    /// let core = Section::fallible(
+    ///     "core",
+    ///     |_req: HttpRequest| async { Ok("7.2".to_owned()) },
+    ///     |req: HttpRequest| async move {
+    ///         let id = req.match_info().get("id").unwrap_or("0");
+    ///         let id: u32 = id.parse().map_err(ErrorBadRequest)?;
+    ///         if id == 13 {
+    ///             return Err(ErrorServiceUnavailable("database busy"));
+    ///         }
+    ///         Ok(serde_json::json!({ "id": id }))
+    ///     },
+    /// );
+    /// let cache = ResponseCache::sections("summary").section(core).build();
+    /// # let _ = cache;
+    /// ```
+    pub fn fallible<R, RFut, B, BFut, T>(
+        name: impl Into<Cow<'static, str>>,
+        revision: R,
+        build: B,
+    ) -> Self
+    where
+        R: Fn(HttpRequest) -> RFut + Send + Sync + 'static,
+        RFut: Future<Output = Result<String, actix_web::Error>> + 'static,
+        B: Fn(HttpRequest) -> BFut + Send + Sync + 'static,
+        BFut: Future<Output = Result<T, actix_web::Error>> + 'static,
+        T: Serialize + 'static,
+    {
+        Self::new(name, revision, build)
     }
 
     pub(crate) fn inline(mut self) -> Self {
