@@ -102,6 +102,7 @@
 //! cargo run --example viewsets
 //! BIND=127.0.0.1:18090 DATABASE_URL=/tmp/vs.sqlite3 cargo run --example viewsets
 //! cargo run --example viewsets -- --database /tmp/other.sqlite3
+//! cargo run --example viewsets -- --reset   # delete the file first: start from the seed data
 //! # two instances on one database, sharing their caches through one Redis:
 //! REDIS_URL=redis://127.0.0.1:6379/ BIND=127.0.0.1:8081 DATABASE_URL=/tmp/vs.sqlite3 cargo run --features redis --example viewsets
 //! REDIS_URL=redis://127.0.0.1:6379/ BIND=127.0.0.1:8082 DATABASE_URL=/tmp/vs.sqlite3 cargo run --features redis --example viewsets
@@ -1403,7 +1404,11 @@ pub fn configure_caches(cfg: &mut ServiceConfig, caches: &Caches) {
                 )
                 .post(progress_handler),
         )
-        .service(web::resource("/metrics").get(metrics_handler))
+        .service(
+            web::resource("/metrics")
+                .get(metrics_handler)
+                .head(metrics_handler),
+        )
         .service(web::resource("/demo").get(demo_handler));
 }
 
@@ -1504,6 +1509,9 @@ pub fn app_with_edge(
         .wrap(edge)
         // Before anything reads the body: a slow one is a 408, not a held connection.
         .wrap(from_fn(body_deadline))
+        // Outermost of all: every error answer, whoever made it, gets a JSON body.
+        .wrap(from_fn(json_errors))
+        .default_service(web::to(unknown_route))
         .configure(move |cfg| {
             configure(cfg, &caches);
             configure_caches(cfg, &caches);
@@ -1569,6 +1577,43 @@ pub async fn body_deadline(
         }
     };
     Ok(req.into_response(refused).map_into_right_body())
+}
+
+/// Middleware: every 4xx and 5xx answer that has no body gets a JSON one,
+/// `{"error":"<reason>"}`, as the viewsets' own errors have (the library's 412 and 304 are
+/// empty by design, as Django's are; actix's 404 and 405 too). Headers are kept; HEAD answers
+/// stay bodiless.
+pub async fn json_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    let res = next.call(req).await?;
+    let status = res.status();
+    let empty = matches!(
+        res.response().body().size(),
+        actix_web::body::BodySize::Sized(0) | actix_web::body::BodySize::None
+    );
+    if !(status.is_client_error() || status.is_server_error()) || !empty {
+        return Ok(res.map_into_left_body());
+    }
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let (req, res) = res.into_parts();
+    let mut json = HttpResponse::build(status);
+    for (name, value) in res.headers() {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+            json.append_header((name.clone(), value.clone()));
+        }
+    }
+    let json = json.json(serde_json::json!({ "error": reason }));
+    Ok(ServiceResponse::new(req, json).map_into_right_body())
+}
+
+/// Any path the app does not serve: a JSON 404, as the viewsets' unknown ids get.
+async fn unknown_route(req: HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({ "error": "not found", "path": req.path() }))
 }
 
 /// How long a write waits for its purges at most: then it answers, and the purge is retried
@@ -1643,6 +1688,48 @@ pub fn app(
     app_with_caches(caches(&db))
 }
 
+/// What `main` reads from its arguments and environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The SQLite file ([`database_path`]).
+    pub database: PathBuf,
+    /// `--reset` (or `RESET=1`): delete the file first, so the run starts from the seed data.
+    pub reset: bool,
+}
+
+/// [`Settings`] from `args`, `database_url` (`DATABASE_URL`) and `reset` (`RESET`).
+pub fn settings(
+    args: impl IntoIterator<Item = String>,
+    database_url: Option<String>,
+    reset: Option<String>,
+) -> Result<Settings, String> {
+    let mut reset = reset.is_some_and(|value| !matches!(value.as_str(), "" | "0" | "false"));
+    let mut rest = Vec::new();
+    for arg in args {
+        if arg == "--reset" {
+            reset = true;
+        } else {
+            rest.push(arg);
+        }
+    }
+    Ok(Settings {
+        database: database_path(rest, database_url)?,
+        reset,
+    })
+}
+
+/// Deletes the SQLite file at `path` and its WAL files, if they exist.
+pub fn remove_database(path: &Path) -> std::io::Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::remove_file(&file) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(err),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The database file: `--database <path>` (or `--database=<path>`) in `args`, else
 /// `database_url` (`DATABASE_URL`; a `sqlite://` or `sqlite:` prefix is dropped), else
 /// [`DEFAULT_DATABASE`].
@@ -1659,7 +1746,7 @@ pub fn database_path(
             from_args = Some(path.to_owned());
         } else {
             return Err(format!(
-                "unknown argument {arg:?}; usage: viewsets [--database <path>]"
+                "unknown argument {arg:?}; usage: viewsets [--database <path>] [--reset]"
             ));
         }
     }
@@ -1676,23 +1763,31 @@ pub fn database_path(
     Ok(PathBuf::from(path))
 }
 
-/// The `curl` lines `main` prints for `url` (no trailing `/`).
+/// The `curl` lines `main` prints for `url` (no trailing `/`), each with what it shows and
+/// what it should answer.
 pub fn curl_lines(url: &str) -> Vec<String> {
-    let etag = "ETAG=$(curl -sI {url}/uploads | grep -i '^etag:' | cut -d' ' -f2 | tr -d '\\r')"
+    let etag = "ETAG=$(curl -sI {url}/uploads/1 | grep -i '^etag:' | cut -d' ' -f2 | tr -d '\\r')"
         .replace("{url}", url);
     vec![
-        format!("curl -i {url}/uploads"),
-        format!("{etag}  # or paste the ETag by hand"),
-        format!("curl -i -H \"If-None-Match: $ETAG\" {url}/uploads"),
         format!(
-            "curl -i -X POST -H 'Content-Type: application/json' -d '{{\"name\":\"report.csv\"}}' {url}/uploads"
+            "curl -i {url}/uploads  # 200, ETag: \"uploads-<revision>\", Cache-Control: max-age=60, must-revalidate"
+        ),
+        format!("curl -I {url}/uploads/1  # HEAD: the headers of GET, no body"),
+        format!("{etag}  # the row's ETag, \"uploads-1-<version>\""),
+        format!(
+            "curl -i -H \"If-None-Match: $ETAG\" {url}/uploads/1  # 304, decided before the handler runs"
         ),
         format!(
-            "curl -i -X PUT -H 'If-Match: \"uploads-1-0\"' -d '{{\"name\":\"renamed\"}}' {url}/uploads/1"
+            "curl -i -X PUT -H \"If-Match: $ETAG\" -H 'Content-Type: application/json' -d '{{\"name\":\"renamed\"}}' {url}/uploads/1  # 200 + the new ETag"
         ),
-        format!("curl -I {url}/uploads"),
-        format!("curl -i -X DELETE {url}/uploads/2"),
-        format!("curl -i {url}/uploads/2"),
+        format!(
+            "curl -i -X PUT -H \"If-Match: $ETAG\" -H 'Content-Type: application/json' -d '{{\"name\":\"again\"}}' {url}/uploads/1  # 412: that ETag is stale now (no lost update)"
+        ),
+        format!(
+            "curl -i -X POST -H 'Content-Type: application/json' -d '{{\"name\":\"report.csv\"}}' {url}/uploads  # 201 + Location"
+        ),
+        format!("curl -i -X DELETE {url}/uploads/2  # 204, then 404 (start again with --reset)"),
+        format!("curl -i {url}/nowhere  # 404 with a JSON body, like every error here"),
         format!(
             "curl -i {url}/challenges/active  # twice: Cache-Status: fwd=miss, then hit; ttl=…, with Age"
         ),
@@ -1700,7 +1795,7 @@ pub fn curl_lines(url: &str) -> Vec<String> {
             "curl -i {url}/state/summary  # twice: Cache-Status: fwd=miss, then hit; detail=revision"
         ),
         format!(
-            "curl -i -X POST -H 'Content-Type: application/json' -d '{{\"event\":\"uploaded report.csv\"}}' {url}/progress"
+            "curl -i -X POST -H 'Content-Type: application/json' -d '{{\"event\":\"uploaded report.csv\"}}' {url}/progress  # 201"
         ),
         format!(
             "curl -i {url}/state/summary  # Cache-Status: detail=section (only recent_progress rebuilt)"
@@ -1708,7 +1803,7 @@ pub fn curl_lines(url: &str) -> Vec<String> {
         format!(
             "curl -i '{url}/state/summary?refresh=true'  # Cache-Status: fwd=request (forced rebuild)"
         ),
-        format!("curl -s {url}/metrics | grep actix_conditional_cache"),
+        format!("curl -s {url}/metrics | grep actix_conditional_cache  # the caches' counters"),
         format!("open {url}/demo in a browser: its second fetch of /state/summary is a 304"),
     ]
 }
@@ -1728,8 +1823,20 @@ async fn main() -> std::io::Result<()> {
     prometheus();
 
     let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
-    let path = database_path(std::env::args().skip(1), std::env::var("DATABASE_URL").ok())
-        .map_err(invalid)?;
+    let settings = settings(
+        std::env::args().skip(1),
+        std::env::var("DATABASE_URL").ok(),
+        std::env::var("RESET").ok(),
+    )
+    .map_err(invalid)?;
+    let path = settings.database;
+    if settings.reset {
+        remove_database(&path).map_err(|err| invalid(format!("{}: {err}", path.display())))?;
+        println!(
+            "Starting from the seed data (--reset): {} removed",
+            path.display()
+        );
+    }
     let db = open_database(&path).map_err(|err| invalid(format!("{}: {err}", path.display())))?;
 
     let bind = std::env::var("BIND").unwrap_or_else(|_| DEFAULT_BIND.to_owned());

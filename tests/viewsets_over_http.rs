@@ -332,7 +332,11 @@ fn put_with_a_stale_if_match_is_412_and_leaves_the_row_unchanged() {
         &[("If-Match", stale.as_bytes())],
         Some(r#"{"name":"lost update"}"#),
     );
-    assert_eq!(res.status, 412, "{res:#?}");
+    assert_eq!(
+        assert_json_error(&res, 412)["error"],
+        "precondition failed",
+        "{res:#?}"
+    );
     let res = conn.get("/uploads/1");
     assert_eq!(res.json(), row, "the row is unchanged");
     assert_eq!(res.etag(), etag);
@@ -527,4 +531,72 @@ fn reopening_the_database_keeps_rows_and_does_not_reseed() {
         .query_row("SELECT COUNT(*) FROM claims", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 1, "the existing table was kept, not reseeded");
+}
+
+#[test]
+fn every_error_has_a_json_body_and_metrics_answer_head() {
+    let server = Server::start();
+    let mut conn = server.connect();
+    // A path nobody serves.
+    let body = assert_json_error(&conn.get("/nowhere"), 404);
+    assert_eq!(body["path"], "/nowhere");
+    // A method a plain resource does not answer (actix's own 405, given a body here).
+    let res = conn.send("POST", "/metrics", &[], Some("{}"));
+    assert_eq!(assert_json_error(&res, 405)["error"], "method not allowed");
+    // HEAD /metrics: the GET's headers.
+    let res = conn.exchange(b"HEAD /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+    assert_eq!(res.status, 200, "{res:#?}");
+    assert!(
+        res.header("content-type").starts_with("text/plain"),
+        "{res:#?}"
+    );
+    // A 304 stays empty: it is not an error.
+    let etag = conn.get("/uploads").etag().to_owned();
+    let res = conn.send(
+        "GET",
+        "/uploads",
+        &[("If-None-Match", etag.as_bytes())],
+        None,
+    );
+    assert_eq!(res.status, 304);
+    assert!(res.body_str().is_empty());
+}
+
+#[test]
+fn reset_is_a_flag_or_an_environment_variable() {
+    let args = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let parsed =
+        viewsets::settings(args(&["--reset", "--database", "x.sqlite3"]), None, None).unwrap();
+    assert_eq!(
+        parsed,
+        viewsets::Settings {
+            database: PathBuf::from("x.sqlite3"),
+            reset: true
+        }
+    );
+    assert!(
+        viewsets::settings(args(&[]), None, Some("1".into()))
+            .unwrap()
+            .reset
+    );
+    assert!(
+        !viewsets::settings(args(&[]), None, Some("0".into()))
+            .unwrap()
+            .reset
+    );
+    assert!(!viewsets::settings(args(&[]), None, None).unwrap().reset);
+
+    // --reset starts from the seed data: the file and its WAL files are removed.
+    let temp = TempDb::new();
+    drop(viewsets::open_database(&temp.path).unwrap());
+    let conn = rusqlite::Connection::open(&temp.path).unwrap();
+    conn.execute("DELETE FROM uploads", []).unwrap();
+    drop(conn);
+    viewsets::remove_database(&temp.path).unwrap();
+    drop(viewsets::open_database(&temp.path).unwrap());
+    let conn = rusqlite::Connection::open(&temp.path).unwrap();
+    let count: i64 = conn
+        .query_row("SELECT COUNT(*) FROM uploads", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 3, "seeded again");
 }
