@@ -266,8 +266,9 @@ run_wrk() {
     # wrk counts statuses >= 400 here; any at all means the scenario measured errors.
     [[ -z $non_ok ]] || die "$scenario: wrk saw $non_ok non-2xx/3xx responses"
     grep -q '^Requests/sec:' "$out" || die "$scenario: no Requests/sec in wrk output: $(cat "$out")"
+    # A run with socket errors (connect, read, write, timeout) measured something else: stop.
     if grep -q 'Socket errors' "$out"; then
-        log "warning: $scenario: $(grep 'Socket errors' "$out" | sed 's/^ *//')"
+        die "$scenario: $(grep 'Socket errors' "$out" | sed 's/^ *//')"
     fi
     # Bytes per response tell a 304 (a few hundred header bytes) from a 200 (32 KiB + headers),
     # without the cost of a Lua response hook in wrk.

@@ -125,6 +125,17 @@ to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~
 run_wrk() { # INDEX SECONDS -> "rps p50_us p99_us non2xx"
     local out rps p50 p99 bad
     out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${2}s" --latency "$base${paths[$1]}")
+    # A run with socket errors (connect, read, write, timeout) measured something else: stop.
+    if grep -q 'Socket errors' <<<"$out"; then
+        die "${names[$1]}: $(grep 'Socket errors' <<<"$out" | sed 's/^ *//')"
+    fi
+    # Bytes per response: every path answers the full 32 KiB body (30000: wrk rounds its total).
+    local requests read
+    requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+    read=$(awk '/requests in/ { print $(NF - 1) }' <<<"$out")
+    awk -v r="$requests" -v b="$read" 'BEGIN {
+        n = b + 0; if (b ~ /KB$/) n *= 1024; else if (b ~ /MB$/) n *= 1048576; else if (b ~ /GB$/) n *= 1073741824
+        exit !(r > 0 && n / r >= 30000) }' || die "${names[$1]}: $read in $requests responses: not full 32 KiB bodies"
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p50=$(to_us "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
     p99=$(to_us "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
