@@ -1137,3 +1137,39 @@ fn a_failing_revision_query_serves_stale_from_redis() {
     assert_eq!((a.builds(), b.builds()), (1, 0));
     assert_eq!(b.cache.stats().revision_failures, 1);
 }
+
+/// Scripts go by hash (`EVALSHA`), loaded once per server (`NOSCRIPT` → `SCRIPT LOAD`), also
+/// after Redis forgot them: a `SCRIPT FLUSH` changes nothing a client sees.
+#[test]
+fn scripts_are_sent_by_hash_and_reloaded_after_a_flush() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&redis, "by-hash", &db, Duration::ZERO);
+    let b = instance(&redis, "by-hash", &db, Duration::ZERO);
+    let mut conn = redis.connection();
+    let calls = |conn: &mut redis::Connection, command: &str| -> u64 {
+        let info: String = redis::cmd("INFO").arg("commandstats").query(conn).unwrap();
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(a.get("/data").cache_label(), "miss");
+    assert_eq!(a.write().status, 204);
+    assert!(
+        calls(&mut conn, "evalsha") >= 2,
+        "the lease and the counter by hash"
+    );
+
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut conn).unwrap();
+    let loads = calls(&mut conn, "script|load");
+    assert_eq!(b.write().status, 204);
+    let res = a.get("/data");
+    assert_eq!((res.status, version(&res)), (200, 2), "{res:#?}");
+    assert!(
+        calls(&mut conn, "script|load") > loads,
+        "loaded again after the flush"
+    );
+}

@@ -27,6 +27,7 @@
 //! failure: `actix_conditional_redis_up` says 0 until it works again, and an invalidation that
 //! could not be published is replayed once it does, so invalidation never stops silently.
 
+use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
@@ -82,6 +83,11 @@ end
 /// is repaired first (see [`counter_lua`]). Returns `{value, the broken value or ''}`; a
 /// counter of another type is a `WRONGTYPE` error, left for someone to fix (it may be another
 /// app's data under a colliding prefix).
+/// `BUMP` and `SYNC`, sent by hash (`EVALSHA`, loaded on `NOSCRIPT`): `SYNC` runs on every
+/// sync interval, and its source would cross the wire each time with `EVAL`.
+static BUMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(BUMP));
+static SYNC_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(SYNC));
+
 const BUMP: &str = concat!(
     counter_lua!(),
     r"
@@ -281,15 +287,13 @@ impl Backend {
         let (value, repaired): (u64, String) = self
             .run("publish", key.clone(), move |mut conn| {
                 Box::pin(async move {
-                    ::redis::cmd("EVAL")
-                        .arg(BUMP)
-                        .arg(1)
-                        .arg(subject)
+                    BUMP_SCRIPT
+                        .key(subject)
                         .arg(floor)
                         .arg(channel)
                         .arg(payload)
                         .arg(MAX_COUNTER)
-                        .query_async(&mut conn)
+                        .invoke_async(&mut conn)
                         .await
                 })
             })
@@ -376,8 +380,8 @@ impl Backend {
             .iter()
             .map(|scope| self.generation_key(generations.cache(), scope.as_deref()))
             .collect();
-        let mut cmd = ::redis::cmd("EVAL");
-        cmd.arg(SYNC).arg(scopes.len()).arg(&keys);
+        let mut cmd = SYNC_SCRIPT.prepare_invoke();
+        cmd.key(&keys);
         for scope in &scopes {
             cmd.arg(generations.local(scope.as_deref()));
         }
@@ -387,7 +391,7 @@ impl Backend {
         let subject = format!("{}*", self.generation_key(generations.cache(), None));
         let reply: Option<(Vec<i64>, Vec<String>, Vec<String>)> = self
             .run("sync", subject, move |mut conn| {
-                Box::pin(async move { cmd.query_async(&mut conn).await })
+                Box::pin(async move { cmd.invoke_async(&mut conn).await })
             })
             .await;
         let Some((values, errors, repaired)) = reply else {

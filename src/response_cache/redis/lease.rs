@@ -9,6 +9,7 @@
 //! sets its own token with a `PX`, after which the lease is no longer broken for the second.
 
 use std::sync::Arc;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,7 +59,13 @@ pub(crate) fn broken(pttl: i64, lease_px: u64) -> bool {
     pttl == -1 || u64::try_from(pttl).is_ok_and(|pttl| pttl > lease_px)
 }
 
-/// The release command, for pipelining after the value's `SET`.
+/// The scripts sent by hash (`EVALSHA`, loaded on `NOSCRIPT`), not as source on every call.
+static ACQUIRE_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(ACQUIRE));
+static RENEW_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RENEW));
+
+/// The release command, for pipelining after the value's `SET`. Sent as `EVAL` with its
+/// source: inside a pipeline an `EVALSHA` that meets `NOSCRIPT` (a restarted or flushed Redis)
+/// would fail there, with nothing to retry it, and leave the lease to expire.
 pub(crate) fn release_cmd(key: &str, token: &str) -> ::redis::Cmd {
     let mut cmd = ::redis::cmd("EVAL");
     cmd.arg(RELEASE).arg(1).arg(key).arg(token);
@@ -117,14 +124,12 @@ impl Lease {
         let (taken, found, value, pttl): (u8, i64, Option<Vec<u8>>, i64) = backend
             .run("lease", lease_key.clone(), move |mut conn| {
                 Box::pin(async move {
-                    ::redis::cmd("EVAL")
-                        .arg(ACQUIRE)
-                        .arg(2)
-                        .arg(&key)
-                        .arg(&entry_key)
+                    ACQUIRE_SCRIPT
+                        .key(&key)
+                        .key(&entry_key)
                         .arg(&tok)
                         .arg(px)
-                        .query_async(&mut conn)
+                        .invoke_async(&mut conn)
                         .await
                 })
             })
@@ -191,13 +196,11 @@ impl Lease {
                     let renewed: Option<i64> = backend2
                         .run("renew", key.clone(), move |mut conn| {
                             Box::pin(async move {
-                                ::redis::cmd("EVAL")
-                                    .arg(RENEW)
-                                    .arg(1)
-                                    .arg(key)
+                                RENEW_SCRIPT
+                                    .key(key)
                                     .arg(token)
                                     .arg(px)
-                                    .query_async(&mut conn)
+                                    .invoke_async(&mut conn)
                                     .await
                             })
                         })
