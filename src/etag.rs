@@ -43,7 +43,6 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, AcceptEncoding, Encoding, HeaderMap, HeaderValue};
 use actix_web::mime::{self, Mime};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse};
-use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::preconditions::EntityTagRef;
@@ -65,8 +64,9 @@ pub enum ETagHasher {
     Xxh3,
     /// MD5 (32 hex digits): byte-identical to Django's `ConditionalGetMiddleware` ETags, so
     /// clients and caches keep their validators when a service moves from Django. It is the
-    /// slowest choice (about 0.6 GB/s here, some 35x the cost of XXH3 on a 32 KiB body; see
-    /// `BENCHMARKS.md`): pick it for compatibility, not by default.
+    /// slowest choice (many times the cost of XXH3 on a 32 KiB body; see `BENCHMARKS.md`):
+    /// pick it for compatibility, not by default. On x86 and x86_64 it runs RustCrypto's
+    /// assembly MD5, as fast as OpenSSL's; elsewhere the pure-Rust `md-5`.
     Md5,
     /// SHA-256 (64 hex digits).
     Sha256,
@@ -90,7 +90,7 @@ impl ETagHasher {
                 &xxhash_rust::xxh3::xxh3_128(body).to_be_bytes(),
                 &mut buf[1..],
             ),
-            Self::Md5 => write_hex(&Md5::digest(body), &mut buf[1..]),
+            Self::Md5 => write_hex(&crate::md5_digest::md5(body), &mut buf[1..]),
             Self::Sha256 => write_hex(&Sha256::digest(body), &mut buf[1..]),
         };
         buf[0] = b'"';

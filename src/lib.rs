@@ -8,6 +8,7 @@ pub mod condition;
 pub mod conditional_get;
 pub mod edge;
 pub mod etag;
+mod md5_digest;
 pub mod not_modified;
 pub mod preconditions;
 pub mod response_cache;

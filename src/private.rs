@@ -136,6 +136,18 @@ pub(crate) fn report_once(key: &str, message: &str) {
     }
 }
 
+/// An MD5 implementation: its name and its digest function.
+pub type Md5Digest = (&'static str, fn(&[u8]) -> [u8; 16]);
+
+/// For `benches/md5.rs`: the MD5 ETags use (`md5-asm` on x86) and the pure-Rust `md-5` it
+/// replaces there, side by side.
+pub fn md5_digests() -> [Md5Digest; 2] {
+    [
+        ("used", crate::md5_digest::md5),
+        ("md-5", crate::md5_digest::portable),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::{ResolveAsync as _, ResolveSync as _, Validator};
