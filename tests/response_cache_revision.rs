@@ -466,6 +466,52 @@ async fn a_failed_rebuild_after_an_invalidation_serves_the_old_bytes_stale() {
     assert_eq!((res.x_cache(), res.body.as_str()), ("miss", "a r1 build 4"));
 }
 
+/// Counts the library's WARN events on the thread it is the default subscriber of.
+struct CountWarnings(Arc<AtomicU64>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let meta = event.metadata();
+        if *meta.level() == tracing::Level::WARN && meta.target().starts_with("actix_conditional") {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// A revision store that is down fails every request: that is warned about once, then once
+/// per 10 s of the cache's clock, not once per request (the rest go to `debug`).
+#[actix_rt::test]
+async fn a_revision_store_that_is_down_is_warned_about_once_per_interval() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let warnings = Arc::new(AtomicU64::new(0));
+    let subscriber = tracing_subscriber::registry().with(CountWarnings(Arc::clone(&warnings)));
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    let backend = Backend::new(|_| false);
+    let clock = ManualClock::new();
+    let cache = backend.cache_with("rev-warnings", &clock, |b| b);
+    let app = test::init_service(App::new().route("/data/{name}", backend.route(&cache))).await;
+    assert_eq!(call(&app, get!("/data/a")).await.x_cache(), "miss");
+    backend.revision_fails.store(true, SeqCst);
+    for _ in 0..100 {
+        assert_eq!(call(&app, get!("/data/a")).await.x_cache(), "stale");
+        clock.advance(Duration::from_millis(50));
+    }
+    assert_eq!(cache.stats().revision_failures, 100);
+    assert_eq!(
+        warnings.load(SeqCst),
+        1,
+        "one warning for 100 failures within 5 s"
+    );
+    clock.advance(6 * SECOND);
+    assert_eq!(call(&app, get!("/data/a")).await.x_cache(), "stale");
+    assert_eq!(
+        warnings.load(SeqCst),
+        2,
+        "and one more once the interval is over"
+    );
+}
+
 /// A failing revision query is stale-on-error too: the stored entry, within its stale window
 /// since it was last verified, is served `stale` with the failure's status, and the failure
 /// is counted; past the window the handler answers without storing, as before.

@@ -4,6 +4,7 @@
 //! expired), and then it is answered, or it leads or waits for the key's build; the leader's
 //! response is stored and handed to the waiters.
 
+use self::warn_every::WarnEvery;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use super::tier::{self, Claimed, Invalidation, SharedTier};
 
 mod lead;
 mod settings;
+mod warn_every;
 
 pub(crate) use self::settings::{Settings, TierFactory, UserKeyFn};
 
@@ -75,6 +77,9 @@ pub(crate) struct Engine {
     /// The groups of what this cache serves (its name, and `name:section` per section), and
     /// their `Cache-Groups` value rendered once (`None` if no name is a valid group).
     groups: (Vec<String>, Option<HeaderValue>),
+    /// Revision failures recur on every request while their store is down: warned about at
+    /// most once per [`WARN_EVERY`](warn_every::WARN_EVERY).
+    revision_warnings: WarnEvery,
 }
 
 impl Engine {
@@ -121,6 +126,7 @@ impl Engine {
             query_key: settings.query_key,
             downstream: settings.downstream,
             groups,
+            revision_warnings: WarnEvery::default(),
         }
     }
 
@@ -431,7 +437,14 @@ impl Engine {
                 .strategy
                 .within_stale_window(&entry, now, self.max_stale)
         {
-            tracing::warn!(cache = %self.name, %key, error = %err, status = failed.as_u16(), "response cache: revision failed; serving stale");
+            match self.revision_warnings.warn(now) {
+                Some(held_back) => {
+                    tracing::warn!(cache = %self.name, %key, error = %err, status = failed.as_u16(), held_back, "response cache: revision failed; serving stale")
+                }
+                None => {
+                    tracing::debug!(cache = %self.name, %key, error = %err, "response cache: revision failed; serving stale")
+                }
+            }
             self.stats.record(Event::Stale);
             let stale = CacheStatus::Stale {
                 collapsed: false,
@@ -445,7 +458,14 @@ impl Engine {
                 now,
             ));
         }
-        tracing::warn!(cache = %self.name, %key, error = %err, "response cache: revision failed, nothing stale to serve; not caching this request");
+        match self.revision_warnings.warn(now) {
+            Some(held_back) => {
+                tracing::warn!(cache = %self.name, %key, error = %err, held_back, "response cache: revision failed, nothing stale to serve; not caching this request")
+            }
+            None => {
+                tracing::debug!(cache = %self.name, %key, error = %err, "response cache: revision failed, nothing stale to serve")
+            }
+        }
         self.pass(PassReason::RevisionFailed)
     }
 
