@@ -21,14 +21,14 @@
 # read from it, and one build per cache. Results go into BENCHMARKS.md between
 # <!-- redis:begin --> and <!-- redis:end -->.
 #
-# Usage:  bash benches/redis_load.sh            # about 3 minutes with the defaults
+# Usage:  bash benches/redis_load.sh            # about 5 minutes with the defaults
 #
-# Environment (defaults): DURATION=10 (s per wrk run), ROUNDS=3, THREADS=2, CONNECTIONS=32,
+# Environment (defaults): DURATION=10 (s per wrk run), ROUNDS=5, THREADS=2, CONNECTIONS=32,
 # WARMUP=2 (s per scenario before round 1), WORKERS=1, BENCHMARKS_MD=BENCHMARKS.md
 set -euo pipefail
 
 DURATION=${DURATION:-10}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 WARMUP=${WARMUP:-2}
@@ -197,7 +197,7 @@ section=$(
 
 Written by \`benches/redis_load.sh\`; rerun it rather than editing this section.
 
-- Date: $(date -u '+%Y-%m-%d %H:%M UTC')
+- Date: $(date -u '+%Y-%m-%d %H:%M UTC'); code: \`$(git -C "$root" rev-parse --short HEAD)\`$(git -C "$root" diff --quiet HEAD -- src examples Cargo.lock || echo ' with uncommitted changes')
 - Machine: $(nproc) CPUs (nproc), $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), shared; load average $(cut -d' ' -f1-3 /proc/loadavg) after
 - Command: \`$command_line\`
 - Server: \`target/release/examples/bench_server\` (\`cargo build --release --locked --features redis --example bench_server\`), WORKERS=$WORKERS, one 32 KiB JSON body; \`redis-server\` $(redis-server --version | grep -o 'v=[0-9.]*' | cut -c3-) on 127.0.0.1 (no persistence), wrk, the server and Redis all on this machine
