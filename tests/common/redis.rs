@@ -124,3 +124,229 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A real Redis Cluster on 127.0.0.1: three masters with one replica each, started in a
+/// temporary directory (`--cluster-node-timeout 1000`, nothing persisted), joined with
+/// `redis-cli --cluster create`, killed (and its directory removed) when dropped.
+#[derive(Debug)]
+pub(crate) struct RedisCluster {
+    dir: std::path::PathBuf,
+    ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+}
+
+impl RedisCluster {
+    /// Starts a cluster, or `None` (after saying so) without `redis-server`/`redis-cli` and an
+    /// opt-out; a panic otherwise.
+    pub(crate) fn start() -> Option<Self> {
+        let available = ["redis-server", "redis-cli"].iter().all(|tool| {
+            Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        });
+        if !available {
+            missing::tool_missing("redis", "apt-get install -y redis-server redis-tools");
+            return None;
+        }
+        let ports = free_port_pairs(6);
+        let dir = std::env::temp_dir().join(format!(
+            "actix-conditional-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        let mut cluster = Self {
+            dir,
+            ports: ports.clone(),
+            children: Vec::new(),
+        };
+        for (i, port) in ports.iter().enumerate() {
+            let node_dir = cluster.dir.join(port.to_string());
+            std::fs::create_dir_all(&node_dir).expect("cluster node dir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--protected-mode", "no", "--loglevel", "warning"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                .args(["--cluster-replica-validity-factor", "0"])
+                .arg("--dir")
+                .arg(&node_dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("redis-server starts");
+            cluster.children.push(Some(child));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !ping(*port) {
+                assert!(Instant::now() < deadline, "cluster node {i} did not answer");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster.wait_until_ok(Duration::from_secs(30), true);
+        Some(cluster)
+    }
+
+    /// Waits until every running node says `cluster_state:ok` and, with `replicas`, each of
+    /// the three masters has a replica in sync (so a killed master has one to promote).
+    pub(crate) fn wait_until_ok(&self, timeout: Duration, replicas: bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ok = self
+                .running()
+                .all(|port| cli(port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+                && (!replicas || {
+                    let masters = self.masters();
+                    masters.len() == 3
+                        && masters.iter().all(|&port| {
+                            let info = cli(port, &["INFO", "replication"]);
+                            info.contains("connected_slaves:1") && info.contains("state=online")
+                        })
+                });
+            if ok {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn running(&self) -> impl Iterator<Item = u16> + '_ {
+        self.ports
+            .iter()
+            .zip(&self.children)
+            .filter(|(_, child)| child.is_some())
+            .map(|(port, _)| *port)
+    }
+
+    /// The ports of the running masters.
+    pub(crate) fn masters(&self) -> Vec<u16> {
+        self.running()
+            .filter(|&port| cli(port, &["ROLE"]).starts_with("master"))
+            .collect()
+    }
+
+    /// Node URLs, for a `RedisTopology::cluster`.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect()
+    }
+
+    /// Kills the master that serves `key`'s slot (SIGKILL); returns its port.
+    pub(crate) fn kill_master_of(&mut self, key: &str) -> u16 {
+        let any = self.running().next().expect("a running node");
+        let slot: u16 = cli(any, &["CLUSTER", "KEYSLOT", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        let port = self
+            .masters()
+            .into_iter()
+            .find(|&port| serves(port, slot))
+            .expect("a master serves the slot");
+        let i = self.ports.iter().position(|&p| p == port).unwrap();
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        port
+    }
+
+    /// A synchronous cluster connection, to look at or tamper with what the caches stored.
+    pub(crate) fn connection(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .expect("urls")
+            .get_connection()
+            .expect("cluster connection")
+    }
+}
+
+/// Whether the node on `port` serves `slot` (a range of its own line in `CLUSTER NODES`).
+fn serves(port: u16, slot: u16) -> bool {
+    let nodes = cli(port, &["CLUSTER", "NODES"]);
+    let Some(line) = nodes.lines().find(|line| line.contains("myself")) else {
+        return false;
+    };
+    line.split_whitespace().skip(8).any(|range| {
+        let mut ends = range.splitn(2, '-');
+        let (Some(lo), hi) = (ends.next().and_then(|s| s.parse::<u16>().ok()), ends.next()) else {
+            return false;
+        };
+        let hi = hi.and_then(|s| s.parse::<u16>().ok()).unwrap_or(lo);
+        (lo..=hi).contains(&slot)
+    })
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `redis-cli -p port args…`, its output ('' if it fails).
+pub(crate) fn cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// `n` free ports whose cluster bus port (+10000) is free too. Held while searching, so no
+/// two are the same.
+pub(crate) fn free_port_pairs(n: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    let start = 20_000 + (std::process::id() % 20_000) as u16;
+    let mut port = start;
+    while ports.len() < n {
+        port = if port >= 45_000 { 20_000 } else { port + 1 };
+        assert_ne!(port, start, "no free port pairs");
+        let (Ok(a), Ok(b)) = (
+            TcpListener::bind(("127.0.0.1", port)),
+            TcpListener::bind(("127.0.0.1", port + 10_000)),
+        ) else {
+            continue;
+        };
+        held.push((a, b));
+        ports.push(port);
+    }
+    ports
+}
