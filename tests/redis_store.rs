@@ -1397,17 +1397,31 @@ fn a_cluster_master_killed_mid_load_is_replaced_by_its_replica_and_nothing_fails
         },
     );
 
-    // Increments the failover lost (replication lag) are repaired, not taken as "nothing
-    // changed": the counter as the promoted replica might have had it.
+    // Increments the failover lost (replication lag): the counter as the promoted replica
+    // might have had it. An instance that never saw the lost values invalidates next; its
+    // value must still be above every value issued before, or the instances that saw them
+    // would take it for "nothing changed" (C and D learn only from the broadcast).
     let mut conn = cluster.conn();
     let _: () = conn.set(&counter, 1).unwrap();
-    assert_eq!(b.write().status, 204);
-    let repaired: u64 = conn.get(&counter).unwrap();
-    assert!(repaired > 2, "repaired past every copy: {repaired}");
+    let e = instance(&cluster, "failover", &db, Duration::ZERO);
+    assert_eq!(e.write().status, 204);
     assert_eq!(version(&a.get("/data?after")), current + 2);
-    wait_until(
-        "the repaired counter's broadcast",
-        Duration::from_secs(3),
-        || version(&c.get("/data?after")) == current + 2,
+    assert_eq!(version(&e.get("/data?after")), current + 2);
+    wait_until("the new value's broadcast", Duration::from_secs(3), || {
+        version(&c.get("/data?after")) == current + 2
+            && version(&d.get("/data?after")) == current + 2
+    });
+    let value: u64 = conn.get(&counter).unwrap();
+    assert!(
+        value > 1_000_000_000_000_000,
+        "past Redis's clock in µs: {value}"
+    );
+    // And a counter lost with nobody writing is repaired by the next read, past the clock.
+    let _: () = conn.del(&counter).unwrap();
+    assert_eq!(version(&b.get("/data?after")), current + 2);
+    let repaired: u64 = conn.get(&counter).unwrap();
+    assert!(
+        repaired > value,
+        "repaired past every copy: {repaired} <= {value}"
     );
 }

@@ -138,6 +138,7 @@ impl RedisBackendBuilder {
             channel: format!("{prefix}:invalidations"),
             prefix,
             cluster,
+            clock_counters: !matches!(self.topology, RedisTopology::Single(_)),
             registered: Arc::new(tokio::sync::Notify::new()),
             handle,
             stop: Mutex::new(Some(stop_tx)),

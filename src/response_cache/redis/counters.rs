@@ -82,8 +82,10 @@ end
 
 /// Increments the counter `KEYS[1]` to at least `ARGV[1]` (the caller's copy after its own
 /// bump) and publishes the new value on `ARGV[2]` (with `ARGV[3]` after it) with `ARGV[5]`
-/// (`PUBLISH`, or `SPUBLISH` on a cluster: the channel is in the counter's slot). A broken counter
-/// is repaired first (see [`counter_lua`]). Returns `{value, the broken value or ''}`; a
+/// (`PUBLISH`, or `SPUBLISH` on a cluster: the channel is in the counter's slot). With
+/// `ARGV[6]` `'1'` (a topology with replicas, see [`Backend::clock_counters`]) the new value
+/// is also at least Redis's clock in microseconds. A broken counter is repaired first (see
+/// [`counter_lua`]). Returns `{value, the broken value or ''}`; a
 /// counter of another type is a `WRONGTYPE` error, left for someone to fix (it may be another
 /// app's data under a colliding prefix).
 /// `BUMP` and `SYNC`, sent by hash (`EVALSHA`, loaded on `NOSCRIPT`): `SYNC` runs on every
@@ -110,6 +112,9 @@ end
 if v < floor then
   v = floor
 end
+if ARGV[6] == '1' then
+  v = past(v, max)
+end
 if v > max then
   return redis.error_reply('ERANGE invalidation counter past 2^52')
 end
@@ -123,13 +128,16 @@ return {v, repaired}
 /// without persistence, a flush) or never got an increment (made while it was unreachable):
 /// whatever happened meanwhile is unknown, so it is set one past the caller's copy, which
 /// every instance, the caller included, then takes as an invalidation. A broken one is
-/// repaired as in [`counter_lua`]. Each key is read on its own (`pcall`), so one bad key does
+/// repaired as in [`counter_lua`]. With `ARGV[#KEYS + 2]` `'1'` (see
+/// [`Backend::clock_counters`]) a lost counter is set to at least Redis's clock in
+/// microseconds instead. Each key is read on its own (`pcall`), so one bad key does
 /// not hide the others. Returns `{values, errors, broken values}`, one of each per key: the
 /// value (-1 on an error), the error (`''`), the broken value that was repaired (`''`).
 const SYNC: &str = concat!(
     counter_lua!(),
     r"
 local max = tonumber(ARGV[#KEYS + 1])
+local clock = ARGV[#KEYS + 2] == '1'
 local values, errors, repaired = {}, {}, {}
 for i, key in ipairs(KEYS) do
   local mine = tonumber(ARGV[i])
@@ -149,6 +157,9 @@ for i, key in ipairs(KEYS) do
     end
     if current < mine then
       current = mine + 1
+      if clock then
+        current = past(current, max)
+      end
       write = true
     end
     local set = write and redis.pcall('SET', key, text(current))
@@ -305,6 +316,7 @@ impl Backend {
     async fn bump(self: &Arc<Self>, cache: &str, section: Option<&str>, floor: u64) -> Option<u64> {
         let key = self.generation_key(cache, section);
         let (channel, publish) = self.channel_of(cache);
+        let clock = u8::from(self.clock_counters);
         let payload = match section {
             Some(section) => format!("{cache}\n{section}"),
             None => cache.to_owned(),
@@ -320,6 +332,7 @@ impl Backend {
                         .arg(payload)
                         .arg(MAX_COUNTER)
                         .arg(publish)
+                        .arg(clock)
                         .invoke_async(&mut conn)
                         .await
                 })
@@ -414,6 +427,7 @@ impl Backend {
             cmd.arg(generations.local(scope.as_deref()));
         }
         cmd.arg(MAX_COUNTER);
+        cmd.arg(u8::from(self.clock_counters));
         // The script reports each key's error itself; the call's own subject covers the
         // script as a whole.
         let subject = format!("{}*", self.generation_key(generations.cache(), None));

@@ -252,6 +252,13 @@ pub(crate) struct Backend {
     /// Whether Redis is a cluster: invalidations go out on sharded channels, and a Vary
     /// pointer is stored apart from its variant (another slot).
     cluster: bool,
+    /// Whether counters move to at least Redis's clock (microseconds) on every increment and
+    /// repair: on a topology with replicas (a cluster, Sentinel), where a failover can lose
+    /// the last increments (replication is asynchronous). A failover takes longer than the
+    /// nodes' clocks disagree, so every value issued after it is above every value issued
+    /// before, lost ones included: a lost increment can never be issued again and look like
+    /// "nothing changed" to an instance that saw it.
+    pub(crate) clock_counters: bool,
     /// Woken when a cache registers (the sharded subscription then adds its channel).
     registered: Arc<tokio::sync::Notify>,
     handle: tokio::runtime::Handle,
