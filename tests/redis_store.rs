@@ -28,7 +28,7 @@ use actix_web::{App, HttpRequest, HttpResponse, web};
 use redis::Commands as _;
 
 use self::http::Server;
-use self::redis_server::{RedisCluster, RedisServer};
+use self::redis_server::{RedisCluster, RedisSentinels, RedisServer, SENTINEL_SERVICE};
 
 /// The Redis the instances share: one server or a cluster. The shared scenarios take one, so
 /// the same test runs on both (`on_a_redis_cluster_the_shared_scenarios_hold`).
@@ -71,6 +71,21 @@ impl Topo for RedisCluster {
     fn counter(&self, prefix: &str, cache: &str) -> String {
         // A hash tag: a cache's counters and its sharded channel share a slot.
         format!("{prefix}:{{{cache}}}:gen")
+    }
+}
+
+impl Topo for RedisSentinels {
+    fn topology(&self) -> RedisTopology {
+        RedisTopology::sentinel(self.urls(), SENTINEL_SERVICE)
+    }
+    fn conn(&self) -> AnyConn {
+        AnyConn(Box::new(self.connection()))
+    }
+    fn child_env(&self) -> (&'static str, String) {
+        ("AC_TEST_REDIS_SENTINEL", self.urls().join(","))
+    }
+    fn counter(&self, prefix: &str, cache: &str) -> String {
+        format!("{prefix}:{cache}:gen")
     }
 }
 
@@ -634,6 +649,8 @@ fn lease_holder_child() {
         RedisTopology::single(url)
     } else if let Ok(nodes) = std::env::var("AC_TEST_REDIS_CLUSTER") {
         RedisTopology::cluster(nodes.split(','))
+    } else if let Ok(sentinels) = std::env::var("AC_TEST_REDIS_SENTINEL") {
+        RedisTopology::sentinel(sentinels.split(','), SENTINEL_SERVICE)
     } else {
         return;
     };
@@ -1424,4 +1441,86 @@ fn a_cluster_master_killed_mid_load_is_replaced_by_its_replica_and_nothing_fails
         repaired > value,
         "repaired past every copy: {repaired} <= {value}"
     );
+}
+
+/// Through Sentinel: the shared scenarios, then the primary killed under load. The Sentinels
+/// promote the replica; the backend asks them for the primary again once the old one stops
+/// answering, and follows it without a restart.
+#[test]
+fn through_sentinel_a_killed_primary_is_followed_to_the_promoted_replica_and_nothing_fails() {
+    let Some(mut sentinels) = RedisSentinels::start() else {
+        return;
+    };
+    share_entries(&sentinels);
+    invalidation_seen_on_next_request(&sentinels);
+    killed_lease_holder_taken_over(&sentinels);
+
+    let db = Arc::new(Db::default());
+    let a = instance(&sentinels, "follow", &db, Duration::from_millis(2));
+    let b = instance(&sentinels, "follow", &db, Duration::from_millis(2));
+    // One that learns of invalidations only from the broadcast.
+    let backend = backend_builder(&sentinels, "follow")
+        .read_your_writes(false)
+        .sync_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let c = instance_on(backend, &db, Duration::ZERO);
+    wait_until("all subscribed", Duration::from_secs(5), || {
+        [&a, &b, &c].iter().all(|i| i.backend.is_subscribed())
+    });
+
+    let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
+    let (statuses, failover) = std::thread::scope(|s| {
+        let loaded = s.spawn(|| load(&a, &b, &stop, &answered));
+        std::thread::sleep(Duration::from_millis(700));
+        let killed = sentinels.kill_primary();
+        let started = Instant::now();
+        wait_until("the failover", Duration::from_secs(30), || {
+            sentinels.primary().is_some_and(|port| port != killed)
+        });
+        let failover = started.elapsed();
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::SeqCst);
+        (loaded.join().unwrap(), failover)
+    });
+    tracing::info!(?failover, "sentinel failover");
+    assert!(statuses.is_empty(), "non-2xx answers: {statuses:?}");
+    assert!(answered.load(Ordering::SeqCst) > 100);
+
+    wait_until(
+        "every instance on the new primary",
+        Duration::from_secs(10),
+        || {
+            a.get("/data?probe");
+            b.get("/data?probe");
+            [&a, &b]
+                .iter()
+                .all(|i| i.backend.is_available() && i.backend.is_subscribed())
+                && c.backend.is_subscribed()
+        },
+    );
+    let current = db.version.load(Ordering::SeqCst);
+    assert_eq!(version(&a.get("/data?k=1")), current);
+    assert_eq!(version(&b.get("/data?k=1")), current);
+    // Shared again, on the new primary: A builds, B finds it.
+    let builds_b = b.builds();
+    assert_eq!(a.get("/data?after=failover").cache_label(), "miss");
+    assert_eq!(b.get("/data?after=failover").cache_label(), "hit");
+    assert_eq!(b.builds(), builds_b);
+    // Invalidations travel, the broadcast too.
+    assert_eq!(version(&c.get("/data?after=failover")), current);
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data?after=failover")), current + 1);
+    wait_until(
+        "the broadcast from the new primary",
+        Duration::from_secs(3),
+        || version(&c.get("/data?after=failover")) == current + 1,
+    );
+    // Counters move past Redis's clock: increments the failover lost cannot come back.
+    let value: u64 = sentinels
+        .conn()
+        .get(sentinels.counter("follow", "data"))
+        .unwrap();
+    assert!(value > 1_000_000_000_000_000, "{value}");
 }

@@ -350,3 +350,179 @@ pub(crate) fn free_port_pairs(n: usize) -> Vec<u16> {
     }
     ports
 }
+
+/// A primary, one replica and three Sentinels on 127.0.0.1 (`down-after-milliseconds` 1000),
+/// in a temporary directory; killed (and the directory removed) when dropped.
+#[derive(Debug)]
+pub(crate) struct RedisSentinels {
+    dir: std::path::PathBuf,
+    /// Primary, replica (as started).
+    data: Vec<(u16, Option<Child>)>,
+    sentinels: Vec<(u16, Option<Child>)>,
+}
+
+/// The name the Sentinels monitor the primary under.
+pub(crate) const SENTINEL_SERVICE: &str = "mymaster";
+
+impl RedisSentinels {
+    /// Starts them and waits until every Sentinel knows the replica and the other two; `None`
+    /// (after saying so) without `redis-server`/`redis-cli` and an opt-out.
+    pub(crate) fn start() -> Option<Self> {
+        let available = ["redis-server", "redis-cli"].iter().all(|tool| {
+            Command::new(tool)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|status| status.success())
+        });
+        if !available {
+            missing::tool_missing("redis", "apt-get install -y redis-server redis-tools");
+            return None;
+        }
+        let ports = free_port_pairs(5);
+        let dir = std::env::temp_dir().join(format!(
+            "actix-conditional-sentinel-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        std::fs::create_dir_all(&dir).expect("sentinel dir");
+        let mut set = Self {
+            dir,
+            data: Vec::new(),
+            sentinels: Vec::new(),
+        };
+        let (primary, replica) = (ports[0], ports[1]);
+        for (port, replica_of) in [(primary, None), (replica, Some(primary))] {
+            // `--dir`: a replica writes the primary's snapshot there on a full sync.
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--protected-mode", "no", "--loglevel", "warning"])
+                .arg("--dir")
+                .arg(&set.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
+            if let Some(of) = replica_of {
+                cmd.args(["--replicaof", "127.0.0.1", &of.to_string()]);
+            }
+            set.data
+                .push((port, Some(cmd.spawn().expect("redis-server starts"))));
+            wait_for_ping(port);
+        }
+        for &port in &ports[2..] {
+            let conf = set.dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\n\
+                     sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
+                     sentinel failover-timeout {SENTINEL_SERVICE} 5000\n\
+                     sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                    dir = set.dir.display()
+                ),
+            )
+            .expect("sentinel config");
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .args(["--sentinel", "--loglevel", "warning"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("redis-server --sentinel starts");
+            set.sentinels.push((port, Some(child)));
+            wait_for_ping(port);
+        }
+        // Wait until the replica is in sync and every Sentinel has found it and the others
+        // (hello messages every 2 s): only then can they agree on a failover.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info = cli(primary, &["INFO", "replication"]);
+            let synced = info.contains("connected_slaves:1") && info.contains("state=online");
+            let known = set.sentinels.iter().all(|(port, _)| {
+                let master = cli(*port, &["SENTINEL", "MASTER", SENTINEL_SERVICE]);
+                let field = |name: &str| {
+                    let mut lines = master.lines();
+                    lines
+                        .by_ref()
+                        .find(|line| line.trim() == name)
+                        .and_then(|_| lines.next())
+                        .map(|v| v.trim().to_owned())
+                };
+                field("num-slaves").as_deref() == Some("1")
+                    && field("num-other-sentinels").as_deref() == Some("2")
+            });
+            if synced && known {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the sentinels did not settle");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(set)
+    }
+
+    /// The Sentinels' URLs, for a `RedisTopology::sentinel`.
+    pub(crate) fn urls(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|(port, _)| format!("redis://127.0.0.1:{port}/"))
+            .collect()
+    }
+
+    /// The port of the primary as the first Sentinel names it.
+    pub(crate) fn primary(&self) -> Option<u16> {
+        let port = self.sentinels[0].0;
+        let reply = cli(
+            port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE],
+        );
+        reply.lines().nth(1).and_then(|p| p.trim().parse().ok())
+    }
+
+    /// Kills the current primary (SIGKILL); returns its port.
+    pub(crate) fn kill_primary(&mut self) -> u16 {
+        let primary = self.primary().expect("a primary");
+        for (port, child) in &mut self.data {
+            if *port == primary
+                && let Some(mut child) = child.take()
+            {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        primary
+    }
+
+    /// A connection to the current primary.
+    pub(crate) fn connection(&self) -> redis::Connection {
+        let port = self.primary().expect("a primary");
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .expect("url")
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .expect("redis connection")
+    }
+}
+
+impl Drop for RedisSentinels {
+    fn drop(&mut self) {
+        for (_, child) in self.sentinels.iter_mut().chain(self.data.iter_mut()) {
+            if let Some(mut child) = child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_for_ping(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping(port) {
+        assert!(
+            Instant::now() < deadline,
+            "redis on port {port} did not answer"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
