@@ -16,7 +16,8 @@ use ::redis::sentinel::{SentinelClient, SentinelServerType};
 use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 
 /// Where the Redis tier lives; what [`RedisBackend::builder`](super::RedisBackend::builder)
-/// takes (a `&str` or `String` is a single server's URL).
+/// takes (a `&str` or `String` is read by [`RedisTopology::parse`]: a server's URL, or a
+/// `cluster:`/`sentinel:` list).
 ///
 /// What each one guarantees during a failover is in `docs/redis.md` ("Topologies").
 #[derive(Clone, PartialEq, Eq)]
@@ -87,21 +88,78 @@ impl fmt::Debug for RedisTopology {
     }
 }
 
+impl RedisTopology {
+    /// Reads a topology from one string, as an environment variable holds it:
+    ///
+    /// - `redis://host:port/db` (or `rediss://`, `unix://`): one server;
+    /// - `cluster:redis://host1:port1,redis://host2:port2`: a cluster, through any of these
+    ///   nodes;
+    /// - `sentinel:<name>@redis://host1:26379,redis://host2:26379`: the primary the
+    ///   Sentinels call `<name>`.
+    ///
+    /// Nothing is checked here; [`build`](super::RedisBackendBuilder::build) refuses a
+    /// malformed URL. (This is what `From<&str>` does, so
+    /// [`RedisBackend::builder`](super::RedisBackend::builder) and
+    /// [`RedisBackend::new`](super::RedisBackend::new) take these strings too.)
+    ///
+    /// ```
+    /// use actix_conditional::response_cache::RedisTopology;
+    ///
+    /// assert_eq!(
+    ///     RedisTopology::parse("redis://127.0.0.1:6379/"),
+    ///     RedisTopology::single("redis://127.0.0.1:6379/")
+    /// );
+    /// assert_eq!(
+    ///     RedisTopology::parse("cluster:redis://10.0.0.1:7000,redis://10.0.0.2:7000"),
+    ///     RedisTopology::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    /// );
+    /// assert_eq!(
+    ///     RedisTopology::parse("sentinel:mymaster@redis://10.0.0.1:26379,redis://10.0.0.2:26379"),
+    ///     RedisTopology::sentinel(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "mymaster")
+    /// );
+    /// ```
+    pub fn parse(spec: &str) -> Self {
+        let list = |urls: &str| -> Vec<String> {
+            urls.split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(nodes) = spec.strip_prefix("cluster:") {
+            return Self::Cluster(list(nodes));
+        }
+        if let Some((service, sentinels)) = spec
+            .strip_prefix("sentinel:")
+            .and_then(|rest| rest.split_once('@'))
+        {
+            return Self::Sentinel {
+                sentinels: list(sentinels),
+                service: service.to_owned(),
+            };
+        }
+        Self::Single(spec.to_owned())
+    }
+}
+
 impl From<&str> for RedisTopology {
-    fn from(url: &str) -> Self {
-        Self::Single(url.to_owned())
+    /// [`RedisTopology::parse`].
+    fn from(spec: &str) -> Self {
+        Self::parse(spec)
     }
 }
 
 impl From<String> for RedisTopology {
-    fn from(url: String) -> Self {
-        Self::Single(url)
+    /// [`RedisTopology::parse`].
+    fn from(spec: String) -> Self {
+        Self::parse(&spec)
     }
 }
 
 impl From<&String> for RedisTopology {
-    fn from(url: &String) -> Self {
-        Self::Single(url.clone())
+    /// [`RedisTopology::parse`].
+    fn from(spec: &String) -> Self {
+        Self::parse(spec)
     }
 }
 

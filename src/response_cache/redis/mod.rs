@@ -83,6 +83,16 @@
 //!   is taken over, and a counter that is not a valid one is repaired (see `lease` and
 //!   `counters`).
 //!
+//! - **Topologies.** One server, a Redis Cluster or a primary watched by Sentinel
+//!   ([`RedisTopology`], through the same [`RedisBackend::builder`]). On a cluster every
+//!   script and pipeline stays in one hash slot (an entry and its lease share a hash tag, as
+//!   do a cache's counters and its sharded invalidation channel, `SPUBLISH`/`SSUBSCRIBE`);
+//!   the client follows `MOVED`/`ASK` and failovers within the same timeout and breaker.
+//!   Through Sentinel the primary is asked for again whenever it stops answering as one.
+//!   With replicas, counters move to at least Redis's clock in microseconds, so increments a
+//!   failover lost are repaired like a flushed counter and never issued again. See
+//!   `docs/redis.md`, "Topologies".
+//!
 //! Redis connections live on a thread of their own (`actix-conditional-redis`, one
 //! current-thread Tokio runtime), so they do not depend on which actix worker or test runtime
 //! asked, nor on the main thread being polled.
@@ -179,7 +189,8 @@ impl fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend for `url` with the default settings.
+    /// A backend for `url` (or a `cluster:`/`sentinel:` list: see [`RedisTopology::parse`])
+    /// with the default settings.
     ///
     /// # Errors
     ///
