@@ -1302,6 +1302,30 @@ fn on_a_redis_cluster_the_shared_scenarios_hold() {
     hundred_cold_requests_build_once(&cluster);
     killed_lease_holder_taken_over(&cluster);
     counters_lost_and_repaired(&cluster);
+
+    // Slots moving under load (keys migrate: `ASK`, then `MOVED`): the client follows, and no
+    // request fails.
+    let db = Arc::new(Db::default());
+    let a = instance(&cluster, "reshard", &db, Duration::from_millis(2));
+    let b = instance(&cluster, "reshard", &db, Duration::from_millis(2));
+    let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
+    let statuses = std::thread::scope(|s| {
+        let loaded = s.spawn(|| load(&a, &b, &stop, &answered));
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.reshard(1000);
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        loaded.join().unwrap()
+    });
+    assert!(statuses.is_empty(), "non-2xx answers: {statuses:?}");
+    assert!(answered.load(Ordering::SeqCst) > 50);
+    cluster.wait_until_ok(Duration::from_secs(10), false);
+    let current = db.version.load(Ordering::SeqCst);
+    assert_eq!(version(&a.get("/data?after=reshard")), current);
+    assert_eq!(b.get("/data?after=reshard").cache_label(), "hit");
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data?after=reshard")), current + 1);
 }
 
 /// Load on two instances (reads of 7 keys and writes) until `stop`: the non-2xx statuses.

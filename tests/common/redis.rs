@@ -269,6 +269,27 @@ impl RedisCluster {
         port
     }
 
+    /// Moves `slots` slots from the first master to the second with
+    /// `redis-cli --cluster reshard` (keys migrate: clients meet `ASK`, then `MOVED`).
+    pub(crate) fn reshard(&self, slots: u32) {
+        let masters = self.masters();
+        let id = |port: u16| cli(port, &["CLUSTER", "MYID"]).trim().to_owned();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", masters[0])])
+            .args(["--cluster-from", &id(masters[0])])
+            .args(["--cluster-to", &id(masters[1])])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster reshard failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A synchronous cluster connection, to look at or tamper with what the caches stored.
     pub(crate) fn connection(&self) -> redis::cluster::ClusterConnection {
         redis::cluster::ClusterClient::new(self.urls())
