@@ -22,21 +22,10 @@ progress every few seconds, and checks at the end:
 - memory flat after warm-up: the server's RSS at the end within 1.25x + 8 MiB of its RSS
   right after the warm-up (the first fifth of the run, at least 5 s).
 
-With `--fleet N` (N >= 2) it soaks a fleet instead: N instances of the example (built with
-`--features redis`) sharing one SQLite file and one `redis-server` (started on a free port, or
-`--redis-url`), behind a real nginx `upstream` (round robin, keep-alive) on loopback, and the
-threads talk to nginx only, so consecutive requests of one thread land on different instances.
-Before the load it sends a herd of 100 concurrent requests for the cold `/challenges/active`
-through nginx and checks that the whole fleet built it once (the instances'
-`actix_conditional_cache_builds_total` summed); the read-your-writes, staleness and 5xx
-checks then hold across instances, and the RSS check applies to each.
-
 Usage:
   python3 benches/soak.py                 # 60 s, 8 threads, debug build (what CI runs)
   python3 benches/soak.py --duration 600 --threads 16 --release
   python3 benches/soak.py --write-doc docs/proof.md   # replace the soak section there
-  python3 benches/soak.py --fleet 3       # 3 instances behind nginx, one Redis (CI runs it)
-  python3 benches/soak.py --fleet 3 --write-doc docs/proof.md   # the soak-fleet section
 
 Exit status 0 when every check passed, 1 otherwise. Standard library only.
 """
@@ -340,11 +329,8 @@ def cache_label(cache_status):
     return "miss"
 
 
-def mib_list(values):
-    return ", ".join(f"{(v or 0) / 1024:.1f}" for v in values)
-
-
 def git_revision():
+    """The commit measured, and whether the code differs from it."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src", "examples", "Cargo.lock"], cwd=ROOT).returncode != 0
@@ -368,12 +354,10 @@ def main():
     parser.add_argument("--threads", type=int, default=8, help="client threads (default 8)")
     parser.add_argument("--release", action="store_true", help="build and run the release example")
     parser.add_argument("--progress", type=int, default=5, help="seconds between progress lines")
-    parser.add_argument("--write-doc", metavar="FILE", help="replace the soak (or soak-fleet) section of FILE")
-    parser.add_argument("--fleet", type=int, default=1, help="instances behind nginx (default 1: no nginx, no Redis)")
-    parser.add_argument("--redis-url", help="with --fleet: an existing Redis (default: start redis-server on a free port)")
+    parser.add_argument("--write-doc", metavar="FILE", help="replace the soak section of FILE")
     args = parser.parse_args()
-    if args.duration < 10 or args.threads < 1 or args.fleet < 1:
-        parser.error("--duration must be at least 10, --threads and --fleet at least 1")
+    if args.duration < 10 or args.threads < 1:
+        parser.error("--duration must be at least 10 and --threads at least 1")
 
     profile = "release" if args.release else "debug"
     # --all-features: the artifacts `cargo test --all-features` left behind (CI runs this after
@@ -385,123 +369,20 @@ def main():
     binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), profile, "examples", "viewsets")
 
     work = tempfile.mkdtemp(prefix="soak-")
-    os.chmod(work, 0o755)  # nginx's worker runs as nobody
-    helpers = []  # redis-server, nginx: stopped last
-    servers = []
+    env = dict(os.environ, BIND="127.0.0.1:0", DATABASE_URL=os.path.join(work, "soak.sqlite3"), RUST_LOG="error")
+    env.pop("REDIS_URL", None)
+    server = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        env = dict(os.environ, BIND="127.0.0.1:0", DATABASE_URL=os.path.join(work, "soak.sqlite3"), RUST_LOG="error")
-        env.pop("REDIS_URL", None)
-        if args.fleet > 1:
-            redis_url = args.redis_url
-            if redis_url is None:
-                redis_url, redis = start_redis(work)
-                helpers.append(redis)
-            env["REDIS_URL"] = redis_url
-        for _ in range(args.fleet):
-            server = subprocess.Popen([binary], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            servers.append((server, read_port(server)))
-            # The first instance creates and seeds the database; the others open it.
-        if args.fleet > 1:
-            port, nginx = start_nginx(work, [port for _, port in servers])
-            helpers.append(nginx)
-            log(f"{args.fleet} instances on ports {', '.join(str(p) for _, p in servers)} behind nginx on 127.0.0.1:{port}, Redis {env['REDIS_URL']}")
-        else:
-            port = servers[0][1]
-        run(args, servers, port, profile)
+        run(args, server, profile)
     finally:
-        for process in [s for s, _ in servers] + helpers:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        if server.poll() is None:
+            server.kill()
+            server.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, what, process):
-    import socket
-
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"soak: {what} exited with {process.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"soak: {what} did not listen on 127.0.0.1:{port} within 30 s")
-
-
-def start_redis(work):
-    server = shutil.which("redis-server")
-    if server is None:
-        sys.exit("soak: --fleet needs redis-server (Debian: apt-get install -y redis-server) or --redis-url")
-    port = free_port()
-    process = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", work],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port, "redis-server", process)
-    return f"redis://127.0.0.1:{port}/", process
-
-
-def start_nginx(work, ports):
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        sys.exit("soak: --fleet needs nginx (Debian: apt-get install -y nginx)")
-    port = free_port()
-    conf_dir = os.path.join(work, "nginx")
-    os.makedirs(os.path.join(conf_dir, "logs"))
-    upstream = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
-    # Round robin over the instances, keep-alive to each; no nginx cache: every request
-    # reaches an instance. Host is passed so the instances' cache keys are what a client sent.
-    conf = f"""daemon off;
-worker_processes 1;
-pid {conf_dir}/nginx.pid;
-error_log {conf_dir}/logs/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {conf_dir}/body;
-    proxy_temp_path {conf_dir}/proxy;
-    fastcgi_temp_path {conf_dir}/fastcgi;
-    uwsgi_temp_path {conf_dir}/uwsgi;
-    scgi_temp_path {conf_dir}/scgi;
-    upstream fleet {{
-{upstream}
-        keepalive 32;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://fleet;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $http_host;
-            proxy_next_upstream off;
-        }}
-    }}
-}}
-"""
-    path = os.path.join(conf_dir, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    process = subprocess.Popen([nginx, "-p", conf_dir, "-e", os.path.join(conf_dir, "logs", "error.log"), "-c", path])
-    wait_port(port, "nginx", process)
-    return port, process
-
-
-def read_port(server):
-    """The port the example prints at start, read on a thread so a silent server cannot hang
-    the soak; the thread then keeps draining stdout so the server never blocks on it."""
+def run(args, server, profile):
+    # The address line, read on a thread so a silent server cannot hang the soak.
     found = {}
 
     def read_address():
@@ -510,87 +391,26 @@ def read_port(server):
             if match:
                 found["port"] = int(match.group(1))
                 break
-        server.stdout.read()
+        server.stdout.read()  # keep draining so the server never blocks on stdout
 
     threading.Thread(target=read_address, daemon=True).start()
     deadline = time.time() + 30
     while "port" not in found and time.time() < deadline and server.poll() is None:
         time.sleep(0.05)
-    if "port" not in found:
+    port = found.get("port")
+    if port is None:
         sys.exit("soak: the example did not print its address within 30 s")
-    return found["port"]
+    log(f"example (pid {server.pid}, {profile}) on 127.0.0.1:{port}; {args.threads} threads for {args.duration} s")
 
-
-def builds(port, cache):
-    """`actix_conditional_cache_builds_total` of one cache on one instance (its `/metrics`)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/metrics")
-    text = conn.getresponse().read().decode()
-    conn.close()
-    total = 0
-    for line in text.splitlines():
-        if line.startswith("actix_conditional_cache_builds_total{") and f'cache="{cache}"' in line:
-            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
-
-
-def herd(servers, port, stats, size=100):
-    """`size` concurrent GETs of the cold `/challenges/active` through the load balancer, each
-    on its own connection; returns (builds across the fleet, distinct ETags, statuses)."""
-    before = sum(builds(p, "challenges") for _, p in servers)
-    barrier = threading.Barrier(size)
-    answers = []
-    lock = threading.Lock()
-
-    def one():
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        barrier.wait()
-        try:
-            conn.request("GET", "/challenges/active")
-            res = conn.getresponse()
-            res.read()
-            with lock:
-                answers.append((res.status, res.getheader("ETag")))
-        except (OSError, http.client.HTTPException) as err:
-            with lock:
-                answers.append(("error", repr(err)))
-        finally:
-            conn.close()
-
-    threads = [threading.Thread(target=one) for _ in range(size)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    after = sum(builds(p, "challenges") for _, p in servers)
-    statuses = {}
-    for status, _ in answers:
-        statuses[status] = statuses.get(status, 0) + 1
-    etags = {etag for status, etag in answers if status == 200}
-    return after - before, etags, statuses
-
-
-def run(args, servers, port, profile):
-    stats = Stats()
-    herd_line = None
-    if len(servers) > 1:
-        built, etags, statuses = herd(servers, port, stats)
-        herd_line = f"- Herd: 100 concurrent `GET /challenges/active` on a cold cache through nginx: {built} build(s) across the {len(servers)} instances; statuses {statuses}; {len(etags)} distinct ETag(s)"
-        log(herd_line[2:])
-        if built != 1 or statuses != {200: 100} or len(etags) != 1:
-            stats.fail(f"herd on a cold key: {built} builds across the fleet, statuses {statuses}, {len(etags)} ETags (expected 1 build, 100 200s, 1 ETag)")
-    pids = [s.pid for s, _ in servers]
-    log(f"example{'s' if len(servers) > 1 else ''} (pid {', '.join(map(str, pids))}, {profile}) on 127.0.0.1:{port}; {args.threads} threads for {args.duration} s")
-
-    stop = threading.Event()
+    stats, stop = Stats(), threading.Event()
     threads = [threading.Thread(target=worker, args=(port, stats, stop, i), daemon=True) for i in range(args.threads)]
     started = time.time()
     for t in threads:
         t.start()
     warmup = max(5, args.duration // 5)
-    rss_start = [rss_kib(pid) or 0 for pid in pids]
+    rss_start = rss_kib(server.pid)
     rss_warm = None
-    rss_max_after = [0] * len(pids)
+    rss_max_after = 0
     next_progress = started + args.progress
     last_requests = 0
     while True:
@@ -598,48 +418,41 @@ def run(args, servers, port, profile):
         elapsed = now - started
         if elapsed >= args.duration:
             break
-        rss = [rss_kib(pid) or 0 for pid in pids]
-        exited = [s for s, _ in servers if s.poll() is not None]
-        if exited:
-            stats.fail(f"an instance exited with {exited[0].returncode}")
+        rss = rss_kib(server.pid) or 0
+        if server.poll() is not None:
+            stats.fail(f"the server exited with {server.returncode}")
             break
         if rss_warm is None and elapsed >= warmup:
             rss_warm = rss
-            log(f"warm-up done: RSS {mib_list(rss)} MiB")
-        elif rss_warm is not None:
-            rss_max_after = [max(a, b) for a, b in zip(rss_max_after, rss)]
+            log(f"warm-up done: RSS {rss / 1024:.1f} MiB")
+        elif rss_warm is not None and rss:
+            rss_max_after = max(rss_max_after, rss)
         if now >= next_progress:
             with stats.lock:
                 total, errors = stats.requests, sum(v for k, v in stats.by_status.items() if k == "error" or k >= 500)
             rate = (total - last_requests) / args.progress
             last_requests = total
-            log(f"{elapsed:5.0f}/{args.duration} s  {total} requests  {rate:.0f} req/s  {errors} errors  RSS {mib_list(rss)} MiB")
+            log(f"{elapsed:5.0f}/{args.duration} s  {total} requests  {rate:.0f} req/s  {errors} errors  RSS {rss / 1024:.1f} MiB")
             next_progress += args.progress
         time.sleep(0.2)
     stop.set()
     for t in threads:
         t.join(timeout=15)
-    rss_end = [rss_kib(pid) for pid in pids]
+    rss_end = rss_kib(server.pid)
     duration = time.time() - started
-    for server, _ in servers:
-        server.terminate()
-    for server, _ in servers:
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+    server.terminate()
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
     errors = sum(v for k, v in stats.by_status.items() if k == "error" or k >= 500)
-    flat = rss_warm is not None and all(end is not None and end <= warm * 1.25 + 8 * 1024 for warm, end in zip(rss_warm, rss_end))
+    flat = rss_warm is not None and rss_end is not None and rss_end <= rss_warm * 1.25 + 8 * 1024
     if not flat:
         stats.fail(f"RSS grew: {rss_warm} KiB after warm-up, {rss_end} KiB at the end")
-    rss_end = [end or 0 for end in rss_end]
-    rss_warm = rss_warm or [0] * len(pids)
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(stats.by_status.items(), key=lambda kv: str(kv[0])))
     summary = [
-        f"- Command: `python3 benches/soak.py --duration {args.duration} --threads {args.threads}{' --release' if args.release else ''}{f' --fleet {len(servers)}' if len(servers) > 1 else ''}` ({profile} build of `examples/viewsets.rs`, fresh SQLite file, "
-        + ("one process" if len(servers) == 1 else f"{len(servers)} processes sharing it and one `redis-server`, behind nginx (round robin)")
-        + f", {os.cpu_count()} CPUs shared with the clients)",
+        f"- Command: `python3 benches/soak.py --duration {args.duration} --threads {args.threads}{' --release' if args.release else ''}` ({profile} build of `examples/viewsets.rs`, fresh SQLite file, one process, {os.cpu_count()} CPUs shared with the clients)",
         f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; code: `{git_revision()}`",
         f"- Requests: {stats.requests} in {duration:.0f} s ({stats.requests / duration:.0f} req/s); by status: {statuses}",
         f"- Errors (5xx or connection): {errors}",
@@ -647,19 +460,16 @@ def run(args, servers, port, profile):
         f"- 304s on a repeated `If-None-Match`: {stats.not_modified}; `If-Match` conflicts answered 412 (no lost update): {stats.conflicts}",
         f"- Read-your-writes: {stats.ryw_reads} reads of `/state/summary` after the thread's own writes ({stats.ryw_checks} write checks), violations: core {stats.ryw_violations['core']}, recent_progress {stats.ryw_violations['recent_progress']}; their `Cache-Status`: " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.labels.items(), key=lambda kv: str(kv[0])))
         + ("" if not stats.ryw_violations_by_label else "; reads with a violation, by `Cache-Status`: " + ", ".join(f"{k}: {v}" for k, v in sorted(stats.ryw_violations_by_label.items(), key=lambda kv: str(kv[0])))),
-        f"- RSS{' per instance' if len(servers) > 1 else ''}: {mib_list(rss_start)} MiB at start, {mib_list(rss_warm)} MiB after the {warmup} s warm-up, peak {mib_list(rss_max_after)} MiB after it, {mib_list(rss_end)} MiB at the end ({'flat' if flat else 'GREW'})",
+        f"- RSS: {(rss_start or 0) / 1024:.1f} MiB at start, {(rss_warm or 0) / 1024:.1f} MiB after the {warmup} s warm-up, peak {rss_max_after / 1024:.1f} MiB after it, {(rss_end or 0) / 1024:.1f} MiB at the end ({'flat' if flat else 'GREW'})",
         f"- Checks failed: {len(stats.failures)}" + ("" if not stats.failures else ": " + "; ".join(stats.failures[:5])),
     ]
-    if herd_line:
-        summary.insert(2, herd_line)
     print("\n".join(summary))
     if args.write_doc:
-        name = "soak" if len(servers) == 1 else "soak-fleet"
-        section = f"<!-- {name}:begin -->\n" + "\n".join(summary) + f"\n<!-- {name}:end -->"
+        section = "<!-- soak:begin -->\n" + "\n".join(summary) + "\n<!-- soak:end -->"
         with open(args.write_doc) as f:
             text = f.read()
-        if f"<!-- {name}:begin -->" in text:
-            text = re.sub(rf"<!-- {name}:begin -->.*?<!-- {name}:end -->", lambda _: section, text, flags=re.S)
+        if "<!-- soak:begin -->" in text:
+            text = re.sub(r"<!-- soak:begin -->.*?<!-- soak:end -->", lambda _: section, text, flags=re.S)
         else:
             text += "\n" + section + "\n"
         with open(args.write_doc, "w") as f:

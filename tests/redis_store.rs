@@ -22,13 +22,101 @@ use std::time::{Duration, Instant};
 use actix_conditional::edge::Edge;
 use actix_conditional::edge::purge::{PurgeError, Purger, Purges};
 use actix_conditional::response_cache::{
-    CacheScope, RedisBackend, RedisBackendBuilder, ResponseCache,
+    CacheScope, RedisBackend, RedisBackendBuilder, RedisTopology, ResponseCache,
 };
 use actix_web::{App, HttpRequest, HttpResponse, web};
 use redis::Commands as _;
 
 use self::http::Server;
-use self::redis_server::RedisServer;
+use self::redis_server::{RedisCluster, RedisSentinels, RedisServer, SENTINEL_SERVICE};
+
+/// The Redis the instances share: one server or a cluster. The shared scenarios take one, so
+/// the same test runs on both (`on_a_redis_cluster_the_shared_scenarios_hold`).
+trait Topo {
+    fn topology(&self) -> RedisTopology;
+    /// A synchronous connection (to the cluster: routed by key), to look at or tamper with
+    /// what the caches stored.
+    fn conn(&self) -> AnyConn;
+    /// What `lease_holder_child` reads to connect to the same Redis.
+    fn child_env(&self) -> (&'static str, String);
+    /// The Redis key of a cache's invalidation counter.
+    fn counter(&self, prefix: &str, cache: &str) -> String;
+}
+
+impl Topo for RedisServer {
+    fn topology(&self) -> RedisTopology {
+        RedisTopology::single(self.url())
+    }
+    fn conn(&self) -> AnyConn {
+        AnyConn(Box::new(self.connection()))
+    }
+    fn child_env(&self) -> (&'static str, String) {
+        ("AC_TEST_REDIS_URL", self.url())
+    }
+    fn counter(&self, prefix: &str, cache: &str) -> String {
+        format!("{prefix}:{cache}:gen")
+    }
+}
+
+impl Topo for RedisCluster {
+    fn topology(&self) -> RedisTopology {
+        RedisTopology::cluster(self.urls())
+    }
+    fn conn(&self) -> AnyConn {
+        AnyConn(Box::new(self.connection()))
+    }
+    fn child_env(&self) -> (&'static str, String) {
+        ("AC_TEST_REDIS_CLUSTER", self.urls().join(","))
+    }
+    fn counter(&self, prefix: &str, cache: &str) -> String {
+        // A hash tag: a cache's counters and its sharded channel share a slot.
+        format!("{prefix}:{{{cache}}}:gen")
+    }
+}
+
+impl Topo for RedisSentinels {
+    fn topology(&self) -> RedisTopology {
+        RedisTopology::sentinel(self.urls(), SENTINEL_SERVICE)
+    }
+    fn conn(&self) -> AnyConn {
+        AnyConn(Box::new(self.connection()))
+    }
+    fn child_env(&self) -> (&'static str, String) {
+        ("AC_TEST_REDIS_SENTINEL", self.urls().join(","))
+    }
+    fn counter(&self, prefix: &str, cache: &str) -> String {
+        format!("{prefix}:{cache}:gen")
+    }
+}
+
+/// A server's or a cluster's connection, for `redis::Commands`.
+struct AnyConn(Box<dyn redis::ConnectionLike>);
+
+impl redis::ConnectionLike for AnyConn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        self.0.req_packed_command(cmd)
+    }
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        self.0.req_packed_commands(cmd, offset, count)
+    }
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        self.0.req_command(cmd)
+    }
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+    fn check_connection(&mut self) -> bool {
+        self.0.check_connection()
+    }
+    fn is_open(&self) -> bool {
+        self.0.is_open()
+    }
+}
 
 /// The "database" every instance reads: one version number, bumped by writes.
 #[derive(Debug, Default)]
@@ -60,8 +148,8 @@ impl Instance {
 
 /// The tests' settings: short intervals so outages and leases play out in a second; a call
 /// timeout generous enough for a loaded machine (the paused-Redis test sets its own).
-fn backend_builder(redis: &RedisServer, prefix: &str) -> RedisBackendBuilder {
-    RedisBackend::builder(&redis.url())
+fn backend_builder(redis: &dyn Topo, prefix: &str) -> RedisBackendBuilder {
+    RedisBackend::builder(redis.topology())
         .prefix(prefix)
         .timeout(Duration::from_secs(1))
         .retry_interval(Duration::from_millis(200))
@@ -69,13 +157,13 @@ fn backend_builder(redis: &RedisServer, prefix: &str) -> RedisBackendBuilder {
         .lease_ttl(Duration::from_millis(600))
 }
 
-fn backend(redis: &RedisServer, prefix: &str) -> RedisBackend {
+fn backend(redis: &dyn Topo, prefix: &str) -> RedisBackend {
     backend_builder(redis, prefix).build().expect("valid url")
 }
 
 /// `GET /data` (TTL cache, 60 s, a build that takes `build`), `POST /write` (bumps the
 /// version, invalidates the cache after its 2xx).
-fn instance(redis: &RedisServer, prefix: &str, db: &Arc<Db>, build: Duration) -> Instance {
+fn instance(redis: &dyn Topo, prefix: &str, db: &Arc<Db>, build: Duration) -> Instance {
     instance_on(backend(redis, prefix), db, build)
 }
 
@@ -163,12 +251,15 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 
 #[test]
 fn two_instances_share_entries() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        share_entries(&redis);
+    }
+}
+
+fn share_entries(redis: &dyn Topo) {
     let db = Arc::new(Db::default());
-    let a = instance(&redis, "share", &db, Duration::ZERO);
-    let b = instance(&redis, "share", &db, Duration::ZERO);
+    let a = instance(redis, "share", &db, Duration::ZERO);
+    let b = instance(redis, "share", &db, Duration::ZERO);
 
     let first = a.get("/data");
     assert_eq!((first.status, first.cache_label()), (200, "miss"));
@@ -194,7 +285,7 @@ fn two_instances_share_entries() {
     assert_eq!(res.status, 304);
 
     // Stored with a PX: the entry dies in Redis by itself.
-    let mut conn = redis.connection();
+    let mut conn = redis.conn();
     let keys: Vec<String> = conn.keys("share:data:e:*").unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
     let pttl: i64 = conn.pttl(&keys[0]).unwrap();
@@ -203,12 +294,15 @@ fn two_instances_share_entries() {
 
 #[test]
 fn an_invalidation_on_one_instance_is_seen_by_the_other_on_its_next_request() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        invalidation_seen_on_next_request(&redis);
+    }
+}
+
+fn invalidation_seen_on_next_request(redis: &dyn Topo) {
     let db = Arc::new(Db::default());
-    let a = instance(&redis, "inval", &db, Duration::ZERO);
-    let b = instance(&redis, "inval", &db, Duration::ZERO);
+    let a = instance(redis, "inval", &db, Duration::ZERO);
+    let b = instance(redis, "inval", &db, Duration::ZERO);
     wait_until("both subscribed", Duration::from_secs(5), || {
         a.backend.is_subscribed() && b.backend.is_subscribed()
     });
@@ -284,17 +378,20 @@ fn a_write_purges_the_edge_once_whatever_the_number_of_instances() {
 
 #[test]
 fn an_invalidation_whose_broadcast_was_lost_is_seen_on_the_next_request() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        lost_broadcast_seen_on_next_request(&redis);
+    }
+}
+
+fn lost_broadcast_seen_on_next_request(redis: &dyn Topo) {
     let db = Arc::new(Db::default());
-    let a = instance(&redis, "lost", &db, Duration::ZERO);
+    let a = instance(redis, "lost", &db, Duration::ZERO);
     assert_eq!(a.get("/data").cache_label(), "miss");
     assert_eq!(a.get("/data").cache_label(), "hit");
     // Another instance's invalidation whose message never arrived: the counter moved in
     // Redis, nothing was published. Each request reads the counters (read-your-writes).
-    let mut conn = redis.connection();
-    let _: u64 = conn.incr("lost:data:gen", 1).unwrap();
+    let mut conn = redis.conn();
+    let _: u64 = conn.incr(redis.counter("lost", "data"), 1).unwrap();
     db.version.fetch_add(1, Ordering::SeqCst);
     let res = a.get("/data");
     assert_eq!((res.cache_label(), version(&res)), ("miss", 1));
@@ -326,20 +423,21 @@ fn without_read_your_writes_a_lost_broadcast_is_caught_by_the_periodic_sync() {
 
 #[test]
 fn invalidations_still_reach_everyone_after_redis_lost_its_counters() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        counters_lost_and_repaired(&redis);
+    }
+}
+
+fn counters_lost_and_repaired(redis: &dyn Topo) {
     let db = Arc::new(Db::default());
-    let a = instance(&redis, "flushed", &db, Duration::ZERO);
+    let a = instance(redis, "flushed", &db, Duration::ZERO);
     for _ in 0..3 {
         assert_eq!(a.write().status, 204);
     }
     assert_eq!(version(&a.get("/data")), 3);
-    let _: () = redis::cmd("FLUSHALL")
-        .query(&mut redis.connection())
-        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
     // A new instance starts from nothing; its invalidation must not look old to A.
-    let c = instance(&redis, "flushed", &db, Duration::ZERO);
+    let c = instance(redis, "flushed", &db, Duration::ZERO);
     assert_eq!(version(&c.get("/data")), 3);
     assert_eq!(c.write().status, 204);
     let res = a.get("/data");
@@ -351,11 +449,14 @@ fn invalidations_still_reach_everyone_after_redis_lost_its_counters() {
 
 #[test]
 fn a_varying_response_is_found_by_an_instance_that_never_saw_it() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        vary_variants_shared(&redis);
+    }
+}
+
+fn vary_variants_shared(redis: &dyn Topo) {
     let vary_instance = || {
-        let backend = backend(&redis, "vary");
+        let backend = backend(redis, "vary");
         let cache = ResponseCache::ttl("lang", Duration::from_secs(60))
             .redis(&backend)
             .build();
@@ -418,12 +519,15 @@ fn a_varying_response_is_found_by_an_instance_that_never_saw_it() {
 
 #[test]
 fn a_hundred_cold_requests_across_two_instances_build_once() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        hundred_cold_requests_build_once(&redis);
+    }
+}
+
+fn hundred_cold_requests_build_once(redis: &dyn Topo) {
     let db = Arc::new(Db::default());
-    let a = instance(&redis, "cold", &db, Duration::from_millis(300));
-    let b = instance(&redis, "cold", &db, Duration::from_millis(300));
+    let a = instance(redis, "cold", &db, Duration::from_millis(300));
+    let b = instance(redis, "cold", &db, Duration::from_millis(300));
     let labels: Vec<(u16, String, Vec<u8>)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..100)
             .map(|i| {
@@ -461,13 +565,16 @@ impl Drop for ChildGuard {
 
 #[test]
 fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
-    let Some(redis) = RedisServer::start() else {
-        return;
-    };
+    if let Some(redis) = RedisServer::start() {
+        killed_lease_holder_taken_over(&redis);
+    }
+}
+
+fn killed_lease_holder_taken_over(redis: &dyn Topo) {
     // The holder: this binary again, as a separate process, whose build never ends.
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["lease_holder_child", "--exact", "--ignored", "--nocapture"])
-        .env("AC_TEST_REDIS_URL", redis.url())
+        .env(redis.child_env().0, redis.child_env().1)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -489,7 +596,7 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
         .write_all(b"GET /data HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .unwrap();
 
-    let mut conn = redis.connection();
+    let mut conn = redis.conn();
     let mut lease_key = String::new();
     wait_until("the child's lease", Duration::from_secs(5), || {
         let keys: Vec<String> = conn.keys("lease:data:lease:*").unwrap();
@@ -516,7 +623,7 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
     );
 
     let db = Arc::new(Db::default());
-    let b = instance(&redis, "lease", &db, Duration::ZERO);
+    let b = instance(redis, "lease", &db, Duration::ZERO);
     let res = b.get("/data");
     let waited = killed.elapsed();
     assert_eq!((res.status, res.cache_label()), (200, "miss"));
@@ -538,10 +645,16 @@ fn a_killed_lease_holder_is_taken_over_after_its_lease_expires() {
 #[test]
 #[ignore = "run as a child process by a_killed_lease_holder_is_taken_over_after_its_lease_expires"]
 fn lease_holder_child() {
-    let Ok(url) = std::env::var("AC_TEST_REDIS_URL") else {
+    let topology = if let Ok(url) = std::env::var("AC_TEST_REDIS_URL") {
+        RedisTopology::single(url)
+    } else if let Ok(nodes) = std::env::var("AC_TEST_REDIS_CLUSTER") {
+        RedisTopology::cluster(nodes.split(','))
+    } else if let Ok(sentinels) = std::env::var("AC_TEST_REDIS_SENTINEL") {
+        RedisTopology::sentinel(sentinels.split(','), SENTINEL_SERVICE)
+    } else {
         return;
     };
-    let backend = RedisBackend::builder(&url)
+    let backend = RedisBackend::builder(topology)
         .prefix("lease")
         .lease_ttl(Duration::from_millis(600))
         .build()
@@ -1172,4 +1285,266 @@ fn scripts_are_sent_by_hash_and_reloaded_after_a_flush() {
         calls(&mut conn, "script|load") > loads,
         "loaded again after the flush"
     );
+}
+
+/// The shared scenarios above, on a real Redis Cluster (three masters, one replica each):
+/// every key one operation touches is in one slot (hash tags), and invalidations travel on
+/// sharded channels. Run one after the other on one cluster (each with its own prefix).
+#[test]
+fn on_a_redis_cluster_the_shared_scenarios_hold() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    share_entries(&cluster);
+    invalidation_seen_on_next_request(&cluster);
+    lost_broadcast_seen_on_next_request(&cluster);
+    vary_variants_shared(&cluster);
+    hundred_cold_requests_build_once(&cluster);
+    killed_lease_holder_taken_over(&cluster);
+    counters_lost_and_repaired(&cluster);
+
+    // Slots moving under load (keys migrate: `ASK`, then `MOVED`): the client follows, and no
+    // request fails.
+    let db = Arc::new(Db::default());
+    let a = instance(&cluster, "reshard", &db, Duration::from_millis(2));
+    let b = instance(&cluster, "reshard", &db, Duration::from_millis(2));
+    let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
+    let statuses = std::thread::scope(|s| {
+        let loaded = s.spawn(|| load(&a, &b, &stop, &answered));
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.reshard(1000);
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        loaded.join().unwrap()
+    });
+    assert!(statuses.is_empty(), "non-2xx answers: {statuses:?}");
+    assert!(answered.load(Ordering::SeqCst) > 50);
+    cluster.wait_until_ok(Duration::from_secs(10), false);
+    let current = db.version.load(Ordering::SeqCst);
+    assert_eq!(version(&a.get("/data?after=reshard")), current);
+    assert_eq!(b.get("/data?after=reshard").cache_label(), "hit");
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data?after=reshard")), current + 1);
+}
+
+/// Load on two instances (reads of 7 keys and writes) until `stop`: the non-2xx statuses.
+fn load(a: &Instance, b: &Instance, stop: &AtomicBool, answered: &AtomicUsize) -> Vec<u16> {
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..4)
+            .map(|i| {
+                let target = if i % 2 == 0 { a } else { b };
+                s.spawn(move || {
+                    let mut bad = Vec::new();
+                    let mut conn = target.server.connect();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        n += 1;
+                        let res = if n.is_multiple_of(10) {
+                            conn.send("POST", "/write", &[], None)
+                        } else {
+                            conn.get(&format!("/data?k={}", n % 7))
+                        };
+                        if !(200..300).contains(&res.status) {
+                            bad.push(res.status);
+                        }
+                        answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                    bad
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
+    })
+}
+
+#[test]
+fn a_cluster_master_killed_mid_load_is_replaced_by_its_replica_and_nothing_fails() {
+    let Some(mut cluster) = RedisCluster::start() else {
+        return;
+    };
+    let db = Arc::new(Db::default());
+    let a = instance(&cluster, "failover", &db, Duration::from_millis(2));
+    let b = instance(&cluster, "failover", &db, Duration::from_millis(2));
+    // Two more that learn of invalidations only from the broadcast (no per-request read, a
+    // periodic sync too slow to matter): they show the sharded subscription survives.
+    let lazy = |cluster: &RedisCluster| {
+        let backend = backend_builder(cluster, "failover")
+            .read_your_writes(false)
+            .sync_interval(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        instance_on(backend, &db, Duration::ZERO)
+    };
+    let (c, d) = (lazy(&cluster), lazy(&cluster));
+    wait_until("all subscribed", Duration::from_secs(5), || {
+        [&a, &b, &c, &d].iter().all(|i| i.backend.is_subscribed())
+    });
+    let counter = cluster.counter("failover", "data");
+
+    let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
+    let statuses = std::thread::scope(|s| {
+        let loaded = s.spawn(|| load(&a, &b, &stop, &answered));
+        std::thread::sleep(Duration::from_millis(700));
+        // The master of the counters and of the cache's channel.
+        let killed = cluster.kill_master_of(&counter);
+        tracing::info!(killed, "killed a master");
+        let promoted = Instant::now();
+        cluster.wait_until_ok(Duration::from_secs(20), false);
+        let failover = promoted.elapsed();
+        std::thread::sleep(Duration::from_millis(1000));
+        stop.store(true, Ordering::SeqCst);
+        (loaded.join().unwrap(), failover)
+    });
+    let (statuses, failover) = statuses;
+    assert!(statuses.is_empty(), "non-2xx answers: {statuses:?}");
+    assert!(answered.load(Ordering::SeqCst) > 100);
+    assert!(failover < Duration::from_secs(20));
+
+    wait_until(
+        "every instance back on Redis",
+        Duration::from_secs(10),
+        || {
+            a.get("/data?probe");
+            b.get("/data?probe");
+            // (C and D re-read counters only hourly: a command that failed during the
+            // failover counts against their health for two sync intervals.)
+            [&a, &b]
+                .iter()
+                .all(|i| i.backend.is_available() && i.backend.is_subscribed())
+                && [&c, &d].iter().all(|i| i.backend.is_subscribed())
+        },
+    );
+    let current = db.version.load(Ordering::SeqCst);
+    assert_eq!(version(&b.get("/data?k=1")), current);
+    assert_eq!(version(&a.get("/data?k=1")), current);
+
+    // Invalidations still reach every instance, the broadcast-only ones too.
+    assert_eq!(version(&c.get("/data?after")), current);
+    assert_eq!(version(&d.get("/data?after")), current);
+    assert_eq!(d.get("/data?after").cache_label(), "hit");
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data?after")), current + 1);
+    wait_until(
+        "the broadcast on the promoted replica",
+        Duration::from_secs(3),
+        || {
+            version(&c.get("/data?after")) == current + 1
+                && version(&d.get("/data?after")) == current + 1
+        },
+    );
+
+    // Increments the failover lost (replication lag): the counter as the promoted replica
+    // might have had it. An instance that never saw the lost values invalidates next; its
+    // value must still be above every value issued before, or the instances that saw them
+    // would take it for "nothing changed" (C and D learn only from the broadcast).
+    let mut conn = cluster.conn();
+    let _: () = conn.set(&counter, 1).unwrap();
+    let e = instance(&cluster, "failover", &db, Duration::ZERO);
+    assert_eq!(e.write().status, 204);
+    assert_eq!(version(&a.get("/data?after")), current + 2);
+    assert_eq!(version(&e.get("/data?after")), current + 2);
+    wait_until("the new value's broadcast", Duration::from_secs(3), || {
+        version(&c.get("/data?after")) == current + 2
+            && version(&d.get("/data?after")) == current + 2
+    });
+    let value: u64 = conn.get(&counter).unwrap();
+    assert!(
+        value > 1_000_000_000_000_000,
+        "past Redis's clock in µs: {value}"
+    );
+    // And a counter lost with nobody writing is repaired by the next read, past the clock.
+    let _: () = conn.del(&counter).unwrap();
+    assert_eq!(version(&b.get("/data?after")), current + 2);
+    let repaired: u64 = conn.get(&counter).unwrap();
+    assert!(
+        repaired > value,
+        "repaired past every copy: {repaired} <= {value}"
+    );
+}
+
+/// Through Sentinel: the shared scenarios, then the primary killed under load. The Sentinels
+/// promote the replica; the backend asks them for the primary again once the old one stops
+/// answering, and follows it without a restart.
+#[test]
+fn through_sentinel_a_killed_primary_is_followed_to_the_promoted_replica_and_nothing_fails() {
+    let Some(mut sentinels) = RedisSentinels::start() else {
+        return;
+    };
+    share_entries(&sentinels);
+    invalidation_seen_on_next_request(&sentinels);
+    killed_lease_holder_taken_over(&sentinels);
+
+    let db = Arc::new(Db::default());
+    let a = instance(&sentinels, "follow", &db, Duration::from_millis(2));
+    let b = instance(&sentinels, "follow", &db, Duration::from_millis(2));
+    // One that learns of invalidations only from the broadcast.
+    let backend = backend_builder(&sentinels, "follow")
+        .read_your_writes(false)
+        .sync_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let c = instance_on(backend, &db, Duration::ZERO);
+    wait_until("all subscribed", Duration::from_secs(5), || {
+        [&a, &b, &c].iter().all(|i| i.backend.is_subscribed())
+    });
+
+    let stop = AtomicBool::new(false);
+    let answered = AtomicUsize::new(0);
+    let (statuses, failover) = std::thread::scope(|s| {
+        let loaded = s.spawn(|| load(&a, &b, &stop, &answered));
+        std::thread::sleep(Duration::from_millis(700));
+        let killed = sentinels.kill_primary();
+        let started = Instant::now();
+        wait_until("the failover", Duration::from_secs(30), || {
+            sentinels.primary().is_some_and(|port| port != killed)
+        });
+        let failover = started.elapsed();
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::SeqCst);
+        (loaded.join().unwrap(), failover)
+    });
+    tracing::info!(?failover, "sentinel failover");
+    assert!(statuses.is_empty(), "non-2xx answers: {statuses:?}");
+    assert!(answered.load(Ordering::SeqCst) > 100);
+
+    wait_until(
+        "every instance on the new primary",
+        Duration::from_secs(10),
+        || {
+            a.get("/data?probe");
+            b.get("/data?probe");
+            [&a, &b]
+                .iter()
+                .all(|i| i.backend.is_available() && i.backend.is_subscribed())
+                && c.backend.is_subscribed()
+        },
+    );
+    let current = db.version.load(Ordering::SeqCst);
+    assert_eq!(version(&a.get("/data?k=1")), current);
+    assert_eq!(version(&b.get("/data?k=1")), current);
+    // Shared again, on the new primary: A builds, B finds it.
+    let builds_b = b.builds();
+    assert_eq!(a.get("/data?after=failover").cache_label(), "miss");
+    assert_eq!(b.get("/data?after=failover").cache_label(), "hit");
+    assert_eq!(b.builds(), builds_b);
+    // Invalidations travel, the broadcast too.
+    assert_eq!(version(&c.get("/data?after=failover")), current);
+    assert_eq!(a.write().status, 204);
+    assert_eq!(version(&b.get("/data?after=failover")), current + 1);
+    wait_until(
+        "the broadcast from the new primary",
+        Duration::from_secs(3),
+        || version(&c.get("/data?after=failover")) == current + 1,
+    );
+    // Counters move past Redis's clock: increments the failover lost cannot come back.
+    let value: u64 = sentinels
+        .conn()
+        .get(sentinels.counter("follow", "data"))
+        .unwrap();
+    assert!(value > 1_000_000_000_000_000, "{value}");
 }

@@ -244,7 +244,7 @@ pub use self::in_process::{
 pub use self::middleware::{InvalidateOnSuccess, ResponseCacheMiddleware};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use self::redis::{RedisBackend, RedisBackendBuilder, RedisBackendError};
+pub use self::redis::{RedisBackend, RedisBackendBuilder, RedisBackendError, RedisTopology};
 pub use self::registry::{invalidate_named, named, named_or_register};
 pub use self::sections::{Section, SectionedCache};
 pub use self::stats::CacheStats;

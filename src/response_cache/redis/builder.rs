@@ -5,10 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ::redis::Client;
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
-use super::counters::{subscribe_loop, sync_loop};
+use super::conn::{self, RedisTopology, Subscription};
+use super::counters::{sharded_subscribe_loop, subscribe_loop, sync_loop};
 use super::{
     Backend, DEFAULT_LEASE_TTL, DEFAULT_PREFIX, DEFAULT_RETRY_INTERVAL, DEFAULT_SYNC_INTERVAL,
     DEFAULT_TIMEOUT, RedisBackend, RedisBackendError,
@@ -18,7 +16,7 @@ use super::{
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct RedisBackendBuilder {
-    url: String,
+    topology: RedisTopology,
     prefix: String,
     timeout: Duration,
     retry_interval: Duration,
@@ -28,9 +26,9 @@ pub struct RedisBackendBuilder {
 }
 
 impl RedisBackendBuilder {
-    pub(super) fn new(url: &str) -> Self {
+    pub(super) fn new(topology: RedisTopology) -> Self {
         Self {
-            url: url.to_owned(),
+            topology,
             prefix: DEFAULT_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             retry_interval: DEFAULT_RETRY_INTERVAL,
@@ -97,10 +95,9 @@ impl RedisBackendBuilder {
     ///
     /// # Errors
     ///
-    /// [`RedisBackendError::InvalidUrl`] for a malformed URL, [`RedisBackendError::Runtime`]
-    /// if its thread cannot start.
+    /// [`RedisBackendError::InvalidUrl`] for a malformed URL (of a server, a cluster node or
+    /// a Sentinel), [`RedisBackendError::Runtime`] if its thread cannot start.
     pub fn build(self) -> Result<RedisBackend, RedisBackendError> {
-        let client = Client::open(self.url.as_str()).map_err(RedisBackendError::InvalidUrl)?;
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -127,22 +124,22 @@ impl RedisBackendBuilder {
             .recv()
             .map_err(|_| RedisBackendError::Runtime(std::io::Error::other("runtime thread died")))?
             .map_err(RedisBackendError::Runtime)?;
-        // Why these settings: our own timeout and breaker decide when Redis is down, so the
-        // manager makes one quick attempt per call instead of retrying behind our back.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(100));
-        let conn = {
+        let (conn, subscription) = {
             let _entered = handle.enter();
-            ConnectionManager::new_lazy_with_config(client.clone(), config)
-                .map_err(RedisBackendError::InvalidUrl)?
+            conn::open(&self.topology, self.timeout).map_err(RedisBackendError::InvalidUrl)?
+        };
+        let cluster = self.topology.is_cluster();
+        let prefix = if cluster {
+            super::untagged(&self.prefix).into_owned()
+        } else {
+            self.prefix
         };
         let backend = Arc::new(Backend {
-            channel: format!("{}:invalidations", self.prefix),
-            prefix: self.prefix,
+            channel: format!("{prefix}:invalidations"),
+            prefix,
+            cluster,
+            clock_counters: !matches!(self.topology, RedisTopology::Single(_)),
+            registered: Arc::new(tokio::sync::Notify::new()),
             handle,
             stop: Mutex::new(Some(stop_tx)),
             conn,
@@ -167,9 +164,20 @@ impl RedisBackendBuilder {
             pending: Mutex::new(HashSet::new()),
         });
         metrics::gauge!("actix_conditional_redis_up").set(1.0);
-        backend
-            .handle
-            .spawn(subscribe_loop(Arc::downgrade(&backend), client));
+        match subscription {
+            Subscription::Plain(source) => {
+                backend
+                    .handle
+                    .spawn(subscribe_loop(Arc::downgrade(&backend), source));
+            }
+            Subscription::Sharded(client, pushes) => {
+                backend.handle.spawn(sharded_subscribe_loop(
+                    Arc::downgrade(&backend),
+                    *client,
+                    pushes,
+                ));
+            }
+        }
         backend.handle.spawn(sync_loop(Arc::downgrade(&backend)));
         Ok(RedisBackend { inner: backend })
     }

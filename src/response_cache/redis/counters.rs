@@ -31,12 +31,14 @@ use std::sync::LazyLock;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use ::redis::{Client, RedisError};
+use ::redis::cluster::ClusterClient;
+use ::redis::{PushInfo, PushKind, RedisError};
 use futures_util::StreamExt as _;
 use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::Backend;
+use super::conn::Source;
 use super::health::code_of;
 use crate::response_cache::generations::{Generations, MAX_COUNTER};
 
@@ -79,8 +81,11 @@ end
 }
 
 /// Increments the counter `KEYS[1]` to at least `ARGV[1]` (the caller's copy after its own
-/// bump) and publishes the new value on `ARGV[2]` (with `ARGV[3]` after it). A broken counter
-/// is repaired first (see [`counter_lua`]). Returns `{value, the broken value or ''}`; a
+/// bump) and publishes the new value on `ARGV[2]` (with `ARGV[3]` after it) with `ARGV[5]`
+/// (`PUBLISH`, or `SPUBLISH` on a cluster: the channel is in the counter's slot). With
+/// `ARGV[6]` `'1'` (a topology with replicas, see [`Backend::clock_counters`]) the new value
+/// is also at least Redis's clock in microseconds. A broken counter is repaired first (see
+/// [`counter_lua`]). Returns `{value, the broken value or ''}`; a
 /// counter of another type is a `WRONGTYPE` error, left for someone to fix (it may be another
 /// app's data under a colliding prefix).
 /// `BUMP` and `SYNC`, sent by hash (`EVALSHA`, loaded on `NOSCRIPT`): `SYNC` runs on every
@@ -107,11 +112,14 @@ end
 if v < floor then
   v = floor
 end
+if ARGV[6] == '1' then
+  v = past(v, max)
+end
 if v > max then
   return redis.error_reply('ERANGE invalidation counter past 2^52')
 end
 redis.call('SET', KEYS[1], text(v))
-redis.call('PUBLISH', ARGV[2], text(v) .. '\n' .. ARGV[3])
+redis.call(ARGV[5], ARGV[2], text(v) .. '\n' .. ARGV[3])
 return {v, repaired}
 "
 );
@@ -120,13 +128,16 @@ return {v, repaired}
 /// without persistence, a flush) or never got an increment (made while it was unreachable):
 /// whatever happened meanwhile is unknown, so it is set one past the caller's copy, which
 /// every instance, the caller included, then takes as an invalidation. A broken one is
-/// repaired as in [`counter_lua`]. Each key is read on its own (`pcall`), so one bad key does
+/// repaired as in [`counter_lua`]. With `ARGV[#KEYS + 2]` `'1'` (see
+/// [`Backend::clock_counters`]) a lost counter is set to at least Redis's clock in
+/// microseconds instead. Each key is read on its own (`pcall`), so one bad key does
 /// not hide the others. Returns `{values, errors, broken values}`, one of each per key: the
 /// value (-1 on an error), the error (`''`), the broken value that was repaired (`''`).
 const SYNC: &str = concat!(
     counter_lua!(),
     r"
 local max = tonumber(ARGV[#KEYS + 1])
+local clock = ARGV[#KEYS + 2] == '1'
 local values, errors, repaired = {}, {}, {}
 for i, key in ipairs(KEYS) do
   local mine = tonumber(ARGV[i])
@@ -146,6 +157,9 @@ for i, key in ipairs(KEYS) do
     end
     if current < mine then
       current = mine + 1
+      if clock then
+        current = past(current, max)
+      end
       write = true
     end
     local set = write and redis.pcall('SET', key, text(current))
@@ -186,10 +200,33 @@ impl Default for Gate {
 }
 
 impl Backend {
+    /// `<prefix>:<cache>:gen[:<section>]`; on a cluster `<prefix>:{<cache>}:gen[:<section>]`:
+    /// the braces are a hash tag, so a cache's counters (read together by [`SYNC`]) and its
+    /// sharded channel share a slot.
     fn generation_key(&self, cache: &str, section: Option<&str>) -> String {
+        let cache = if self.cluster {
+            format!("{{{}}}", self.part(cache))
+        } else {
+            cache.to_owned()
+        };
         match section {
             Some(section) => format!("{}:{cache}:gen:{section}", self.prefix),
             None => format!("{}:{cache}:gen", self.prefix),
+        }
+    }
+
+    /// A cache's invalidation channel on a cluster (`SPUBLISH`/`SSUBSCRIBE`), in the slot
+    /// of its counters: `<prefix>:{<cache>}:invalidations`.
+    fn sharded_channel(&self, cache: &str) -> String {
+        format!("{}:{{{}}}:invalidations", self.prefix, self.part(cache))
+    }
+
+    /// Where `cache`'s invalidations are published, and with which command.
+    fn channel_of(&self, cache: &str) -> (String, &'static str) {
+        if self.cluster {
+            (self.sharded_channel(cache), "SPUBLISH")
+        } else {
+            (self.channel.clone(), "PUBLISH")
         }
     }
 
@@ -278,7 +315,8 @@ impl Backend {
 
     async fn bump(self: &Arc<Self>, cache: &str, section: Option<&str>, floor: u64) -> Option<u64> {
         let key = self.generation_key(cache, section);
-        let channel = self.channel.clone();
+        let (channel, publish) = self.channel_of(cache);
+        let clock = u8::from(self.clock_counters);
         let payload = match section {
             Some(section) => format!("{cache}\n{section}"),
             None => cache.to_owned(),
@@ -293,6 +331,8 @@ impl Backend {
                         .arg(channel)
                         .arg(payload)
                         .arg(MAX_COUNTER)
+                        .arg(publish)
+                        .arg(clock)
                         .invoke_async(&mut conn)
                         .await
                 })
@@ -329,6 +369,7 @@ impl Backend {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(generations));
+        self.registered.notify_one();
         let (this, cache) = (Arc::clone(self), Arc::downgrade(generations));
         self.handle.spawn(async move {
             if let Some(cache) = cache.upgrade() {
@@ -386,6 +427,7 @@ impl Backend {
             cmd.arg(generations.local(scope.as_deref()));
         }
         cmd.arg(MAX_COUNTER);
+        cmd.arg(u8::from(self.clock_counters));
         // The script reports each key's error itself; the call's own subject covers the
         // script as a whole.
         let subject = format!("{}*", self.generation_key(generations.cache(), None));
@@ -454,7 +496,8 @@ fn parse_message(payload: &str) -> Option<(u64, &str, Option<&str>)> {
 
 /// Keeps one subscription to the invalidation channel, reconnecting after every loss; each
 /// (re)connect re-reads the counters, since messages sent while it was away are gone.
-pub(crate) async fn subscribe_loop(backend: Weak<Backend>, client: Client) {
+/// (Through Sentinel, the primary is asked for again on each connect.)
+pub(crate) async fn subscribe_loop(backend: Weak<Backend>, source: Source) {
     loop {
         let Some(this) = backend.upgrade() else {
             return;
@@ -462,6 +505,7 @@ pub(crate) async fn subscribe_loop(backend: Weak<Backend>, client: Client) {
         let (channel, timeout, retry) = (this.channel.clone(), this.timeout, this.retry_interval);
         drop(this);
         let connected = tokio::time::timeout(timeout, async {
+            let client = source.client().await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;
             Ok::<_, RedisError>(pubsub)
@@ -496,6 +540,110 @@ pub(crate) async fn subscribe_loop(backend: Weak<Backend>, client: Client) {
             }
         }
         tokio::time::sleep(retry).await;
+    }
+}
+
+/// The subscription on a cluster: one sharded channel per cache (`SSUBSCRIBE`, in the slot of
+/// the cache's counters), on a RESP3 cluster connection. Channels are added as caches
+/// register. When a node of the subscription disconnects (a master killed, a failover), the
+/// connection is dropped and made again, which learns the new topology and subscribes where
+/// the slots now live; messages meanwhile may be lost, so the counters are re-read then.
+pub(crate) async fn sharded_subscribe_loop(
+    backend: Weak<Backend>,
+    client: ClusterClient,
+    mut pushes: tokio::sync::mpsc::UnboundedReceiver<PushInfo>,
+) {
+    let Some(registered) = backend.upgrade().map(|b| Arc::clone(&b.registered)) else {
+        return;
+    };
+    let mut conn = None;
+    let mut channels = std::collections::HashSet::new();
+    loop {
+        let Some(this) = backend.upgrade() else {
+            return;
+        };
+        let (timeout, retry) = (this.timeout, this.retry_interval);
+        if conn.is_none() {
+            channels.clear();
+            match tokio::time::timeout(timeout, client.get_async_connection()).await {
+                Ok(Ok(connected)) => conn = Some(connected),
+                _ => {
+                    this.subscribed.store(false, Ordering::Relaxed);
+                    drop(this);
+                    tokio::time::sleep(retry).await;
+                    continue;
+                }
+            }
+        }
+        let wanted: Vec<String> = this
+            .live_caches()
+            .iter()
+            .map(|generations| this.sharded_channel(generations.cache()))
+            .filter(|channel| !channels.contains(channel))
+            .collect();
+        let (mut added, mut failed) = (false, false);
+        if let Some(connected) = conn.as_mut() {
+            for channel in wanted {
+                if let Ok(Ok(())) =
+                    tokio::time::timeout(timeout, connected.ssubscribe(&channel)).await
+                {
+                    tracing::debug!(channel, "response cache: subscribed to invalidations");
+                    channels.insert(channel);
+                    added = true;
+                } else {
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            // Perhaps a node that is gone: start over with a fresh view of the cluster.
+            conn = None;
+        }
+        let all = !failed
+            && this
+                .live_caches()
+                .iter()
+                .all(|generations| channels.contains(&this.sharded_channel(generations.cache())));
+        this.subscribed.store(all, Ordering::Relaxed);
+        if added && all {
+            // Messages sent before the subscription are gone.
+            this.resync().await;
+        }
+        drop(this);
+        let wait = if all { None } else { Some(retry) };
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else { return };
+                let Some(this) = backend.upgrade() else { return };
+                match push.kind {
+                    PushKind::SMessage | PushKind::Message => {
+                        // `[channel, payload]`
+                        if let Some(payload) = push
+                            .data
+                            .get(1)
+                            .and_then(|v| ::redis::from_redis_value_ref::<String>(v).ok())
+                        {
+                            this.on_message(&payload);
+                        }
+                    }
+                    PushKind::Disconnection => {
+                        tracing::debug!("response cache: a cluster node of the invalidation subscription disconnected; subscribing again");
+                        this.subscribed.store(false, Ordering::Relaxed);
+                        conn = None;
+                        drop(this);
+                        // Give the cluster a moment to notice (and promote a replica).
+                        tokio::time::sleep(retry).await;
+                    }
+                    _ => {}
+                }
+            }
+            () = async {
+                match wait {
+                    None => registered.notified().await,
+                    Some(wait) => tokio::time::sleep(wait).await,
+                }
+            } => {}
+        }
     }
 }
 

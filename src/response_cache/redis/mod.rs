@@ -83,17 +83,29 @@
 //!   is taken over, and a counter that is not a valid one is repaired (see `lease` and
 //!   `counters`).
 //!
+//! - **Topologies.** One server, a Redis Cluster or a primary watched by Sentinel
+//!   ([`RedisTopology`], through the same [`RedisBackend::builder`]). On a cluster every
+//!   script and pipeline stays in one hash slot (an entry and its lease share a hash tag, as
+//!   do a cache's counters and its sharded invalidation channel, `SPUBLISH`/`SSUBSCRIBE`);
+//!   the client follows `MOVED`/`ASK` and failovers within the same timeout and breaker.
+//!   Through Sentinel the primary is asked for again whenever it stops answering as one.
+//!   With replicas, counters move to at least Redis's clock in microseconds, so increments a
+//!   failover lost are repaired like a flushed counter and never issued again. See
+//!   `docs/redis.md`, "Topologies".
+//!
 //! Redis connections live on a thread of their own (`actix-conditional-redis`, one
 //! current-thread Tokio runtime), so they do not depend on which actix worker or test runtime
 //! asked, nor on the main thread being polled.
 
 mod builder;
 mod codec;
+mod conn;
 mod counters;
 mod health;
 mod lease;
 mod tier;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
@@ -101,12 +113,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use ::redis::aio::ConnectionManager;
 use ::redis::{RedisError, RedisResult};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 
 pub use self::builder::RedisBackendBuilder;
+use self::conn::Conn;
+pub use self::conn::RedisTopology;
 use self::health::{Faults, Warnings};
 use self::lease::Lease;
 use super::generations::Generations;
@@ -130,7 +143,8 @@ pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RedisBackendError {
-    /// The URL is not a Redis URL (`redis://host:port/db`, `rediss://`, `unix://`): fix the
+    /// The URL (of the server, a cluster node or a Sentinel) is not a Redis URL
+    /// (`redis://host:port/db`, `rediss://`, `unix://`), or the topology is empty: fix the
     /// configuration.
     InvalidUrl(RedisError),
     /// The thread that runs the Redis connections could not be started (the process is out
@@ -175,7 +189,8 @@ impl fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    /// A backend for `url` with the default settings.
+    /// A backend for `url` (or a `cluster:`/`sentinel:` list: see [`RedisTopology::parse`])
+    /// with the default settings.
     ///
     /// # Errors
     ///
@@ -185,9 +200,35 @@ impl RedisBackend {
         Self::builder(url).build()
     }
 
-    /// Configures a backend for `url`.
-    pub fn builder(url: &str) -> RedisBackendBuilder {
-        RedisBackendBuilder::new(url)
+    /// Configures a backend for a Redis server's URL, or for any [`RedisTopology`]: a
+    /// Redis Cluster (a list of node URLs) or a primary found through Sentinel.
+    ///
+    /// ```
+    /// use actix_conditional::response_cache::{RedisBackend, RedisTopology};
+    ///
+    /// # actix_web::rt::System::new().block_on(async {
+    /// // One server.
+    /// let single = RedisBackend::builder("redis://127.0.0.1:1/").build().unwrap();
+    /// // A cluster: any of its nodes; the client learns the others.
+    /// let cluster = RedisBackend::builder(RedisTopology::cluster([
+    ///     "redis://127.0.0.1:7000",
+    ///     "redis://127.0.0.1:7001",
+    /// ]))
+    /// .prefix("myapp")
+    /// .build()
+    /// .unwrap();
+    /// // The primary the Sentinels call `mymaster`, followed through failovers.
+    /// let sentinel = RedisBackend::builder(RedisTopology::sentinel(
+    ///     ["redis://127.0.0.1:26379", "redis://127.0.0.1:26380"],
+    ///     "mymaster",
+    /// ))
+    /// .build()
+    /// .unwrap();
+    /// # let _ = (single, cluster, sentinel);
+    /// # });
+    /// ```
+    pub fn builder(topology: impl Into<RedisTopology>) -> RedisBackendBuilder {
+        RedisBackendBuilder::new(topology.into())
     }
 
     /// Whether Redis answers and its commands succeed; what `actix_conditional_redis_up`
@@ -214,11 +255,26 @@ impl RedisBackend {
 
 /// The shared state behind a [`RedisBackend`].
 pub(crate) struct Backend {
+    /// The key prefix (on a cluster, braces escaped: see [`untagged`]).
     prefix: String,
+    /// The single-server channel; on a cluster each cache has its own sharded one
+    /// ([`Backend::sharded_channel`]).
     channel: String,
+    /// Whether Redis is a cluster: invalidations go out on sharded channels, and a Vary
+    /// pointer is stored apart from its variant (another slot).
+    cluster: bool,
+    /// Whether counters move to at least Redis's clock (microseconds) on every increment and
+    /// repair: on a topology with replicas (a cluster, Sentinel), where a failover can lose
+    /// the last increments (replication is asynchronous). A failover takes longer than the
+    /// nodes' clocks disagree, so every value issued after it is above every value issued
+    /// before, lost ones included: a lost increment can never be issued again and look like
+    /// "nothing changed" to an instance that saw it.
+    pub(crate) clock_counters: bool,
+    /// Woken when a cache registers (the sharded subscription then adds its channel).
+    registered: Arc<tokio::sync::Notify>,
     handle: tokio::runtime::Handle,
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    conn: ConnectionManager,
+    conn: Conn,
     timeout: Duration,
     retry_interval: Duration,
     sync_interval: Duration,
@@ -260,12 +316,36 @@ impl Drop for Backend {
 pub(crate) type Stored = (Bytes, i64);
 
 impl Backend {
+    /// `<prefix>:<cache>:e:<hash of the key>`; on a cluster `<prefix>:<cache>:e:{<hash>}`:
+    /// the braces are a hash tag, so the entry and its lease ([`lease_key`](Self::lease_key))
+    /// share a slot and one script or pipeline can touch both, while different keys spread
+    /// over the cluster. (On one server the keys stay as they were before clusters.)
     pub(crate) fn entry_key(&self, cache: &str, key: &str) -> String {
-        format!("{}:{cache}:e:{:032x}", self.prefix, hash(key))
+        self.keyed(cache, "e", key)
     }
 
+    /// `<prefix>:<cache>:lease:<hash of the key>`, in the slot of the entry on a cluster.
     pub(crate) fn lease_key(&self, cache: &str, key: &str) -> String {
-        format!("{}:{cache}:lease:{:032x}", self.prefix, hash(key))
+        self.keyed(cache, "lease", key)
+    }
+
+    fn keyed(&self, cache: &str, kind: &str, key: &str) -> String {
+        let (prefix, cache, hash) = (&self.prefix, self.part(cache), hash(key));
+        if self.cluster {
+            format!("{prefix}:{cache}:{kind}:{{{hash:032x}}}")
+        } else {
+            format!("{prefix}:{cache}:{kind}:{hash:032x}")
+        }
+    }
+
+    /// A name as it goes into a key: on a cluster with its braces escaped ([`untagged`]),
+    /// so only our own braces choose slots.
+    pub(crate) fn part<'a>(&self, name: &'a str) -> Cow<'a, str> {
+        if self.cluster {
+            untagged(name)
+        } else {
+            Cow::Borrowed(name)
+        }
     }
 
     /// Runs one Redis operation on `key` (the key it is about, for the health and the
@@ -279,7 +359,7 @@ impl Backend {
     ) -> Option<T>
     where
         T: Send + 'static,
-        F: FnOnce(ConnectionManager) -> BoxFuture<'static, RedisResult<T>> + Send + 'static,
+        F: FnOnce(Conn) -> BoxFuture<'static, RedisResult<T>> + Send + 'static,
     {
         if !self.admit() {
             return None;
@@ -462,24 +542,62 @@ impl Backend {
     ) -> bool {
         let release = lease.map(Lease::disarm);
         let px = millis(life);
+        let set = |key: &str, value: Vec<u8>| {
+            let mut cmd = ::redis::cmd("SET");
+            cmd.arg(key).arg(value).arg("PX").arg(px);
+            cmd
+        };
+        let mut writes = vec![(entry_key.clone(), set(&entry_key, value))];
+        if let Some((key, pointer)) = pointer {
+            let cmd = set(&key, pointer);
+            writes.push((key, cmd));
+        }
+        // On a cluster the writes may be in different slots (a variant, its base's Vary
+        // pointer; the lease is the base's): those outside the lease's slot go first, one
+        // by one, then the rest with the release, in one slot. So a waiter that sees the
+        // lease gone finds what was stored, as with one pipeline on one server.
+        let last = if self.cluster {
+            let lease_slot = release.as_ref().map(|(key, _)| hash_tag(key));
+            let (early, last): (Vec<_>, Vec<_>) = writes
+                .into_iter()
+                .partition(|(key, _)| lease_slot.is_none_or(|slot| hash_tag(key) != slot));
+            for (key, cmd) in early {
+                let stored = self
+                    .run("set", key, move |mut conn| {
+                        Box::pin(async move { cmd.exec_async(&mut conn).await })
+                    })
+                    .await
+                    .is_some();
+                if !stored {
+                    if let Some((key, token)) = release {
+                        lease::release_later(self, key, token);
+                    }
+                    return false;
+                }
+            }
+            last
+        } else {
+            writes
+        };
+        if last.is_empty() && release.is_none() {
+            return true;
+        }
         let released = release.clone();
+        let subject = last.first().map_or_else(
+            || {
+                release
+                    .as_ref()
+                    .map(|(key, _)| key.clone())
+                    .unwrap_or_default()
+            },
+            |(key, _)| key.clone(),
+        );
         let stored = self
-            .run("set", entry_key.clone(), move |mut conn| {
+            .run("set", subject, move |mut conn| {
                 Box::pin(async move {
                     let mut pipe = ::redis::pipe();
-                    pipe.cmd("SET")
-                        .arg(&entry_key)
-                        .arg(value)
-                        .arg("PX")
-                        .arg(px)
-                        .ignore();
-                    if let Some((key, pointer)) = pointer {
-                        pipe.cmd("SET")
-                            .arg(key)
-                            .arg(pointer)
-                            .arg("PX")
-                            .arg(px)
-                            .ignore();
+                    for (_, cmd) in last {
+                        pipe.add_command(cmd).ignore();
                     }
                     if let Some((key, token)) = &released {
                         pipe.add_command(lease::release_cmd(key, token)).ignore();
@@ -498,6 +616,37 @@ impl Backend {
     }
 }
 
+/// The hash tag of one of our keys (between its first `{` and the next `}`), which decides
+/// its slot on a cluster; the whole key if it has none.
+fn hash_tag(key: &str) -> &str {
+    key.find('{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.find('}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key)
+}
+
+/// `part` with the characters that would make it a Redis Cluster hash tag (`{`, `}`) and
+/// the escape character escaped (`%7B`, `%7D`, `%25`), so only our own braces choose slots.
+pub(crate) fn untagged(part: &str) -> Cow<'_, str> {
+    if !part.contains(['{', '}', '%']) {
+        return Cow::Borrowed(part);
+    }
+    let mut out = String::with_capacity(part.len() + 8);
+    for c in part.chars() {
+        match c {
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            '%' => out.push_str("%25"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn hash(key: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(key.as_bytes())
 }
@@ -508,6 +657,43 @@ pub(crate) fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn on_a_cluster_what_one_operation_touches_shares_a_hash_tag() {
+        let single = RedisBackend::builder("redis://127.0.0.1:1/")
+            .prefix("p")
+            .build()
+            .unwrap();
+        let cluster = RedisBackend::builder(RedisTopology::cluster(["redis://127.0.0.1:1/"]))
+            .prefix("p{x}")
+            .build()
+            .unwrap();
+        // One server: the keys as they always were.
+        let entry = single.inner.entry_key("c", "k");
+        assert!(
+            entry.starts_with("p:c:e:") && !entry.contains('{'),
+            "{entry}"
+        );
+        assert_eq!(
+            single.inner.lease_key("c", "k"),
+            entry.replace(":e:", ":lease:")
+        );
+        // A cluster: the entry and its lease in one slot, the user's braces escaped.
+        let (entry, lease) = (
+            cluster.inner.entry_key("c{1}%", "k"),
+            cluster.inner.lease_key("c{1}%", "k"),
+        );
+        assert!(entry.starts_with("p%7Bx%7D:c%7B1%7D%25:e:{"), "{entry}");
+        assert_eq!(hash_tag(&entry), hash_tag(&lease));
+        assert_eq!(hash_tag(&entry).len(), 32);
+        assert_ne!(
+            hash_tag(&entry),
+            hash_tag(&cluster.inner.entry_key("c{1}%", "other"))
+        );
+        assert_eq!(hash_tag("no tag"), "no tag");
+        assert_eq!(hash_tag("a{}b{c}"), "a{}b{c}", "an empty tag is no tag");
+        assert_eq!(untagged("plain"), "plain");
+    }
 
     #[actix_rt::test]
     async fn after_a_failure_redis_is_left_alone_until_the_retry_interval() {
