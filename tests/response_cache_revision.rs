@@ -466,14 +466,40 @@ async fn a_failed_rebuild_after_an_invalidation_serves_the_old_bytes_stale() {
     assert_eq!((res.x_cache(), res.body.as_str()), ("miss", "a r1 build 4"));
 }
 
-/// Counts the library's WARN events on the thread it is the default subscriber of.
-struct CountWarnings(Arc<AtomicU64>);
+/// The library's WARN events about the cache `rev-warnings`, counted by a global subscriber.
+///
+/// Global, not `set_default` on the test's thread: tracing caches each callsite's interest
+/// process-wide, and another test hitting the same `warn!` on another thread while this one's
+/// thread-local subscriber registers can leave that callsite disabled for it (the test then
+/// saw 0 warnings in some runs). Only events naming this test's cache are counted, so the
+/// other tests of the binary, which log through the same subscriber, cannot move the count.
+static WARNINGS: AtomicU64 = AtomicU64::new(0);
+const WARNED_CACHE: &str = "rev-warnings";
+
+struct CountWarnings;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let meta = event.metadata();
-        if *meta.level() == tracing::Level::WARN && meta.target().starts_with("actix_conditional") {
-            self.0.fetch_add(1, SeqCst);
+        if *meta.level() != tracing::Level::WARN || !meta.target().starts_with("actix_conditional")
+        {
+            return;
+        }
+        let mut cache = CacheField(false);
+        event.record(&mut cache);
+        if cache.0 {
+            WARNINGS.fetch_add(1, SeqCst);
+        }
+    }
+}
+
+/// Whether an event's `cache` field is [`WARNED_CACHE`].
+struct CacheField(bool);
+
+impl tracing::field::Visit for CacheField {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "cache" && format!("{value:?}") == WARNED_CACHE {
+            self.0 = true;
         }
     }
 }
@@ -483,13 +509,13 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountWarnings {
 #[actix_rt::test]
 async fn a_revision_store_that_is_down_is_warned_about_once_per_interval() {
     use tracing_subscriber::layer::SubscriberExt as _;
-    let warnings = Arc::new(AtomicU64::new(0));
-    let subscriber = tracing_subscriber::registry().with(CountWarnings(Arc::clone(&warnings)));
-    let _default = tracing::subscriber::set_default(subscriber);
+    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CountWarnings))
+        .expect("no other test of this binary sets the global subscriber");
+    let warnings = &WARNINGS;
 
     let backend = Backend::new(|_| false);
     let clock = ManualClock::new();
-    let cache = backend.cache_with("rev-warnings", &clock, |b| b);
+    let cache = backend.cache_with(WARNED_CACHE, &clock, |b| b);
     let app = test::init_service(App::new().route("/data/{name}", backend.route(&cache))).await;
     assert_eq!(call(&app, get!("/data/a")).await.x_cache(), "miss");
     backend.revision_fails.store(true, SeqCst);
