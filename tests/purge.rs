@@ -167,6 +167,11 @@ fn groups(names: &[&str]) -> Vec<String> {
     names.iter().map(|name| (*name).to_owned()).collect()
 }
 
+/// How long the tests that expect every purge to land wait for it. `Purges::purge` answers as
+/// soon as every purger is done, so this costs nothing when they land; the default 2 s was
+/// too short for a loaded CI machine's first TLS client set-up (a rare "not done" failure).
+const LANDS: Duration = Duration::from_secs(30);
+
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
@@ -188,7 +193,11 @@ fn varnish_sends_purge_with_the_xkey_header_to_every_address() {
     let varnish = VarnishPurger::new([one.url(), format!("{}varnish/purge", two.url())])
         .unwrap()
         .name("varnish_sends");
-    let purges = Purges::builder().purger(varnish).build().unwrap();
+    let purges = Purges::builder()
+        .purger(varnish)
+        .wait(LANDS)
+        .build()
+        .unwrap();
     assert_done(
         block_on(purges.purge(groups(&["challenges", "challenge:42"]))),
         2,
@@ -221,7 +230,11 @@ fn by_default_purgers_purge_the_tags_the_edge_rendered() {
     let varnish = VarnishPurger::new([server.url()])
         .unwrap()
         .name("default_mapping");
-    let purges = Purges::builder().purger(varnish).build().unwrap();
+    let purges = Purges::builder()
+        .purger(varnish)
+        .wait(LANDS)
+        .build()
+        .unwrap();
     let groups = groups(&["board", "weekly report"]);
     let mut headers = HeaderMap::new();
     render_vendor_tags(&mut headers, &groups, &TagHeaders::new().xkey());
@@ -241,7 +254,7 @@ fn varnish_soft_purges_custom_headers_mapping_and_splitting() {
         .soft(true)
         .max_header_bytes(9)
         .map_groups(|group| group.replace(':', "-"));
-    let purges = Purges::builder().purger(soft).build().unwrap();
+    let purges = Purges::builder().purger(soft).wait(LANDS).build().unwrap();
     assert_done(block_on(purges.purge(groups(&["a:1", "b:2", "c:3"]))), 3);
     let values: Vec<_> = server
         .requests()
@@ -258,7 +271,7 @@ fn varnish_soft_purges_custom_headers_mapping_and_splitting() {
         .name("varnish_named")
         .header_names("x-purge", "x-soft")
         .unwrap();
-    let purges = Purges::builder().purger(named).build().unwrap();
+    let purges = Purges::builder().purger(named).wait(LANDS).build().unwrap();
     assert_done(block_on(purges.purge(groups(&["a"]))), 1);
     assert_eq!(
         server.requests().last().unwrap().header("x-purge"),
@@ -274,7 +287,11 @@ fn fastly_follows_the_batch_purge_api_in_chunks_of_256() {
         .unwrap()
         .name("fastly_batches");
     let keys: Vec<String> = (0..600).map(|n| format!("k{n}")).collect();
-    let purges = Purges::builder().purger(fastly).build().unwrap();
+    let purges = Purges::builder()
+        .purger(fastly)
+        .wait(LANDS)
+        .build()
+        .unwrap();
     assert_done(block_on(purges.purge(keys.clone())), 600);
     let requests = server.requests();
     let sizes: Vec<usize> = requests
@@ -319,7 +336,11 @@ fn fastly_soft_purge_sets_its_header() {
         .soft(true)
         .map_groups(|group| format!("app-{group}"))
         .name("fastly_soft");
-    let purges = Purges::builder().purger(fastly).build().unwrap();
+    let purges = Purges::builder()
+        .purger(fastly)
+        .wait(LANDS)
+        .build()
+        .unwrap();
     assert_done(block_on(purges.purge(groups(&["summary"]))), 1);
     let request = &server.requests()[0];
     assert_eq!(request.path, "/service/svc/purge");
@@ -341,7 +362,11 @@ fn cloudflare_follows_purge_cache_by_tags_in_chunks_of_100() {
         .unwrap()
         .name("cloudflare_batches");
     let tags: Vec<String> = (0..250).map(|n| format!("t{n}")).collect();
-    let purges = Purges::builder().purger(cloudflare).build().unwrap();
+    let purges = Purges::builder()
+        .purger(cloudflare)
+        .wait(LANDS)
+        .build()
+        .unwrap();
     assert_done(block_on(purges.purge(tags.clone())), 250);
     let requests = server.requests();
     let bodies: Vec<serde_json::Value> = requests.iter().map(Recorded::json).collect();
