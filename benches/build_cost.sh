@@ -133,10 +133,12 @@ path, work, rounds, base_rev, head_label, command_line, machine, cargo = sys.arg
 rounds = int(rounds)
 data = {}
 loads = []
+loads_of = {}
 for line in open(path):
     r, side, name, seconds, size, load = line.split()
     data.setdefault((side, name), []).append((float(seconds), int(size)))
     loads.append(float(load))
+    loads_of.setdefault((side, name), []).append(float(load))
 
 def fmt(xs, unit):
     if len(xs) == 1:
@@ -148,7 +150,13 @@ def row(label, name, index, unit, scale=1.0):
     before = [v[index] / scale for v in data[("base", name)]]
     after = [v[index] / scale for v in data[("head", name)]]
     change = statistics.median(after) / statistics.median(before) - 1
-    return f"| {label} | {fmt(before, unit)} | {fmt(after, unit)} | {change:+.0%} |"
+    load = ""
+    if unit == "s":
+        # What else was running: the 1-minute load average as each build started.
+        load = " | " + " / ".join(", ".join(f"{l:.1f}" for l in loads_of[(side, name)]) for side in ("base", "head"))
+    else:
+        load = " | "
+    return f"| {label} | {fmt(before, unit)} | {fmt(after, unit)} | {change:+.0%}{load} |"
 
 gb = 1e9
 rows = [
@@ -179,8 +187,8 @@ Written by `benches/build_cost.sh`; rerun it rather than editing this section.
 - Command: `{command_line}`
 - Before: `{base_rev}`; after: {head_label}. Each build starts from an empty `CARGO_TARGET_DIR` in a fresh copy of its tree, the crates already downloaded (`cargo fetch --locked`, not timed); before and after alternate, {rounds} round{"s" if rounds > 1 else ""}. The first two commands run with `--timings`, which only adds its report.
 
-| command (cold) | before | after | change |
-| --- | ---: | ---: | ---: |
+| command (cold) | before | after | change | load at start, before / after |
+| --- | ---: | ---: | ---: | ---: |
 """ + "\n".join(rows) + f"""
 
 Longest compile times (sum of a crate's units, `--timings`, last round; the units overlap on the cores):
