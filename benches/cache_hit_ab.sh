@@ -49,16 +49,31 @@ base_target="$head_target/ab-base"
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 
+# The benches are targets of the `actix-conditional-benches` member (benches/Cargo.toml) since
+# issue 16 item 8; older revisions have them as benches of the root package. Prints the manifest
+# that declares them in tree $1.
+bench_manifest() { if [[ -f $1/benches/Cargo.toml ]]; then echo "$1/benches/Cargo.toml"; else echo "$1/Cargo.toml"; fi; }
+# `cargo bench` arguments selecting the package with the benches in tree $1.
+bench_package() { if [[ -f $1/benches/Cargo.toml ]]; then echo "-p actix-conditional-benches"; fi; }
+
 # The instruction-count driver, as it is in this tree, for the base tree too.
 cp benches/hit_instructions.rs "$base_tree/benches/"
-grep -q 'name = "hit_instructions"' "$base_tree/Cargo.toml" ||
-    printf '\n[[bench]]\nname = "hit_instructions"\nharness = false\n' >>"$base_tree/Cargo.toml"
+if ! grep -q 'name = "hit_instructions"' "$(bench_manifest "$base_tree")"; then
+    if [[ -f $base_tree/benches/Cargo.toml ]]; then
+        printf '\n[[bench]]\nname = "hit_instructions"\npath = "hit_instructions.rs"\nharness = false\n' \
+            >>"$base_tree/benches/Cargo.toml"
+    else
+        printf '\n[[bench]]\nname = "hit_instructions"\nharness = false\n' >>"$base_tree/Cargo.toml"
+    fi
+fi
 
 log "building the benches on $base_rev and on $head_rev$dirty"
 # Prints the path of the hit_instructions binary it built.
 build() {
-    (cd "$1" && export CARGO_TARGET_DIR="$2" && cargo bench --locked --bench response_cache --no-run >/dev/null 2>&1 &&
-        cargo bench --locked --bench hit_instructions --no-run --message-format=json 2>/dev/null |
+    # shellcheck disable=SC2046 # bench_package prints zero or two words
+    (cd "$1" && export CARGO_TARGET_DIR="$2" &&
+        cargo bench --locked $(bench_package "$1") --bench response_cache --no-run >/dev/null 2>&1 &&
+        cargo bench --locked $(bench_package "$1") --bench hit_instructions --no-run --message-format=json 2>/dev/null |
         python3 -c 'import json,sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -75,7 +90,8 @@ cp "$head_bin" "$work/head_bin"
 # One criterion run; prints "group/size median_ns" lines.
 run() {
     local dir=$1 target=$2
-    (cd "$dir" && CARGO_TARGET_DIR="$target" cargo bench --locked --bench response_cache -- \
+    # shellcheck disable=SC2046 # bench_package prints zero or two words
+    (cd "$dir" && CARGO_TARGET_DIR="$target" cargo bench --locked $(bench_package "$dir") --bench response_cache -- \
         --warm-up-time 1 --measurement-time "$MEASURE" --noplot 2>/dev/null) |
         python3 -c '
 import re, sys

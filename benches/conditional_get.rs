@@ -15,8 +15,8 @@
 //! `bare` are kept in `BENCHMARKS.md`.
 //!
 //! ```sh
-//! cargo bench --bench conditional_get            # all groups, about 1.5 minutes
-//! cargo bench --bench conditional_get -- 32KiB   # one size
+//! cargo bench -p actix-conditional-benches --bench conditional_get            # all groups, about 1.5 minutes
+//! cargo bench -p actix-conditional-benches --bench conditional_get -- 32KiB   # one size
 //! ```
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! same whatever else the machine is doing.
 //!
 //! ```text
-//! cargo bench --bench hit_instructions --no-run
+//! cargo bench -p actix-conditional-benches --bench hit_instructions --no-run
 //! valgrind --tool=callgrind target/release/deps/hit_instructions-… cache_hit 32768 1000
 //! ```
 //!

@@ -4,7 +4,7 @@
 //! `python3 benches/md5_openssl.py` (the same sizes, best of its rounds).
 //!
 //! ```sh
-//! cargo bench --bench md5
+//! cargo bench -p actix-conditional-benches --bench md5
 //! python3 benches/md5_openssl.py
 //! ```
 

@@ -16,8 +16,8 @@
 //! `BENCHMARKS.md`.
 //!
 //! ```sh
-//! cargo bench --bench response_cache            # about 40 seconds
-//! cargo bench --bench response_cache -- 1KiB    # one size
+//! cargo bench -p actix-conditional-benches --bench response_cache            # about 40 seconds
+//! cargo bench -p actix-conditional-benches --bench response_cache -- 1KiB    # one size
 //! ```
 
 use std::time::{Duration, Instant};
