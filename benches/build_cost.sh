@@ -27,7 +27,8 @@
 #         BASE=3b3b355 REV=HEAD ROUNDS=2 bash benches/build_cost.sh
 #
 # Environment (defaults): BASE=3b3b355 (the revision before issue 16 item 8), REV (unset: this
-# working tree; else a revision to measure as "after"), ROUNDS=1, BENCHMARKS_MD=BENCHMARKS.md.
+# working tree; else a revision to measure as "after"), ROUNDS=1, COMMANDS="example tests ui"
+# (which to measure), BENCHMARKS_MD=BENCHMARKS.md.
 # Run it when nothing else compiles on the machine: wall time is what it measures.
 set -euo pipefail
 
@@ -36,6 +37,8 @@ cd "$root"
 BASE=${BASE:-3b3b355}
 REV=${REV:-}
 ROUNDS=${ROUNDS:-1}
+# Which of the three to measure (ui needs tests: it runs in the test build's target).
+COMMANDS=${COMMANDS:-example tests ui}
 BENCHMARKS_MD=${BENCHMARKS_MD:-$root/BENCHMARKS.md}
 
 tag=build-cost
@@ -47,14 +50,14 @@ base_rev=$(git rev-parse --short "$BASE^{commit}") || die "no revision $BASE"
 if [[ -n $REV ]]; then
     head_rev=$(git rev-parse --short "$REV^{commit}") || die "no revision $REV"
     head_label="\`$head_rev\`"
-    command_line="BASE=$BASE REV=$REV ROUNDS=$ROUNDS bash benches/build_cost.sh"
+    command_line="BASE=$BASE REV=$REV ROUNDS=$ROUNDS COMMANDS=\"$COMMANDS\" bash benches/build_cost.sh"
 else
     head_rev=$(git rev-parse --short HEAD)
     head_label="\`$head_rev\`"
     if git status --porcelain --untracked-files=no | grep -q .; then
         head_label="$head_label with uncommitted changes"
     fi
-    command_line="BASE=$BASE ROUNDS=$ROUNDS bash benches/build_cost.sh"
+    command_line="BASE=$BASE ROUNDS=$ROUNDS COMMANDS=\"$COMMANDS\" bash benches/build_cost.sh"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/build-cost.XXXXXX")
@@ -111,16 +114,27 @@ for name, seconds in total.most_common(5):
 PY
 }
 
+wants() { [[ " $COMMANDS " == *" $1 "* ]]; }
+for name in $COMMANDS; do
+    [[ $name =~ ^(example|tests|ui)$ ]] || die "COMMANDS: unknown '$name' (example, tests, ui)"
+done
+if wants ui && ! wants tests; then die "COMMANDS: ui runs in the test build's target: add tests"; fi
 for ((round = 1; round <= ROUNDS; round++)); do
     for side in base head; do
         target="$work/target-$side"
         rm -rf "$target"
-        measure "$side" "$round" "$target" example cargo build --locked --example viewsets --timings
-        top_crates "$target" "$work/top-$side-example"
-        rm -rf "$target"
-        measure "$side" "$round" "$target" tests cargo test --locked --workspace --all-features --no-run --timings
-        top_crates "$target" "$work/top-$side-tests"
-        measure "$side" "$round" "$target" ui cargo test --locked --workspace --all-features --test ui
+        if wants example; then
+            measure "$side" "$round" "$target" example cargo build --locked --example viewsets --timings
+            top_crates "$target" "$work/top-$side-example"
+            rm -rf "$target"
+        fi
+        if wants tests; then
+            measure "$side" "$round" "$target" tests cargo test --locked --workspace --all-features --no-run --timings
+            top_crates "$target" "$work/top-$side-tests"
+        fi
+        if wants ui; then
+            measure "$side" "$round" "$target" ui cargo test --locked --workspace --all-features --test ui
+        fi
         rm -rf "$target"
     done
 done
@@ -159,12 +173,17 @@ def row(label, name, index, unit, scale=1.0):
     return f"| {label} | {fmt(before, unit)} | {fmt(after, unit)} | {change:+.0%}{load} |"
 
 gb = 1e9
+measured = {name for _, name in data}
 rows = [
-    row("`cargo build --locked --example viewsets`", "example", 0, "s"),
-    row("`cargo test --locked --workspace --all-features --no-run`", "tests", 0, "s"),
-    row("then `cargo test --locked --workspace --all-features --test ui` (trybuild's own build)", "ui", 0, "s"),
-    row("target/ after the example build", "example", 1, "GB", gb),
-    row("target/ after the test build and the ui test", "ui", 1, "GB", gb),
+    row(label, name, index, unit, *scale)
+    for label, name, index, unit, *scale in [
+        ("`cargo build --locked --example viewsets`", "example", 0, "s"),
+        ("`cargo test --locked --workspace --all-features --no-run`", "tests", 0, "s"),
+        ("then `cargo test --locked --workspace --all-features --test ui` (trybuild's own build)", "ui", 0, "s"),
+        ("target/ after the example build", "example", 1, "GB", gb),
+        ("target/ after the test build" if "ui" not in measured else "target/ after the test build and the ui test", "ui" if "ui" in measured else "tests", 1, "GB", gb),
+    ]
+    if name in measured
 ]
 
 def top(side, name):
@@ -193,10 +212,7 @@ Written by `benches/build_cost.sh`; rerun it rather than editing this section.
 
 Longest compile times (sum of a crate's units, `--timings`, last round; the units overlap on the cores):
 
-- example, before: {top("base", "example")}
-- example, after: {top("head", "example")}
-- tests, before: {top("base", "tests")}
-- tests, after: {top("head", "tests")}
+""" + "\n".join(f"- {name}, {when}: {top(side, name)}" for name in ("example", "tests") if name in measured for side, when in (("base", "before"), ("head", "after"))) + """
 <!-- build-cost:end -->""")
 PY
 )
