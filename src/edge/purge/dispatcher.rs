@@ -343,12 +343,14 @@ async fn run_lane(shared: Arc<Shared>, lane: usize) {
         let name = purger.name();
         match result {
             Ok(()) => {
+                // Counted before the queue settles the batch: settling wakes the callers of
+                // `purge`, who may read `stats()` at once.
+                stats.succeeded(failures > 0);
                 let pending = {
                     let mut queue = shared.queue();
                     queue.succeed(lane);
                     queue.lane_len(lane)
                 };
-                stats.succeeded(failures > 0);
                 stats.set_pending(pending);
                 if failures > 0 {
                     tracing::info!(
@@ -363,24 +365,24 @@ async fn run_lane(shared: Arc<Shared>, lane: usize) {
                 failures = 0;
             }
             Err(error) if error.is_permanent() => {
+                stats.dropped(batch.len());
                 let pending = {
                     let mut queue = shared.queue();
                     queue.drop_in_flight(lane);
                     queue.lane_len(lane)
                 };
-                stats.dropped(batch.len());
                 stats.set_pending(pending);
                 tracing::error!(purger = name, groups = ?batch, %error, "purge dropped: it can never succeed");
                 failures = 0;
             }
             Err(error) => {
                 failures = failures.saturating_add(1);
+                stats.failed();
                 let pending = {
                     let mut queue = shared.queue();
                     queue.fail(lane);
                     queue.lane_len(lane)
                 };
-                stats.failed();
                 stats.set_pending(pending);
                 let retry_in = backoff(settings.backoff_initial, settings.backoff_max, failures);
                 tracing::warn!(
