@@ -138,6 +138,10 @@ pub(crate) struct RedisCluster {
 impl RedisCluster {
     /// Starts a cluster, or `None` (after saying so) without `redis-server`/`redis-cli` and an
     /// opt-out; a panic otherwise.
+    #[allow(
+        clippy::zombie_processes,
+        reason = "a node that exited is reaped by try_wait; the others are killed and waited for on drop"
+    )]
     pub(crate) fn start() -> Option<Self> {
         let available = ["redis-server", "redis-cli"].iter().all(|tool| {
             Command::new(tool)
@@ -162,28 +166,55 @@ impl RedisCluster {
             ports: ports.clone(),
             children: Vec::new(),
         };
-        for (i, port) in ports.iter().enumerate() {
-            let node_dir = cluster.dir.join(port.to_string());
-            std::fs::create_dir_all(&node_dir).expect("cluster node dir");
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .args(["--protected-mode", "no", "--loglevel", "warning"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--cluster-replica-validity-factor", "0"])
-                .arg("--dir")
-                .arg(&node_dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("redis-server starts");
-            cluster.children.push(Some(child));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while !ping(*port) {
-                assert!(Instant::now() < deadline, "cluster node {i} did not answer");
-                std::thread::sleep(Duration::from_millis(20));
+        for i in 0..ports.len() {
+            // A port found free may be taken by another test before this node binds it (or
+            // its cluster bus, port + 10000): the node then exits, and it is started again
+            // on another pair.
+            let mut attempts = 0;
+            loop {
+                let port = cluster.ports[i];
+                let node_dir = cluster.dir.join(port.to_string());
+                std::fs::create_dir_all(&node_dir).expect("cluster node dir");
+                let mut child = Command::new("redis-server")
+                    .args(["--port", &port.to_string()])
+                    .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                    .args(["--protected-mode", "no", "--loglevel", "warning"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+                    .args(["--cluster-replica-validity-factor", "0"])
+                    .arg("--dir")
+                    .arg(&node_dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .spawn()
+                    .expect("redis-server starts");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                let mut exited = false;
+                while !ping(port) {
+                    if child.try_wait().ok().flatten().is_some() {
+                        exited = true;
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("cluster node {i} did not answer");
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                if !exited {
+                    cluster.children.push(Some(child));
+                    break;
+                }
+                attempts += 1;
+                assert!(attempts < 5, "cluster node {i} exited at start 5 times");
+                let taken: Vec<u16> = cluster.ports.clone();
+                cluster.ports[i] = free_port_pairs(1 + taken.len())
+                    .into_iter()
+                    .find(|candidate| !taken.contains(candidate))
+                    .expect("a free port pair");
             }
         }
+        let ports = cluster.ports.clone();
         let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
@@ -353,9 +384,18 @@ fn ping(port: u16) -> bool {
 /// `n` free ports whose cluster bus port (+10000) is free too. Held while searching, so no
 /// two are the same.
 pub(crate) fn free_port_pairs(n: usize) -> Vec<u16> {
+    // The search goes on from where the last call of this process stopped: two tests
+    // starting clusters at once would otherwise find the same free ports and collide.
+    static CURSOR: std::sync::Mutex<u16> = std::sync::Mutex::new(0);
+    let mut cursor = CURSOR
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *cursor == 0 {
+        *cursor = 20_000 + (std::process::id() % 20_000) as u16;
+    }
     let mut held = Vec::new();
     let mut ports = Vec::new();
-    let start = 20_000 + (std::process::id() % 20_000) as u16;
+    let start = *cursor;
     let mut port = start;
     while ports.len() < n {
         port = if port >= 45_000 { 20_000 } else { port + 1 };
@@ -369,6 +409,7 @@ pub(crate) fn free_port_pairs(n: usize) -> Vec<u16> {
         held.push((a, b));
         ports.push(port);
     }
+    *cursor = port;
     ports
 }
 
